@@ -1,0 +1,75 @@
+"""Trained checkpoints: `<out>/<model>/weights.safetensors` + `<out>/<model>/config.json`.
+
+Weights go through safetensors (no pickle, so loading runs no code). config.json holds the
+recipe (model, data and training specs), the metrics with their baselines and the library
+versions; `load_checkpoint` rebuilds the model from the saved spec, not from today's code
+defaults.
+
+    >>> model, config = load_checkpoint("exported/forecaster")
+    >>> config["metrics"]["test_mse"] <= 0.5 * config["metrics"]["baseline_mse"]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from .errors import CheckpointError
+from .fsio import atomic_write_bytes, atomic_write_json
+from .models import build_model
+from .provenance import versions
+from .specs import ModelSpec, Recipe, recipe_from_dict, to_dict
+
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+
+def save_checkpoint(model_dir: Path, model: nn.Module, recipe: Recipe, metrics: dict) -> None:
+    """Write weights, then config (the config names what the weights are, so it comes last)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(model_dir / WEIGHTS, save(state, metadata={"model": recipe.model.name}))
+    atomic_write_json(model_dir / CONFIG, {
+        "recipe": to_dict(recipe),
+        "metrics": metrics,
+        "versions": versions(),
+    })
+
+
+def read_config(model_dir: Path) -> dict:
+    path = Path(model_dir) / CONFIG
+    try:
+        config = json.loads(path.read_text())
+        config["recipe"] = recipe_from_dict(config["recipe"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found; run `python -m pipeline train` first") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not a valid config ({exc})") from None
+    return config
+
+
+def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
+    """Build the model from `spec` and load the safetensors weights into it, strictly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(model_dir) / WEIGHTS
+    model = build_model(spec)
+    try:
+        state = load_file(path)
+        model.load_state_dict(state, strict=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found; run `python -m pipeline train` first") from None
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot load weights ({first})") from None
+    return model.eval()
+
+
+def load_checkpoint(model_dir: str | Path) -> tuple[nn.Module, dict]:
+    """Return (eval-mode model, config dict whose "recipe" is a `Recipe`)."""
+    config = read_config(Path(model_dir))
+    return load_weights(Path(model_dir), config["recipe"].model), config
+

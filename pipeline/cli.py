@@ -1,0 +1,83 @@
+"""The `pipeline` command line: one thin click command per stage.
+
+    python -m pipeline --help
+    python -m pipeline train --model forecaster --epochs 4
+
+Each command parses its options, calls one stage's `main`, and prints the result. Domain
+errors (`PipelineError`) and OS errors become one-line `click.ClickException`s: exit 1,
+no traceback. Heavy libraries are imported inside the commands, so `--help` is instant.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from .errors import PipelineError
+from .specs import MODEL_NAMES
+
+
+def model_option(fn):
+    return click.option(
+        "--model", "models", multiple=True, type=click.Choice(MODEL_NAMES),
+        help="Model to process; repeat for several. Default: all models.")(fn)
+
+
+def out_option(fn):
+    return click.option(
+        "--out", default="exported", show_default=True, metavar="DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Artifact root; each model lives in DIR/<model>/.")(fn)
+
+
+def domain_errors(fn):
+    """Turn expected failures into one line on stderr and a non-zero exit."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+    return wrapper
+
+
+def selected(models: tuple[str, ...]) -> tuple[str, ...]:
+    return models or MODEL_NAMES
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rnn-pipeline")
+def cli():
+    """Train, export, verify, benchmark and publish the two seed RNN models.
+
+    \b
+    Example, the whole flow for both models into ./exported:
+      python -m pipeline train && python -m pipeline export && python -m pipeline verify
+    """
+
+
+@cli.command()
+@model_option
+@out_option
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the model's recipe).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (default: the recipe's, 0).")
+@domain_errors
+def train(models, out, epochs, seed):
+    """Train models and save DIR/<model>/weights.safetensors and config.json.
+
+    \b
+    Example:
+      python -m pipeline train --model forecaster --epochs 4 --out /tmp/runs
+    """
+    from .fsio import ensure_dir
+    from .train import TrainConfig, main
+
+    ensure_dir(out)
+    for name in selected(models):
+        m = main(TrainConfig(name, out, epochs, seed), log=lambda s: click.echo(s, err=True))
+        click.echo(f"{name}: test {m['metric']} {m['test']:.4f}, baseline ({m['baseline_kind']}) "
+                   f"{m['baseline']:.4f}; trained in {m['train_seconds']:.1f}s -> {out / name}")

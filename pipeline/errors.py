@@ -1,0 +1,21 @@
+"""Domain errors. The CLI turns each into a one-line message and a non-zero exit."""
+
+
+class PipelineError(Exception):
+    """A problem the user can act on: bad input, a missing or damaged artifact."""
+
+
+class CheckpointError(PipelineError):
+    """weights.safetensors or config.json is missing, unreadable or does not fit the spec."""
+
+
+class ExportError(PipelineError):
+    """An exported artifact failed its own self-check."""
+
+
+class IntegrityError(PipelineError):
+    """A file does not match its manifest entry, or the manifest points outside its folder."""
+
+
+class VerificationError(PipelineError):
+    """A runtime's outputs do not match eager PyTorch within tolerance."""

@@ -1,0 +1,137 @@
+"""Model, data and training specs: each model's whole contract as data.
+
+A `ModelSpec` says what the network is (sizes) and what its exported artifacts promise
+(input/output names, dtype, symbolic axes, tolerances, the export example shape). It is
+saved in `config.json` beside the weights and the model is rebuilt from it, so every
+later stage reads the contract from disk instead of from literals in the code.
+
+    >>> from pipeline.specs import SPECS
+    >>> SPECS["forecaster"].input.shape
+    ('batch', 'seq', 10)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+Axis = str | int  # a symbolic axis name, or a fixed size
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str          # numpy / ONNX name, e.g. "float32"
+    shape: tuple[Axis, ...]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An element passes when |actual - expected| <= atol + rtol * |expected|."""
+    atol: float
+    rtol: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    arch: Literal["rnn_cell_loop", "rnn"]       # seed 000 / seed 001
+    task: Literal["regression", "classification"]
+    input_size: int
+    hidden_size: int
+    output_size: int
+    input_name: str = "input"
+    output_name: str = "output"
+    dtype: str = "float32"
+    # Shape of the example given to the exporter; the artifacts must serve any other.
+    example_batch: int = 2
+    example_seq: int = 7
+    # float32 on CPU: the exported graph reorders the same float ops, so errors stay at a
+    # few ulps of the outputs (~1e-7); 1e-5 leaves room yet catches any real change.
+    cpu_tolerance: Tolerance = Tolerance(atol=1e-5, rtol=1e-5)
+    # CUDA: cuBLAS may use TF32 and fused kernels with another summation order; errors
+    # grow with sequence length through the recurrence, so allow ~1e-4 relative.
+    cuda_tolerance: Tolerance = Tolerance(atol=1e-4, rtol=1e-4)
+
+    @property
+    def input(self) -> TensorSpec:
+        return TensorSpec(self.input_name, self.dtype, ("batch", "seq", self.input_size))
+
+    @property
+    def output(self) -> TensorSpec:
+        return TensorSpec(self.output_name, self.dtype, ("batch", self.output_size))
+
+    def tolerance(self, device: str = "cpu") -> Tolerance:
+        return self.cuda_tolerance if device == "cuda" else self.cpu_tolerance
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Synthetic, seeded sequences; each split comes in chunks that share one length."""
+    seq_min: int
+    seq_max: int
+    train_size: int = 8192
+    val_size: int = 1024
+    test_size: int = 2048
+    chunk_size: int = 64        # sequences per chunk (= training mini-batch)
+    noise: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int
+    lr: float = 1e-2
+    grad_clip: float = 1.0      # RNNs can explode; clipping the norm keeps Adam stable
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a trained model."""
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=8))
+
+
+RECIPES: dict[str, Recipe] = {
+    "forecaster": Recipe(
+        model=ModelSpec("forecaster", "rnn_cell_loop", "regression",
+                        input_size=10, hidden_size=20, output_size=1),
+        data=DataSpec(seq_min=8, seq_max=40),
+        train=TrainSpec(epochs=8),
+    ),
+    "classifier": Recipe(
+        model=ModelSpec("classifier", "rnn", "classification",
+                        input_size=5, hidden_size=8, output_size=2),
+        data=DataSpec(seq_min=8, seq_max=40),
+        train=TrainSpec(epochs=6),
+    ),
+}
+SPECS: dict[str, ModelSpec] = {name: r.model for name, r in RECIPES.items()}
+MODEL_NAMES: tuple[str, ...] = tuple(RECIPES)
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def _build(cls, data: dict):
+    """Rebuild a (nested) frozen dataclass from `asdict` output, refusing unknown keys."""
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    for key, value in data.items():
+        nested = {"cpu_tolerance": Tolerance, "cuda_tolerance": Tolerance,
+                  "model": ModelSpec, "data": DataSpec, "train": TrainSpec}.get(key)
+        kwargs[key] = _build(nested, value) if nested and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+def model_spec_from_dict(data: dict) -> ModelSpec:
+    return _build(ModelSpec, data)
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    return _build(Recipe, data)
