@@ -12,10 +12,12 @@ STAMP   := $(VENV)/.installed
 # What each stage's output depends on besides the previous stage's files.
 CORE_SRC  := pipeline/specs.py pipeline/fsio.py pipeline/checkpoint.py pipeline/models.py
 TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
+EXPORT_SRC := $(CORE_SRC) pipeline/export.py pipeline/onnx_export.py pipeline/manifest.py \
+              pipeline/runners.py pipeline/compare.py
 
-.PHONY: all install train test clean
+.PHONY: all install train export test clean
 
-all: train
+all: export
 
 install: $(STAMP)
 
@@ -31,6 +33,11 @@ $(STAMP): pyproject.toml constraints.txt
 train: $(MODELS:%=$(OUT)/%/config.json)
 $(OUT)/%/config.json: $(STAMP) $(TRAIN_SRC)
 	$(PY) -m pipeline train --model $* --out $(OUT)
+
+# manifest.json is written after model.pt and model.onnx passed their self-check.
+export: $(MODELS:%=$(OUT)/%/manifest.json)
+$(OUT)/%/manifest.json: $(OUT)/%/config.json $(EXPORT_SRC)
+	$(PY) -m pipeline export --model $* --out $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

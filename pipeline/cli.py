@@ -81,3 +81,30 @@ def train(models, out, epochs, seed):
         m = main(TrainConfig(name, out, epochs, seed), log=lambda s: click.echo(s, err=True))
         click.echo(f"{name}: test {m['metric']} {m['test']:.4f}, baseline ({m['baseline_kind']}) "
                    f"{m['baseline']:.4f}; trained in {m['train_seconds']:.1f}s -> {out / name}")
+
+
+@cli.command()
+@model_option
+@out_option
+@click.option("--opset", type=click.IntRange(18, 21), default=18, show_default=True,
+              help="ONNX opset of the graph (18-21; onnxruntime >= 1.22 runs all of them).")
+@domain_errors
+def export(models, out, opset):
+    """Export trained models to DIR/<model>/model.pt (TorchScript) and model.onnx.
+
+    Both artifacts must match the eager model at batch 1 and 64 and sequence lengths 1,
+    the export example's and 10x it before they replace anything; manifest.json
+    (hashes, signature, versions) is written last.
+
+    \b
+    Example:
+      python -m pipeline export --model classifier --opset 18
+    """
+    from .export import ExportConfig, main
+
+    for name in selected(models):
+        manifest = main(ExportConfig(name, out, opset), log=lambda s: click.echo(s, err=True))
+        signature = manifest["signature"]
+        click.echo(f"{name}: {signature['inputs'][0]['shape']} -> {signature['outputs'][0]['shape']}"
+                   f", opset {manifest['onnx']['opset']} -> {out / name}/"
+                   f"{{model.pt,model.onnx,manifest.json}}")

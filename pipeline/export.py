@@ -1,0 +1,120 @@
+"""Stage 2: export a trained model to TorchScript and ONNX, prove both, write the manifest.
+
+    python -m pipeline export --model forecaster --opset 18
+    python scripts/export.py
+
+Writes `<out>/<model>/model.pt` and `model.onnx`, then `manifest.json` last. Neither artifact
+replaces the previous one until it has passed the self-check: the ONNX graph passes
+`onnx.checker` (full_check), declares symbolic `batch`/`seq` axes, loads in onnxruntime,
+and both artifacts match the eager model at sequence lengths 1, the export example's and
+10x it, at batch 1 and 64. A declared dynamic axis proves nothing (an unrolled graph
+declares one too); only outputs at other lengths do.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from .compare import compare
+from .errors import ExportError
+from .fsio import atomic_path, model_lock
+from .manifest import write_manifest
+from .provenance import source_commit, versions
+from .runners import ARTIFACTS, load_runner
+from .specs import ModelSpec, to_dict
+
+DEFAULT_OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    out: Path = Path("exported")
+    opset: int = DEFAULT_OPSET
+
+
+def check_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
+    """(batch, seq) pairs every artifact must get right before it is accepted."""
+    return [(b, s) for b in (1, 64) for s in (1, spec.example_seq, 10 * spec.example_seq)]
+
+
+def export_torchscript(model, path: Path) -> None:
+    import torch
+    # Scripting (not tracing) keeps the forecaster's time loop a real loop over seq.
+    # torch.jit is deprecated in favour of torch.export, but TorchScript remains the
+    # format the pytorch Triton backend and C++ libtorch load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(path))
+
+
+def self_check(paths: dict[str, Path], spec: ModelSpec, model) -> list[dict]:
+    """Run each artifact ({runtime: path}) against eager `model`; ExportError at a bad shape."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    tol = spec.tolerance("cpu")
+    runners = [load_runner(runtime, spec, path) for runtime, path in paths.items()]
+    rows = []
+    for batch, seq in check_shapes(spec):
+        x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).numpy()
+        for runner in runners:
+            try:
+                actual = runner.run({spec.input_name: x})[spec.output_name]
+            except Exception as exc:  # an unrolled graph fails at seq 1 with a shape error
+                raise ExportError(f"{spec.name} {runner.name}: fails at batch {batch}, seq {seq}: "
+                                  f"{str(exc).strip().splitlines()[0]}") from None
+            c = compare(actual, expected, tol, spec.task == "classification")
+            if not c.passed:
+                raise ExportError(f"{spec.name} {runner.name}: wrong at batch {batch}, seq {seq}: "
+                                  f"{c.reason} (max abs error {c.max_abs:.3g})")
+            rows.append({"runtime": runner.name, "batch": batch, "seq": seq,
+                         "max_abs": c.max_abs, "max_rel": c.max_rel})
+    return rows
+
+
+def main(config: ExportConfig, log: Callable[[str], None] = print,
+         onnx_exporter: Callable | None = None) -> dict:
+    """Export `config.model` from `<out>/<model>/`; return the manifest.
+
+    `onnx_exporter(model, spec, path, opset)` replaces the ONNX exporter (tests pass a
+    deliberately unrolled one to prove the self-check can fail).
+    """
+    from .onnx_export import describe, export_onnx
+
+    onnx_exporter = onnx_exporter or export_onnx
+    model_dir = Path(config.out) / config.model
+    with model_lock(model_dir):
+        model, cfg = load_checkpoint(model_dir)
+        spec = cfg["recipe"].model
+        with contextlib.ExitStack() as stack:
+            # Both artifacts go to temp files; they are renamed into place (on leaving the
+            # stack) only after both passed the self-check below.
+            tmp = {r: stack.enter_context(atomic_path(model_dir / name))
+                   for r, name in ARTIFACTS.items()}
+            export_torchscript(model, tmp["torchscript"])
+            onnx_exporter(model, spec, tmp["onnx"], config.opset)
+            graph = describe(tmp["onnx"], spec)
+            rows = self_check(tmp, spec, model)
+        log(f"{spec.name}: ONNX ops {', '.join(graph['ops'])}; self-check passed at "
+            f"{len(rows) // len(ARTIFACTS)} shapes, max abs error "
+            f"{max(r['max_abs'] for r in rows):.2g}")
+        return write_manifest(
+            model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values()],
+            model=spec.name,
+            signature={"inputs": [to_dict(spec.input)], "outputs": [to_dict(spec.output)]},
+            onnx=graph,
+            self_check={"tolerance": to_dict(spec.tolerance("cpu")), "rows": rows},
+            metrics=cfg["metrics"],
+            versions=versions(),
+            source_commit=source_commit(),
+        )
+
