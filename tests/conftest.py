@@ -14,3 +14,13 @@ def trained(tmp_path_factory):
     for name in MODEL_NAMES:
         result[name] = main(TrainConfig(name, out, epochs=2, progress=False), log=lambda s: None)
     return result
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    """`trained`, plus both models exported (model.pt, model.onnx, manifest.json)."""
+    from pipeline.export import ExportConfig, main
+
+    for name in MODEL_NAMES:
+        trained[name]["manifest"] = main(ExportConfig(name, trained["out"]), log=lambda s: None)
+    return trained
