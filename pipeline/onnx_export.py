@@ -131,7 +131,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> No
             custom_translation_table={
                 torch.ops.rnnpipe.rnn_tanh.default: _rnn_tanh_onnx(spec.hidden_size)},
             verbose=False, report=False)
-    program.save(str(path))
+    program.save(str(path), external_data=False)   # one self-contained file, hashed whole
 
 
 def _dims(value_info) -> list:

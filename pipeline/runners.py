@@ -70,11 +70,13 @@ def ort_session(path: Path, device: str, threads: int | None = None):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3   # failures still raise; don't also print them to stderr
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" \
-        else ["CPUExecutionProvider"]
+    # TF32 would round matmul inputs to 10 mantissa bits; keep true float32 on CUDA.
+    wanted = [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"] \
+        if device == "cuda" else ["CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(path), options, providers=wanted)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types

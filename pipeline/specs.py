@@ -49,8 +49,8 @@ class ModelSpec:
     # float32 on CPU: the exported graph reorders the same float ops, so errors stay at a
     # few ulps of the outputs (~1e-7); 1e-5 leaves room yet catches any real change.
     cpu_tolerance: Tolerance = Tolerance(atol=1e-5, rtol=1e-5)
-    # CUDA: cuBLAS may use TF32 and fused kernels with another summation order; errors
-    # grow with sequence length through the recurrence, so allow ~1e-4 relative.
+    # CUDA (TF32 switched off in the session): cuBLAS kernels sum in another order than
+    # the CPU reference, and the recurrence carries that along the sequence; ~1e-4.
     cuda_tolerance: Tolerance = Tolerance(atol=1e-4, rtol=1e-4)
 
     @property
@@ -102,7 +102,15 @@ RECIPES: dict[str, Recipe] = {
     ),
     "classifier": Recipe(
         model=ModelSpec("classifier", "rnn", "classification",
-                        input_size=5, hidden_size=8, output_size=2),
+                        input_size=5, hidden_size=8, output_size=2,
+                        # Its trained recurrence is expansive (W_hh spectral radius ~1.85), so
+                        # rounding grows along the sequence: over 60 random shapes up to
+                        # (256, 1000), eager float32 itself drifts up to 2.9e-5 from float64,
+                        # and onnxruntime (other GEMM kernels) up to 2.5e-5 from eager. 1e-5
+                        # would ask the export to beat eager's own precision; 1e-4 is ~4x the
+                        # worst drift seen and far below a real change (1e-3 weight noise).
+                        cpu_tolerance=Tolerance(atol=1e-4, rtol=1e-4),
+                        cuda_tolerance=Tolerance(atol=3e-4, rtol=3e-4)),
         data=DataSpec(seq_min=8, seq_max=40),
         train=TrainSpec(epochs=6),
     ),

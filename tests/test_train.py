@@ -2,7 +2,7 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.train import TrainConfig, main
-from pipeline.specs import MODEL_NAMES
+from pipeline.specs import MODEL_NAMES, RECIPES
 
 from .seeds import seed_model
 
@@ -35,6 +35,6 @@ def test_two_runs_give_identical_weights(tmp_path):
 
 def test_config_records_recipe_metrics_and_versions(trained):
     _, config = load_checkpoint(trained["out"] / "forecaster")
-    assert config["recipe"].train.epochs == 2
+    assert config["recipe"].train.epochs == RECIPES["forecaster"].train.epochs
     assert set(config["metrics"]) >= {"test", "baseline", "val", "train_seconds"}
     assert {"python", "torch", "safetensors"} <= set(config["versions"])

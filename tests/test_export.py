@@ -1,0 +1,101 @@
+import hashlib
+import shutil
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.errors import ExportError
+from pipeline.export import ExportConfig, main
+from pipeline.fsio import TMP_PREFIX
+from pipeline.manifest import check_manifest
+from pipeline.specs import MODEL_NAMES
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.fixture
+def copy(exported, tmp_path):
+    """A private copy of the exported artifact root."""
+    for name in MODEL_NAMES:
+        shutil.copytree(exported["out"] / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_manifest_describes_the_files(exported, name):
+    folder = exported["out"] / name
+    manifest = check_manifest(folder)
+    assert set(manifest["files"]) == {"weights.safetensors", "config.json", "model.pt", "model.onnx"}
+    for file, entry in manifest["files"].items():
+        data = (folder / file).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    sig = manifest["signature"]
+    assert sig["inputs"][0]["shape"][:2] == ["batch", "seq"] and sig["inputs"][0]["dtype"] == "float32"
+    assert sig["outputs"][0]["shape"][0] == "batch"
+    assert manifest["onnx"]["opset"] == 18 and manifest["onnx"]["ir_version"] >= 8
+    assert {"python", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
+    assert manifest["metrics"]["test"] > 0
+    assert "source_commit" in manifest
+    seqs = {row["seq"] for row in manifest["self_check"]["rows"]}
+    assert min(seqs) == 1 and max(seqs) >= 70
+
+
+def legacy_unrolled(model, spec, path, opset):
+    """The deprecated TorchScript-based exporter: it unrolls the forecaster's loop while
+    declaring a symbolic seq axis."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(spec.example_batch, spec.example_seq, spec.input_size),),
+                          str(path), dynamo=False, opset_version=opset,
+                          input_names=[spec.input_name], output_names=[spec.output_name],
+                          dynamic_axes={spec.input_name: {0: "batch", 1: "seq"},
+                                        spec.output_name: {0: "batch"}})
+
+
+def dynamo_as_written(model, spec, path, opset):
+    """torch.export on the model as written: specializes seq to the example length."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(spec.example_batch, spec.example_seq, spec.input_size),),
+                          str(path), dynamo=True, opset_version=opset, external_data=False,
+                          input_names=[spec.input_name], output_names=[spec.output_name],
+                          dynamic_shapes={"inputs": {0: torch.export.Dim("batch"),
+                                                     1: torch.export.Dim("seq")}})
+
+
+def test_unrolled_export_is_caught_and_keeps_previous_artifacts(copy):
+    before = snapshot(copy / "forecaster")
+    with pytest.raises(ExportError, match=r"forecaster onnx: .*seq 1"):
+        main(ExportConfig("forecaster", copy), log=lambda s: None, onnx_exporter=legacy_unrolled)
+    assert snapshot(copy / "forecaster") == before
+    assert not [p for p in (copy / "forecaster").iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_seq_specialized_export_is_caught(copy):
+    before = snapshot(copy / "forecaster")
+    with pytest.raises(ExportError, match="seq"):
+        main(ExportConfig("forecaster", copy), log=lambda s: None, onnx_exporter=dynamo_as_written)
+    assert snapshot(copy / "forecaster") == before
+
+
+def test_other_opset(copy):
+    manifest = main(ExportConfig("classifier", copy, opset=20), log=lambda s: None)
+    assert manifest["onnx"]["opset"] == 20
+    check_manifest(copy / "classifier")
+
+
+def test_export_without_training_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "config.json: not found" in result.output
+
+
+@pytest.mark.parametrize("opset", ["17", "99", "x"])
+def test_bad_opset(opset, tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--opset", opset, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--opset" in result.output
