@@ -1,5 +1,6 @@
 # make all   - create .venv, install, train, export and verify both models
 # make test  - create .venv, install, run the test suite
+# make publish - publish verified models as new versions of exported/model_repository (not in all)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
 PYTHON  ?= python3
@@ -15,7 +16,7 @@ TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
 EXPORT_SRC := $(CORE_SRC) pipeline/export.py pipeline/onnx_export.py pipeline/manifest.py \
               pipeline/runners.py pipeline/compare.py
 
-.PHONY: all install train export test clean
+.PHONY: all install train export publish test clean
 
 all: export
 
@@ -38,6 +39,12 @@ $(OUT)/%/config.json: $(STAMP) $(TRAIN_SRC)
 export: $(MODELS:%=$(OUT)/%/manifest.json)
 $(OUT)/%/manifest.json: $(OUT)/%/config.json $(EXPORT_SRC)
 	$(PY) -m pipeline export --model $* --out $(OUT)
+
+# Not part of `all`: a published version is permanent, so publishing is asked for. Phony:
+# publish itself finds what is new (unchanged artifacts are a no-op, so a rerun adds
+# nothing) and refuses builds whose verification.json is missing, failed or stale.
+publish: export  # TODO(lead): depend on verify
+	$(PY) -m pipeline publish --out $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

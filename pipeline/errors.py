@@ -19,3 +19,7 @@ class IntegrityError(PipelineError):
 
 class VerificationError(PipelineError):
     """A runtime's outputs do not match eager PyTorch within tolerance."""
+
+
+class PublishError(PipelineError):
+    """A release cannot be published: unverified artifacts, or a version that would change."""

@@ -1,0 +1,245 @@
+"""Stage 4: publish verified artifacts as an immutable, numbered release Triton can serve.
+
+    python -m pipeline publish --model forecaster [--registry DIR] [--version N]
+    python scripts/publish.py
+
+Version N of a model is two Triton models in the repository (default `<out>/model_repository`):
+
+    <model>_onnx/config.pbtxt           <model>_onnx/N/        model.onnx + the three below
+    <model>_torchscript/config.pbtxt    <model>_torchscript/N/ model.pt, manifest.json,
+                                                               verification.json, README.md
+
+plus `<model>-N.tar.gz` of both beside the repository (see release.py). Gates: the build
+passes `check_manifest`, and its `verification.json` passed and judged exactly the files
+now on disk (sha256). Immutability: a build already published (same sha256s) is a no-op
+naming its version; another build under an existing number is refused; config.pbtxt never
+changes. Publishers of one repository take turns on a lock, so of two racing for version N
+the second finds it taken: refused if its build differs, a no-op if it is the same build.
+Each version folder is staged beside its final place and renamed into it (atomic; the
+rename also fails on an existing version), so Triton never sees half a folder. Staging sits
+in the Triton model folder, not the repository root: Triton takes every subfolder of the
+root, dot-folders too, for a model (triton core, GetDirectorySubdirs), but skips
+non-integer version folders (model_lifecycle.cc, VersionsToLoad).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from .card import model_card
+from .errors import IntegrityError, PublishError
+from .fsio import atomic_write_bytes, ensure_dir, model_lock
+from .manifest import MANIFEST, check_manifest, file_entry, safe_member
+from .release import write_tarball
+from .runners import ARTIFACTS
+from .specs import ModelSpec, recipe_from_dict
+from .triton import BACKENDS, TRITON_CONFIG, config_pbtxt, parse_config, triton_name
+
+CONFIG = "config.json"    # = checkpoint.CONFIG; not imported: checkpoint imports torch
+VERIFICATION = "verification.json"
+CARD = "README.md"
+STAGING_PREFIX = ".staging-"
+VERSION_DIR = re.compile(r"0|[1-9][0-9]*")   # Triton ignores version folders with leading zeros
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    model: str
+    out: Path = Path("exported")
+    registry: Path | None = None      # None: <out>/model_repository
+    version: int | None = None        # None: one past the highest published
+
+    @property
+    def repository(self) -> Path:
+        return Path(self.registry) if self.registry else Path(self.out) / "model_repository"
+
+
+def read_spec(model_dir: Path) -> tuple[ModelSpec, dict]:
+    """(spec, training metrics) from config.json, without importing torch."""
+    path = model_dir / CONFIG
+    try:
+        config = json.loads(path.read_text())
+        return recipe_from_dict(config["recipe"]).model, dict(config.get("metrics") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PublishError(f"{path}: not a valid config ({exc})") from None
+
+
+def check_verification(model_dir: Path, manifest: dict) -> dict:
+    """Return verification.json if it passed and judged the very files in the manifest."""
+    path = model_dir / VERIFICATION
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PublishError(f"{path}: not found; run `python -m pipeline verify --model "
+                           f"{model_dir.name}` first") from None
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("artifacts"), dict):
+        raise PublishError(f"{path}: not a verification report (no 'artifacts' table)")
+    if report.get("model") != manifest.get("model"):
+        raise PublishError(f"{path}: verifies {report.get('model')!r}, not {manifest.get('model')!r}")
+    if report.get("passed") is not True:
+        failed = [r for r in report.get("rows") or [] if isinstance(r, dict) and not r.get("passed")]
+        why = "".join(f" ({r.get('runtime')} at batch {r.get('batch')}, seq {r.get('seq')}: "
+                      f"{r.get('reason')})" for r in failed[:1])
+        raise PublishError(f"{path}: verification failed{why}; only verified builds are published")
+    judged = report["artifacts"]
+    for name in manifest["files"]:
+        if name not in judged:
+            raise PublishError(f"{path}: did not judge {name}; run verify again")
+    for name, entry in judged.items():
+        current = manifest["files"].get(name) or file_entry(safe_member(model_dir, name))
+        if not isinstance(entry, dict) or (entry.get("sha256"), entry.get("size")) != \
+                (current["sha256"], current["size"]):
+            raise PublishError(f"{path}: judged another {name} than the one on disk (sha256 "
+                               "differs); run verify again")
+    return report
+
+
+def published_versions(repository: Path, model: str) -> dict[int, dict[str, Path]]:
+    """{version: {runtime: version folder}} of every version folder of this model's releases."""
+    found: dict[int, dict[str, Path]] = {}
+    for runtime in BACKENDS:
+        root = repository / triton_name(model, runtime)
+        for child in root.iterdir() if root.is_dir() else ():
+            if child.is_dir() and VERSION_DIR.fullmatch(child.name):
+                found.setdefault(int(child.name), {})[runtime] = child
+    return found
+
+
+def build_of(version_dir: Path) -> dict | None:
+    """{file: sha256} of the build a version folder was published from; None if unreadable."""
+    try:
+        files = json.loads((version_dir / MANIFEST).read_text())["export"]["files"]
+        return {name: entry["sha256"] for name, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: int | None,
+                   model: str) -> tuple[int, bool]:
+    """(version, already published?) for `build`, or PublishError if it would change one."""
+    held = sorted(v for v, dirs in existing.items()
+                  if any(build_of(d) == build for d in dirs.values()))
+    if wanted is not None and wanted in existing:
+        if wanted in held:
+            return wanted, True
+        raise PublishError(f"{model} version {wanted} is already published with other artifacts; "
+                           "versions are immutable (omit --version to publish as "
+                           f"{max(existing) + 1})")
+    if held:
+        return held[0], True
+    return wanted or max(existing, default=0) + 1, False
+
+
+def stage(repository: Path, model_dir: Path, spec: ModelSpec, runtime: str, version: int,
+          manifest: dict, report: dict, metrics: dict, published: str) -> Path:
+    """Write one version folder into `<model>_<runtime>/.staging-*`; return that folder."""
+    root = ensure_dir(repository / triton_name(spec.name, runtime))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    try:
+        os.chmod(staging, 0o755)    # mkdtemp makes 0700; Triton may run as another user
+        filename = BACKENDS[runtime][3]
+        shutil.copyfile(model_dir / ARTIFACTS[runtime], staging / filename)
+        if file_entry(staging / filename) != manifest["files"][ARTIFACTS[runtime]]:
+            raise IntegrityError(f"{model_dir / ARTIFACTS[runtime]}: changed while being copied")
+        shutil.copyfile(model_dir / VERIFICATION, staging / VERIFICATION)
+        (staging / CARD).write_text(model_card(spec, runtime, version, metrics, report))
+        release = {
+            "files": {n: file_entry(staging / n) for n in (filename, VERIFICATION, CARD)},
+            "model": spec.name, "version": version, "runtime": runtime,
+            "triton_model": triton_name(spec.name, runtime), "published": published,
+            "export": manifest,     # the build's own manifest: its files, signature, versions
+        }
+        (staging / MANIFEST).write_text(json.dumps(release, indent=2) + "\n")
+        for path in staging.iterdir():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(path, 0o444)   # a published file is never edited in place
+        check_manifest(staging)     # the release passes the same gate as the build
+        return staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def commit(staging: Path, target: Path) -> None:
+    """Rename a staged folder onto `target`; whoever renames first owns the version."""
+    try:
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(target))
+        os.rename(staging, target)   # atomic; fails when target is a non-empty folder
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise PublishError(f"{target}: version {target.name} was published by another "
+                               "process meanwhile; nothing was changed") from None
+        raise
+
+
+def write_config(repository: Path, spec: ModelSpec, runtime: str) -> None:
+    """Write `<model>_<runtime>/config.pbtxt` if absent; refuse a different existing one."""
+    text = config_pbtxt(spec, runtime)
+    parse_config(text)               # a config Triton cannot parse is never written
+    path = ensure_dir(repository / triton_name(spec.name, runtime)) / TRITON_CONFIG
+    if not path.exists():
+        atomic_write_bytes(path, text.encode())
+    elif path.read_text() != text:
+        raise PublishError(f"{path}: differs from {spec.name}'s spec, and every version of a "
+                           "Triton model shares it; publish into another --registry")
+
+
+def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
+    """Publish `<out>/<model>/` into the repository; return what happened.
+
+    {"model", "version", "published": False when the build was already there, "folders", "tarball"}
+    """
+    model_dir = Path(config.out) / config.model
+    if not model_dir.is_dir():
+        raise PublishError(f"{model_dir}: no such model folder; run train, export and verify first")
+    repository = ensure_dir(config.repository)
+    # The model lock keeps export/verify from replacing files mid-copy; the repository
+    # lock makes publishers take turns, so "which version is free" stays true until rename.
+    with model_lock(model_dir), model_lock(repository):
+        manifest = check_manifest(model_dir, require=(CONFIG, *ARTIFACTS.values()))
+        report = check_verification(model_dir, manifest)
+        spec, metrics = read_spec(model_dir)
+        for runtime in BACKENDS:      # leftovers of a killed run; only lock holders stage
+            root = repository / triton_name(spec.name, runtime)
+            for old in root.glob(STAGING_PREFIX + "*") if root.is_dir() else ():
+                log(f"removing {old}, left by an interrupted publish")
+                shutil.rmtree(old, ignore_errors=True)
+        build = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+        existing = published_versions(repository, spec.name)
+        version, already = choose_version(existing, build, config.version, spec.name)
+        have = existing.get(version, {})
+        for folder in have.values():
+            check_manifest(folder)    # a damaged published version is reported, not reused
+        published = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        folders = {rt: repository / triton_name(spec.name, rt) / str(version) for rt in BACKENDS}
+        staged: dict[str, Path] = {}
+        try:
+            for runtime in BACKENDS:
+                if runtime not in have:
+                    staged[runtime] = stage(repository, model_dir, spec, runtime, version,
+                                            manifest, report, metrics, published)
+            for runtime in BACKENDS:
+                write_config(repository, spec, runtime)
+            for runtime, folder in staged.items():
+                commit(folder, folders[runtime])
+        finally:
+            for leftover in staged.values():
+                shutil.rmtree(leftover, ignore_errors=True)
+        if already and staged:
+            log(f"{spec.name} version {version}: completed with the missing {', '.join(staged)}")
+        tarball = write_tarball(repository, spec.name, version)
+    return {"model": spec.name, "version": version, "published": not already,
+            "folders": folders, "tarball": tarball}

@@ -1,0 +1,109 @@
+"""Release tarballs: `<model>-<N>.tar.gz` beside the repository, and the only safe way back.
+
+    >>> write_tarball(Path("exported/model_repository"), "forecaster", 3)   # publish does this
+    >>> extract_release("exported/forecaster-3.tar.gz", "/srv/triton/models")
+
+A release tarball holds `<model>_onnx/` and `<model>_torchscript/`, each with its
+config.pbtxt and version folder, with paths from the repository root: unpacking one into a
+Triton model repository installs that version. Packing is deterministic (sorted names,
+owner 0, the release's publish time as mtime, gzip without a timestamp), so publishing the
+same release twice gives the same bytes. `extract_release` checks every member first and
+refuses anything that could land outside the target folder or change a file already there.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from .errors import PublishError
+from .fsio import atomic_write_bytes, ensure_dir
+from .manifest import MANIFEST
+from .triton import BACKENDS, TRITON_CONFIG, triton_name
+
+
+def tarball_path(repository: Path, model: str, version: int) -> Path:
+    return Path(repository).parent / f"{model}-{version}.tar.gz"
+
+
+def release_tar(repository: Path, model: str, version: int) -> bytes:
+    """Deterministic .tar.gz of both version folders and their configs (paths from the root)."""
+    names = []
+    for runtime in BACKENDS:
+        base = triton_name(model, runtime)
+        folder = repository / base / str(version)
+        names += [f"{base}/{TRITON_CONFIG}", f"{base}/{version}"]
+        names += [f"{base}/{version}/{p.name}" for p in sorted(folder.iterdir())]
+    published = json.loads((repository / names[1] / MANIFEST).read_text())["published"]
+    mtime = int(datetime.fromisoformat(published).timestamp())
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tar.gettarinfo(str(repository / name), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = mtime
+            info.mode = 0o755 if info.isdir() else 0o444
+            if info.isdir():
+                tar.addfile(info)
+            else:
+                with open(repository / name, "rb") as f:
+                    tar.addfile(info, f)
+    return buf.getvalue()
+
+
+def write_tarball(repository: Path, model: str, version: int) -> Path:
+    dest = tarball_path(repository, model, version)
+    data = release_tar(repository, model, version)
+    if not dest.exists():
+        atomic_write_bytes(dest, data)
+    elif dest.read_bytes() != data:
+        raise PublishError(f"{dest}: exists with other content; releases are immutable")
+    return dest
+
+
+def extract_release(tar_path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Unpack a release tarball into `dest`; return the files written.
+
+    Every member is checked before anything is written. Refused: absolute names, `..`,
+    symlinks and hardlinks (a release holds only files and folders), devices and fifos, a
+    path through an existing link out of `dest`, and a file that exists with other content
+    (published versions are immutable; identical files are left as they are).
+    """
+    root = ensure_dir(dest).resolve()
+    todo: list[tuple[Path, bytes | None]] = []
+    with tarfile.open(tar_path, "r:*") as tar:
+        for member in tar.getmembers():
+            name, where = member.name, f"{tar_path}: member {member.name!r}"
+            pure = PurePosixPath(name)
+            if not name or "\x00" in name or "\\" in name or pure.is_absolute() \
+                    or ".." in pure.parts:
+                raise PublishError(f"{where}: points outside {dest}")
+            if member.issym() or member.islnk():
+                raise PublishError(f"{where}: is a link (to {member.linkname!r}); refused")
+            if not (member.isfile() or member.isdir()):
+                raise PublishError(f"{where}: is a device or fifo; refused")
+            target = (root / pure).resolve()
+            if target != root and root not in target.parents:
+                raise PublishError(f"{where}: resolves outside {dest}")
+            data = tar.extractfile(member).read() if member.isfile() else None
+            if data is not None and target.exists() and \
+                    (not target.is_file() or target.read_bytes() != data):
+                raise PublishError(f"{where}: {target} exists with other content; refused")
+            todo.append((target, data))
+    written = []
+    for target, data in todo:
+        if data is None:
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            ensure_dir(target.parent)
+            atomic_write_bytes(target, data)
+            written.append(target)
+    return written
+
+
