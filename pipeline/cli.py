@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import PipelineError
+from .shapes import ShapesType
 from .specs import MODEL_NAMES
 
 
@@ -140,3 +141,42 @@ def publish(models, out, registry, version):
         else:
             click.echo(f"{name}: unchanged, version {r['version']} already holds these artifacts "
                        f"({r['folders']['onnx'].parent.parent}); nothing published")
+
+
+@cli.command()
+@model_option
+@out_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="ONNX Runtime execution provider; auto picks CUDA when "
+              "onnxruntime-gpu and a GPU are present. The reference is eager PyTorch on CPU.")
+@click.option("--shapes", type=ShapesType(), default=None,
+              help="Comma-separated BATCHxSEQ list, e.g. 1x1,64x500. "
+                   "Default: batch 1, 2, 64 x seq 1, the export example's, 10x it.")
+@domain_errors
+def verify(models, out, device, shapes):
+    """Check artifact hashes, then compare TorchScript and ONNX Runtime with eager PyTorch.
+
+    Every input shape runs at unit scale and at a scale that saturates tanh. Writes
+    DIR/<model>/verification.json; exits non-zero if any check fails, naming it.
+
+    \b
+    Example:
+      python -m pipeline verify --model forecaster --device cpu --shapes 1x1,64x500
+    """
+    from .errors import VerificationError
+    from .verify import VerifyConfig, format_table, main
+
+    failures = []
+    for name in selected(models):
+        try:
+            report = main(VerifyConfig(name, out, device, tuple(shapes) if shapes else None))
+        except VerificationError as exc:
+            if exc.report:
+                click.echo(format_table(exc.report))
+            failures.append(str(exc))
+            continue
+        click.echo(format_table(report))
+        click.echo(f"{name}: all {len(report['rows'])} checks passed "
+                   f"(providers: {', '.join(report['providers'])})")
+    if failures:
+        raise click.ClickException(" | ".join(failures))

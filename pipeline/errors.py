@@ -18,7 +18,11 @@ class IntegrityError(PipelineError):
 
 
 class VerificationError(PipelineError):
-    """A runtime's outputs do not match eager PyTorch within tolerance."""
+    """A runtime's outputs do not match eager PyTorch within tolerance; carries the report."""
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 class PublishError(PipelineError):

@@ -25,7 +25,7 @@ ARTIFACTS = {"torchscript": "model.pt", "onnx": "model.onnx"}
 class Runner:
     name: str                  # "torch" | "torchscript" | "onnx"
     spec: ModelSpec
-    provider: str = "cpu"      # the device or execution provider really in use
+    provider: str = "cpu"      # torch device, or the ORT execution provider really in use
     threads: int | None = None
     impl: object = field(default=None, repr=False)
 
@@ -33,12 +33,16 @@ class Runner:
         raise NotImplementedError
 
 
+def on_cuda(provider: str) -> bool:
+    return provider.lower().startswith("cuda")
+
+
 class TorchRunner(Runner):
     """Eager PyTorch module (the reference) or a loaded TorchScript module."""
 
     def run(self, feeds):
         import torch
-        device = "cuda" if self.provider.startswith("cuda") else "cpu"
+        device = "cuda" if on_cuda(self.provider) else "cpu"
         x = torch.from_numpy(np.ascontiguousarray(feeds[self.spec.input_name])).to(device)
         with torch.inference_mode():
             y = self.impl(x)
@@ -112,8 +116,8 @@ def load_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
         return TorchRunner("torchscript", spec, torch_device, threads, module)
     if runtime == "onnx":
         session = ort_session(path, device, threads)
-        provider = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-        return OnnxRuntimeRunner("onnx", spec, provider, threads, session)
+        # The provider the session really uses (ORT falls back silently), e.g. CPUExecutionProvider
+        return OnnxRuntimeRunner("onnx", spec, session.get_providers()[0], threads, session)
     raise PipelineError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
 
 

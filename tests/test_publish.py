@@ -20,8 +20,9 @@ from pipeline.manifest import check_manifest, read_manifest, write_manifest
 from pipeline.publish import PublishConfig, commit, main, published_versions
 from pipeline.release import extract_release
 from pipeline.specs import MODEL_NAMES
+from pipeline.verify import VerifyConfig
+from pipeline.verify import main as verify_main
 from tests.test_cli import one_line_error
-from tests.verification_stub import write_verification
 
 MODEL = "forecaster"
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,7 @@ def rebuild(out: Path, model: str = MODEL, note: str = "rebuilt") -> None:
     onnx.save(proto, model_dir / "model.onnx")
     old = read_manifest(model_dir)
     write_manifest(model_dir, list(old["files"]), **{k: v for k, v in old.items() if k != "files"})
-    write_verification(out, model)
+    verify_main(VerifyConfig(model, out, device="cpu"), log=lambda s: None)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def verified(exported, tmp_path_factory):
     out = tmp_path_factory.mktemp("verified")
     for name in MODEL_NAMES:
         shutil.copytree(exported["out"] / name, out / name, ignore=shutil.ignore_patterns(".lock"))
-        write_verification(out, name)
+        verify_main(VerifyConfig(name, out, device="cpu"), log=lambda s: None)
     return out
 
 
@@ -228,7 +229,7 @@ def test_next_version_and_noop_republish(build):
     rebuild(build)
     assert (publish(build)["version"], publish(build)["version"]) == (2, 2)
     assert sorted(published_versions(build / "model_repository", MODEL)) == [1, 2]
-    write_verification(build, MODEL)   # re-verifying the same bytes is not a new release
+    verify_main(VerifyConfig(MODEL, build, device="cpu"), log=lambda s: None)  # re-verifying the same bytes is not a new release
     assert publish(build)["published"] is False
 
 
