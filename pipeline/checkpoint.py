@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from .errors import CheckpointError
-from .fsio import atomic_write_bytes, atomic_write_json
+from .fsio import atomic_paths, json_bytes
 from .models import build_model
 from .provenance import versions
 from .specs import ModelSpec, Recipe, recipe_from_dict, to_dict
@@ -30,12 +30,14 @@ def save_checkpoint(model_dir: Path, model: nn.Module, recipe: Recipe, metrics: 
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(model_dir / WEIGHTS, save(state, metadata={"model": recipe.model.name}))
-    atomic_write_json(model_dir / CONFIG, {
-        "recipe": to_dict(recipe),
-        "metrics": metrics,
-        "versions": versions(),
-    })
+    # One set: both are written and flushed before either replaces the old pair.
+    with atomic_paths(model_dir / WEIGHTS, model_dir / CONFIG) as (weights, config):
+        weights.write_bytes(save(state, metadata={"model": recipe.model.name}))
+        config.write_bytes(json_bytes({
+            "recipe": to_dict(recipe),
+            "metrics": metrics,
+            "versions": versions(),
+        }))
 
 
 def read_config(model_dir: Path) -> dict:

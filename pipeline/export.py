@@ -12,7 +12,6 @@ declares one too); only outputs at other lengths do.
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from .checkpoint import CONFIG, WEIGHTS, load_checkpoint, read_config
 from .compare import compare
 from .errors import ExportError
-from .fsio import atomic_path, model_lock
-from .manifest import write_manifest
+from .fsio import atomic_paths, json_bytes, model_lock, sweep_stale_temps
+from .manifest import MANIFEST, build_manifest
 from .provenance import source_commit, versions
 from .runners import ARTIFACTS, load_runner
 from .specs import ModelSpec, to_dict
@@ -92,29 +91,33 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
 
     onnx_exporter = onnx_exporter or export_onnx
     model_dir = Path(config.out) / config.model
+    read_config(model_dir)    # a clear error (run train first) before the lock's mkdir
     with model_lock(model_dir):
+        sweep_stale_temps(model_dir)   # left by a killed run; see fsio
         model, cfg = load_checkpoint(model_dir)
         spec = cfg["recipe"].model
-        with contextlib.ExitStack() as stack:
-            # Both artifacts go to temp files; they are renamed into place (on leaving the
-            # stack) only after both passed the self-check below.
-            tmp = {r: stack.enter_context(atomic_path(model_dir / name))
-                   for r, name in ARTIFACTS.items()}
+        names = [*ARTIFACTS.values(), MANIFEST]
+        # All three files go to temp files and are renamed into place together, manifest
+        # last, only after both artifacts passed the self-check and every byte was flushed.
+        with atomic_paths(*(model_dir / name for name in names)) as temps:
+            tmp = dict(zip(ARTIFACTS, temps))
             export_torchscript(model, tmp["torchscript"])
             onnx_exporter(model, spec, tmp["onnx"], config.opset)
             graph = describe(tmp["onnx"], spec)
             rows = self_check(tmp, spec, model)
+            manifest = build_manifest(
+                model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values()],
+                sources={ARTIFACTS[r]: path for r, path in tmp.items()},
+                model=spec.name,
+                signature={"inputs": [to_dict(spec.input)], "outputs": [to_dict(spec.output)]},
+                onnx=graph,
+                self_check={"tolerance": to_dict(spec.tolerance("cpu")), "rows": rows},
+                metrics=cfg["metrics"],
+                versions=versions(),
+                source_commit=source_commit(),
+            )
+            temps[-1].write_bytes(json_bytes(manifest))
         log(f"{spec.name}: ONNX ops {', '.join(graph['ops'])}; self-check passed at "
             f"{len(rows) // len(ARTIFACTS)} shapes, max abs error "
             f"{max(r['max_abs'] for r in rows):.2g}")
-        return write_manifest(
-            model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values()],
-            model=spec.name,
-            signature={"inputs": [to_dict(spec.input)], "outputs": [to_dict(spec.output)]},
-            onnx=graph,
-            self_check={"tolerance": to_dict(spec.tolerance("cpu")), "rows": rows},
-            metrics=cfg["metrics"],
-            versions=versions(),
-            source_commit=source_commit(),
-        )
-
+        return manifest

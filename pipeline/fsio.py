@@ -3,6 +3,14 @@
 Every artifact is written to a temporary file in its destination folder, flushed to disk,
 then renamed over the destination (`os.replace` is atomic on POSIX): an interrupted run
 leaves either the old file or the new one, never half of one, and removes its temp file.
+`atomic_paths` does this for a set of files that belong together (weights + config;
+model.pt + model.onnx + manifest.json): every file is written and flushed before the first
+rename, so a full disk (ENOSPC at write or at fsync) replaces nothing.
+
+What a crash leaves behind: an exception or Ctrl-C removes the temp files; SIGKILL or a
+power cut cannot, so a `.tmp-<name>.<pid>.<random>` file may stay beside the artifacts it
+did not replace. It is never read, and the next stage run in that folder removes it
+(`sweep_stale_temps`: only files whose writer process `<pid>` no longer exists).
 
     >>> with atomic_path("exported/forecaster/model.onnx") as tmp:
     ...     onnx.save(model, tmp)       # libraries that want a path write to tmp
@@ -23,22 +31,74 @@ TMP_PREFIX = ".tmp-"   # temp files start with this, so leftovers are easy to sp
 
 
 @contextlib.contextmanager
+def atomic_paths(*dests: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one temp path beside each of `dests`; on success flush them all, then rename
+    each onto its destination in the order given (so the last one named lands last)."""
+    dests = [Path(d) for d in dests]
+    tmps: list[Path] = []
+    try:
+        for dest in dests:
+            # The pid in the name tells `sweep_stale_temps` whether the writer still lives.
+            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{dest.name}.{os.getpid()}.",
+                                       dir=dest.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tmps
+        for tmp in tmps:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)   # mkstemp makes 0600; artifacts are meant to be shared
+        for tmp, dest in zip(tmps, dests):
+            os.replace(tmp, dest)
+    except BaseException as exc:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno and not exc.filename:
+            # e.g. ENOSPC from write or fsync names no file: say where it happened
+            raise OSError(exc.errno, exc.strerror, str(dests[0].parent)) from exc
+        raise
+    for folder in dict.fromkeys(d.parent for d in dests):
+        _fsync_dir(folder)
+
+
+@contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `dest`; on success fsync it and rename it onto `dest`."""
-    dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + dest.name + ".", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+    with atomic_paths(dest) as (tmp,):
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)   # mkstemp makes 0600; artifacts are meant to be shared
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
+
+
+def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove temp files left in `folder` by writers that were killed; return them.
+
+    A temp file is stale when the process named in it is gone on this machine. Stages call
+    this holding the folder's `model_lock`, which also covers a writer on another machine
+    (whose pid means nothing here) when the folder is shared and its filesystem honours flock.
+    """
+    removed = []
+    for path in Path(folder).glob(TMP_PREFIX + "*"):
+        try:
+            pid = int(path.name.rsplit(".", 2)[-2])
+        except (ValueError, IndexError):
+            continue                    # not named by atomic_paths: not ours to remove
+        if pid != os.getpid() and not _alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)                 # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                     # exists, owned by another user
+    return True
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
 
 
 def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> None:
@@ -47,7 +107,7 @@ def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(dest: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(dest, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(dest, json_bytes(obj))
 
 
 def _fsync_dir(folder: Path) -> None:

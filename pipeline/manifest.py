@@ -24,9 +24,18 @@ def file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
 
 
+def build_manifest(model_dir: Path, names: list[str], sources: dict[str, Path] | None = None,
+                   **fields) -> dict:
+    """The manifest of `names` (files in `model_dir`) with `fields`; `sources` maps a name
+    to the file to hash instead (a temp file about to be renamed onto that name)."""
+    sources = sources or {}
+    files = {name: file_entry(sources.get(name, model_dir / name)) for name in names}
+    return {"files": files, **fields}
+
+
 def write_manifest(model_dir: Path, names: list[str], **fields) -> dict:
     """Hash `names` (files in `model_dir`) and write the manifest with `fields` beside them."""
-    manifest = {"files": {name: file_entry(model_dir / name) for name in names}, **fields}
+    manifest = build_manifest(model_dir, names, **fields)
     atomic_write_json(model_dir / MANIFEST, manifest)
     return manifest
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from .checkpoint import save_checkpoint
 from .data import Chunk, baseline, make_split
-from .fsio import ensure_dir, model_lock
+from .fsio import ensure_dir, model_lock, sweep_stale_temps
 from .models import build_model
 from .specs import RECIPES, Recipe
 
@@ -97,6 +97,9 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
         "val": val,
         "train_seconds": round(seconds, 2),
     }
+    # Training itself needs no lock (it writes nothing; runs are deterministic); the lock
+    # keeps this save from landing in the middle of another run's export of this folder.
     with model_lock(model_dir):
+        sweep_stale_temps(model_dir)   # left by a killed run; see fsio
         save_checkpoint(model_dir, model, recipe, metrics)
     return metrics
