@@ -16,7 +16,7 @@ import click
 
 from .errors import PipelineError
 from .shapes import ShapesType
-from .specs import MODEL_NAMES
+from .specs import MODEL_NAMES, SPECS
 
 
 def model_option(fn):
@@ -180,3 +180,53 @@ def verify(models, out, device, shapes):
                    f"(providers: {', '.join(report['providers'])})")
     if failures:
         raise click.ClickException(" | ".join(failures))
+
+
+# Help text from the specs (cheap to import), so the stated contract is the enforced one.
+_FEATURES = ", ".join(f"{name} {SPECS[name].input_size}" for name in MODEL_NAMES)
+_INPUT_NAMES = " or ".join(sorted({repr(SPECS[name].input_name) for name in MODEL_NAMES}))
+_DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
+
+
+@cli.command(help=f"""Run an exported model on an array file and print or save its outputs.
+
+    The manifest is checked first (every file's size and sha256); then the input must
+    pass this policy before inference, or the command exits 1 with one line saying why:
+
+    \b
+      .npy  one array of shape (batch, seq, features)
+      .npz  exactly one array, or one named {_INPUT_NAMES}
+      .csv  one sequence: a row per time step, a column per feature, no header
+            (read as batch 1)
+      rank 3; batch >= 1 and seq >= 1; features = the model's ({_FEATURES});
+      dtype {_DTYPES} (float64 is converted, other dtypes refused); no NaN or Inf
+      (the index of the first is reported); pickled (object) arrays are never loaded.
+
+    Prints one line per sequence (classifier: predicted class and logits; forecaster:
+    the forecast), or with --output writes the (batch, outputs) array to a .npy file.
+
+    \b
+    Example:
+      python -m pipeline predict --model classifier --input x.npy
+      python -m pipeline predict --model forecaster --input x.csv --runtime torch --output y.npy
+    """)
+@click.option("--model", required=True, type=click.Choice(MODEL_NAMES), help="Model to run.")
+@click.option("--input", "input_path", required=True, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Input array: .npy, .npz or .csv (see the policy above).")
+@click.option("--runtime", type=click.Choice(["onnx", "torchscript", "torch"]), default="onnx",
+              show_default=True, help="onnx: model.onnx on ONNX Runtime; torchscript: model.pt; "
+              "torch: eager PyTorch from the weights.")
+@click.option("--output", metavar="FILE.npy", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the outputs here (.npy, atomically) instead of printing them.")
+@out_option
+@domain_errors
+def predict(model, input_path, runtime, output, out):
+    from .predict import PredictConfig, format_rows, main
+
+    result = main(PredictConfig(model, input_path, runtime, output, out),
+                  log=lambda s: click.echo(s, err=True))
+    if output is None:
+        click.echo("\n".join(format_rows(result["output"], result["spec"])))
+    else:
+        click.echo(f"{model}: {result['output'].shape} outputs ({result['runtime']}) -> {output}")

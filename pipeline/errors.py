@@ -9,6 +9,10 @@ class CheckpointError(PipelineError):
     """weights.safetensors or config.json is missing, unreadable or does not fit the spec."""
 
 
+class InputError(PipelineError):
+    """A user's input file breaks the model's input policy (shape, dtype, finite values)."""
+
+
 class ExportError(PipelineError):
     """An exported artifact failed its own self-check."""
 

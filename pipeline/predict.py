@@ -1,0 +1,163 @@
+"""Stage: run an exported model on a user's array file, after checking the file against
+the model's input contract.
+
+    python -m pipeline predict --model classifier --input x.npy
+    python -m pipeline predict --model forecaster --input x.csv --runtime torchscript --output y.npy
+
+The artifact is loaded through `open_runners`, so the manifest (sizes and sha256 of every
+file) is checked before anything is opened. Then the input policy (stated in `predict
+--help`) is enforced before inference, each violation one `InputError` line naming the
+file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
+
+  .npy one array; .npz exactly one array, or one named as the spec's input; .csv one
+  sequence (rows = steps, columns = features, no header) read as batch 1. Pickled
+  (object) arrays are never loaded. Rank 3 (batch, seq, features); batch, seq >= 1;
+  features = the spec's input_size; dtype the spec's (float32), float64 converted (an
+  overflow is refused), any other refused; no NaN or Inf (the first one's index is given).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError, PipelineError
+from .specs import ModelSpec
+
+SUFFIXES = (".npy", ".npz", ".csv")
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    model: str
+    input: Path
+    runtime: str = "onnx"
+    output: Path | None = None       # a .npy file for the (batch, outputs) array
+    out: Path = Path("exported")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
+    """The raw array in `path`, by its suffix; no policy checks yet."""
+    import zipfile
+
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
+                         f"give {', '.join(SUFFIXES)}")
+    try:
+        if suffix == ".csv":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)   # "input contained no data"
+                table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+            if table.size == 0:
+                raise InputError(f"{path}: no rows; a .csv holds one sequence, a row per step")
+            return table[None]                          # (1, steps, features)
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+        if not head.startswith(NPY_MAGIC if suffix == ".npy" else ZIP_MAGIC):
+            raise InputError(f"{path}: not a {suffix} file (it does not start like one)")
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            names = archive.files
+            if len(names) == 1:
+                return archive[names[0]]
+            if spec.input_name in names:
+                return archive[spec.input_name]
+            raise InputError(f"{path}: holds arrays {names}; give exactly one, or name one "
+                             f"{spec.input_name!r}")
+    except InputError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError(f"{path}: holds pickled Python objects; only numeric arrays "
+                             "are loaded") from None
+        raise InputError(f"{path}: unreadable ({_first_line(exc)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: unreadable ({_first_line(exc)})") from None
+
+
+def _first_bad(x: np.ndarray) -> tuple[int, ...] | None:
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(np.argmax(bad), x.shape))  # C order
+
+
+def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
+    """Enforce the input policy on `x`; return it as a contiguous (batch, seq, features) array
+    of the spec's dtype. `where` prefixes every message (the file name)."""
+    if x.ndim != 3:
+        raise InputError(f"{where}: shape {x.shape} has rank {x.ndim}; model {spec.name} expects "
+                         f"rank 3 (batch, seq, features={spec.input_size})")
+    batch, seq, features = x.shape
+    if batch < 1 or seq < 1:
+        raise InputError(f"{where}: shape {x.shape} is empty; batch and seq must be >= 1")
+    if features != spec.input_size:
+        raise InputError(f"{where}: feature size {features}, model {spec.name} expects "
+                         f"{spec.input_size}")
+    target = np.dtype(spec.dtype)
+    native = x.dtype.newbyteorder("=")               # a big-endian '>f4' is float32 too
+    if native not in (target, np.dtype(np.float64)):
+        raise InputError(f"{where}: dtype {x.dtype}; model {spec.name} takes {target} "
+                         f"(float64 is converted, other dtypes are refused)")
+    if (at := _first_bad(x)) is not None:
+        value = x[at]
+        kind = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
+        raise InputError(f"{where}: {kind} at index {at}")
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(x, dtype=target)
+    if (at := _first_bad(converted)) is not None:   # finite float64 beyond float32's range
+        raise InputError(f"{where}: value {x[at]:.6g} at index {at} overflows {target}")
+    return converted
+
+
+def load_input(path: str | Path, spec: ModelSpec) -> np.ndarray:
+    """Read `path` (.npy, .npz or .csv) and enforce the input policy; InputError if it breaks it."""
+    path = Path(path)
+    return check_input(_read_array(path, spec), spec, str(path))
+
+
+def format_rows(y: np.ndarray, spec: ModelSpec) -> list[str]:
+    """One line per sequence: the predicted class and logits, or the forecast values."""
+    lines = []
+    for i, row in enumerate(y):                         # row: (output_size,)
+        values = ", ".join(f"{v:.6g}" for v in row)
+        if spec.task == "classification":
+            lines.append(f"{i}: class {int(row.argmax())}  logits [{values}]")
+        else:
+            lines.append(f"{i}: {values}")
+    return lines
+
+
+def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
+    """Check the manifest, load the artifact, check the input, run it; return
+    {"spec", "runtime", "output": (batch, output_size) array}, saved when config.output."""
+    from .fsio import atomic_path
+    from .runners import open_runners
+
+    if config.output is not None:                       # refuse before any work is done
+        if Path(config.output).suffix != ".npy":
+            raise PipelineError(f"--output {config.output}: must be a .npy file")
+        if not Path(config.output).parent.is_dir():
+            raise PipelineError(f"--output {config.output}: folder {Path(config.output).parent} "
+                                "does not exist")
+    model_dir = Path(config.out) / config.model
+    (runner,) = open_runners(model_dir, (config.runtime,), device="cpu")
+    spec = runner.spec
+    x = load_input(config.input, spec)                  # (batch, seq, features)
+    y = runner.run({spec.input_name: x})[spec.output_name]   # (batch, output_size)
+    log(f"{spec.name} ({runner.name}): {x.shape} -> {y.shape}")
+    if config.output is not None:
+        with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
+            np.save(f, y, allow_pickle=False)           # a file object: np.save adds no suffix
+    return {"spec": spec, "runtime": runner.name, "output": y}
