@@ -18,6 +18,7 @@ file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
 from __future__ import annotations
 
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,8 +48,6 @@ def _first_line(exc: Exception) -> str:
 
 def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
     """The raw array in `path`, by its suffix; no policy checks yet."""
-    import zipfile
-
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
