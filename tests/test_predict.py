@@ -97,7 +97,8 @@ def bad_inputs(spec):
     return [
         ("rank2.npy", npy(good[0]), "rank 2"),
         ("rank4.npy", npy(good[None]), "rank 4"),
-        ("features.npy", npy(good[..., :-1]), f"feature size {f - 1}, model {spec.name} expects {f}"),
+        ("features.npy", npy(good[..., :-1]),
+         f"feature size {f - 1}, model {spec.name} expects {f}"),
         ("batch0.npy", npy(good[:0]), "batch and seq must be >= 1"),
         ("seq0.npy", npy(good[:, :0]), "batch and seq must be >= 1"),
         ("int.npy", npy(good.astype(np.int32)), "dtype int32"),
