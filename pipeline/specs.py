@@ -101,8 +101,12 @@ RECIPES: dict[str, Recipe] = {
         train=TrainSpec(epochs=8),
     ),
     "classifier": Recipe(
+        # Its recurrence amplifies float32 rounding: at (512, 100) eager itself is 2.7e-5 off
+        # a float64 run, and onnxruntime's tanh (2 ulp vs torch's 0.3) gives 2e-5 against
+        # eager at (64, 70) with any graph form, so 1e-5 fails; 1e-4 keeps a 3x margin.
         model=ModelSpec("classifier", "rnn", "classification",
-                        input_size=5, hidden_size=8, output_size=2),
+                        input_size=5, hidden_size=8, output_size=2,
+                        cpu_tolerance=Tolerance(atol=1e-4, rtol=1e-4)),
         data=DataSpec(seq_min=8, seq_max=40),
         train=TrainSpec(epochs=6),
     ),
