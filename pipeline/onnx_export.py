@@ -147,6 +147,9 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> No
 
     # The exporter logs a warning per torchvision op it cannot register; we use none.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # The Scan has no per-step output, so scan_output_directions is an empty list, which
+    # onnx_ir warns is ambiguous before typing it INTS, the type the Scan spec wants.
+    logging.getLogger("onnx_ir._convenience").setLevel(logging.ERROR)
     example = torch.zeros(spec.example_batch, spec.example_seq, spec.input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")    # exporter-internal deprecation chatter
