@@ -1,5 +1,6 @@
 # make all   - create .venv, install, train, export and verify both models
 # make test  - create .venv, install, run the test suite
+# make bench - time eager PyTorch, TorchScript and ONNX Runtime (not part of all)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
 PYTHON  ?= python3
@@ -15,7 +16,7 @@ TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
 EXPORT_SRC := $(CORE_SRC) pipeline/export.py pipeline/onnx_export.py pipeline/manifest.py \
               pipeline/runners.py pipeline/compare.py
 
-.PHONY: all install train export test clean
+.PHONY: all install train export bench test clean
 
 all: export
 
@@ -38,6 +39,11 @@ $(OUT)/%/config.json: $(STAMP) $(TRAIN_SRC)
 export: $(MODELS:%=$(OUT)/%/manifest.json)
 $(OUT)/%/manifest.json: $(OUT)/%/config.json $(EXPORT_SRC)
 	$(PY) -m pipeline export --model $* --out $(OUT)
+
+# Timings are never up to date, so bench always runs (a couple of minutes, both models);
+# it writes $(OUT)/<model>/benchmark.json and benchmark.png.
+bench: $(MODELS:%=$(OUT)/%/manifest.json)
+	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q
