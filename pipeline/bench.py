@@ -16,21 +16,21 @@ rounds continue until the time budget is spent (at least `min_reps` calls each).
 p50/p90 are per call; throughput = batch / p50. Torch and onnxruntime get the same
 thread count.
 
-Where the remaining time goes (one thread; measured figures in the closing note of
-issue 6). The work is tiny: `flops` = 2*B*(S*(F*H + H*H) + H*O): 61 MFLOP for the
-(512, 100) forecaster (F=10, H=20), 10.6 MFLOP for the classifier (F=5, H=8), 10 kFLOP
-for either at (1, 50). This machine's single-core sgemm peak (`machine.peak_gflops`,
-a 1024^3 torch.mm) is ~90 GFLOP/s, so the bound is ~0.7 ms, ~0.12 ms and ~0.1 us.
-  - batch 1: the call is overhead. `sess.run` with numpy feeds costs ~5 us on an Identity
-    graph, the If and the graph's few kernels ~3 us, and onnxruntime's RNN kernel ~0.2 us a
-    step (a 1x8x8 or 1x20x20 product plus tanh, dominated by per-step kernel plumbing):
-    ~19 us for the classifier at (1, 50), 0.05% of peak. Eager nn.RNN takes ~200 us, so
-    ~11x is what this runtime can give; 20x needs a ~10 us call.
-  - large batch: each step is a (H, H) x (H, B) product fused with tanh (one kernel per
-    Scan step, ~1-2 us of dispatch plus the arithmetic), and the steps cannot be batched
-    (the recurrence). Around them, memory-bound passes over the (S, H, B) projection and
-    the transposed input (onnxruntime's Transpose copies ~1-2 ns per element) take about
-    a third of the time. The best large-batch figures reach ~10-25% of peak.
+Where the remaining time goes (one thread; `make bench` on the 2-core dev VM, closing
+note of issue 6). The work is tiny: `flops` = 2*B*(S*(F*H + H*H) + H*O) is 61 MFLOP for
+the (512, 100) forecaster (F=10, H=20), 10.6 MFLOP for the classifier (F=5, H=8), and
+60 / 10 kFLOP at (1, 50). The single-core sgemm peak (`machine.peak_gflops`, a 1024^3
+torch.mm) measures 80-95 GFLOP/s, so the bounds are ~0.7 ms, ~0.12 ms, < 1 us.
+  - batch 1 is per-call overhead: `sess.run` with numpy feeds costs ~5 us on an Identity
+    graph, the If and the few other kernels ~3 us, and onnxruntime's RNN kernel ~0.2 us
+    a step (a 1x8x8 or 1x20x20 product plus tanh: plumbing, not arithmetic). The
+    classifier's (1, 50) call takes ~19 us, 0.6% of peak; eager nn.RNN takes ~200-300 us,
+    so ~12-15x is what this runtime gives, and 20x would need a ~10-15 us call.
+  - large batch: each step is one (H, H) x (H, B) Gemm fused with tanh (one kernel per
+    Scan step, ~1-2 us of dispatch plus the arithmetic); the recurrence forbids batching
+    the steps, and around them memory-bound passes over the transposed input and the
+    (S, H, B) projection take about a third of the time. ONNX reaches 8-11% of peak for
+    the classifier (H=8: tiny Gemms) and 20-30% for the forecaster; eager 2-11%.
 """
 from __future__ import annotations
 
