@@ -1,6 +1,7 @@
 # make all   - create .venv, install, train, export and verify both models
 # make test  - create .venv, install, run the test suite
 # make publish - publish verified models as new versions of exported/model_repository (not in all)
+# make bench - time eager PyTorch, TorchScript and ONNX Runtime (not part of all)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
 PYTHON  ?= python3
@@ -18,7 +19,7 @@ VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/runne
 EXPORT_SRC := $(CORE_SRC) pipeline/export.py pipeline/onnx_export.py pipeline/manifest.py \
               pipeline/runners.py pipeline/compare.py
 
-.PHONY: all install train export verify publish test clean
+.PHONY: all install train export verify publish bench test clean
 
 all: verify
 
@@ -53,6 +54,10 @@ publish: verify
 verify: $(MODELS:%=$(OUT)/%/verification.json)
 $(OUT)/%/verification.json: $(OUT)/%/manifest.json $(VERIFY_SRC)
 	$(PY) -m pipeline verify --model $* --out $(OUT) || { touch -d @0 $@ 2>/dev/null; exit 1; }
+# Timings are never up to date, so bench always runs (a couple of minutes, both models);
+# it writes $(OUT)/<model>/benchmark.json and benchmark.png.
+bench: $(MODELS:%=$(OUT)/%/verification.json)
+	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -230,3 +230,38 @@ def predict(model, input_path, runtime, output, out):
         click.echo("\n".join(format_rows(result["output"], result["spec"])))
     else:
         click.echo(f"{model}: {result['output'].shape} outputs ({result['runtime']}) -> {output}")
+
+
+@cli.command()
+@model_option
+@out_option
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads for torch and onnxruntime alike (intra-op).")
+@click.option("--shapes", type=ShapesType(), default="1x1,1x50,64x200,512x100",
+              metavar="BxS,...", show_default=True,
+              help="Shapes to time, batch x seq, comma-separated.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="auto: CUDA when onnxruntime has it, else CPU.")
+@click.option("--budget", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              metavar="SECONDS", help="Timing budget per shape (all runtimes together).")
+@click.option("--min-reps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed calls per runtime and shape, at least.")
+@domain_errors
+def bench(models, out, threads, shapes, device, budget, min_reps):
+    """Time eager PyTorch, TorchScript and ONNX Runtime on the exported artifacts.
+
+    Prints p50/p90 latency, throughput and the speed-up over eager per shape, and writes
+    DIR/<model>/benchmark.json (figures, machine, versions, settings) and benchmark.png.
+    Runtimes are called in interleaved rounds on one seeded input per shape.
+
+    \b
+    Example:
+      python -m pipeline bench --model classifier --threads 1 --shapes 1x1,64x500
+    """
+    from .bench import BenchConfig, main, table
+
+    for name in selected(models):
+        config = BenchConfig(name, out, tuple(shapes), threads, device, budget, min_reps)
+        result = main(config, log=lambda s: click.echo(s, err=True))
+        click.echo(table(result))
+        click.echo(f"-> {out / name}/benchmark.json, benchmark.png")

@@ -6,19 +6,24 @@ unrolled while tracing), and the deprecated TorchScript-based exporter and `jit.
 unroll the forecaster's loop behind a symbolic-looking `seq` axis. So we export an
 equivalent module that expresses the recurrence in forms torch.export keeps symbolic:
 
-  If(batch <= SMALL_BATCH)
+  If(batch <= small_batch(H))            (H x batch <= ~100: batch 1-12 / 1-5 here)
     then: the standard ONNX `RNN` operator, reached through a custom op
-          (`rnnpipe::rnn_tanh`) given an ONNX translation; one fused kernel, the least
-          per-step overhead, fastest at small batch (33x eager at (1, 50) for the forecaster)
-    else: one Gemm projecting all time steps' inputs at once, then a `Scan` whose body is
-          Gemm + Tanh (from torch's `scan` higher-order op); at batch 512 onnxruntime's RNN
-          kernel runs at 0.4x eager while this form runs at 2-3x.
+          (`rnnpipe::rnn_tanh`) given an ONNX translation; one kernel for all steps at
+          ~0.2 us a step, the least per-call overhead: fastest at small batch
+    else: feature-major: one 2-D Transpose of x, one MatMul projecting every step's input
+          (bias folded in through a ones row), then a `Scan` whose body is one Gemm + Tanh
+          (from torch's `scan` higher-order op; ORT fuses them into one kernel per step);
+          onnxruntime's RNN kernel slows with batch x H (0.4x eager at batch 512), this
+          form keeps ~2-3 us a step.
   Gemm: the linear head on the last hidden state.
 
-Every op is a standard ONNX op (If, RNN, Scan, Gemm, Tanh, shape ops) with the initial
-state explicit, so any conformant runtime can run the graph. Both branches are proved at
-several lengths by the export self-check; the choice is explained in the closing note of
-issue 3 and measured by `python -m pipeline bench`.
+Every op is a standard ONNX op (If, RNN, Scan, Gemm, MatMul, Tanh, Transpose, Concat,
+shape ops), so any conformant runtime can run the graph; nothing relies on onnxruntime's
+contrib ops (an offline-optimized ORT model would contain com.microsoft FusedGemm, so we
+ship the plain graph and let each session fuse at load). Both branches are proved at
+several lengths by the export self-check. Measured by `python -m pipeline bench`; the
+numbers behind each choice (one thread, ratio to eager in the same run) are in the
+comments below and the closing note of issue 6.
 """
 from __future__ import annotations
 
@@ -30,7 +35,16 @@ from torch import nn
 from .errors import ExportError
 from .specs import ModelSpec
 
-SMALL_BATCH = 4   # batch <= this runs the RNN-operator branch, larger the Gemm + Scan branch
+# batch <= small_batch(H) runs the RNN-operator branch, larger batches the Scan branch.
+# onnxruntime's RNN kernel costs ~0.2 us per step at batch 1 but grows with batch x H,
+# while a Scan step costs ~1-2 us of fixed dispatch plus a well-blocked Gemm; measured
+# (seq 100, one thread) they cross at batch ~12 for H = 8 and ~5 for H = 20, i.e. near
+# batch x H = 100.
+RNN_OP_MAX_ELEMENTS = 100
+
+
+def small_batch(hidden_size: int) -> int:
+    return max(1, RNN_OP_MAX_ELEMENTS // hidden_size)
 
 
 @torch.library.custom_op("rnnpipe::rnn_tanh", mutates_args=())
@@ -61,28 +75,40 @@ def _rnn_tanh_onnx(hidden_size: int):
         w = op.Unsqueeze(w_ih, [0])                               # (1, H, F), 1 = num_directions
         r = op.Unsqueeze(w_hh, [0])                               # (1, H, H)
         b = op.Unsqueeze(op.Concat(b_ih, b_hh, axis=0), [0])      # (1, 2H) = [Wb | Rb]
-        batch = op.Shape(x, start=0, end=1)
-        h0 = op.ConstantOfShape(op.Concat(op.Constant(value_ints=[1]), batch,
-                                          op.Constant(value_ints=[hidden_size]), axis=0))
-        _, h_last = op.RNN(xt, w, r, b, None, h0, hidden_size=hidden_size)  # (1, batch, H)
+        # initial_h omitted: zeros by the operator's definition, and 3 fewer kernels per
+        # call (Shape, Concat, ConstantOfShape: ~1-2 µs of a ~15 µs batch-1 call)
+        _, h_last = op.RNN(xt, w, r, b, hidden_size=hidden_size)  # (1, batch, H)
         return op.Squeeze(h_last, [0])                            # (batch, H)
 
     return rnn_tanh_onnx
 
 
-def _scan_rnn(x, w_ih_t, w_hh_t, bias):
-    """Same recurrence as `rnn_tanh`, with the input projection hoisted out of the loop."""
+def _scan_rnn(x, w_aug, w_hh):
+    """Same recurrence as `rnn_tanh`, feature-major, input projection hoisted out of the loop.
+
+    x (batch, seq, F); w_aug (H, F+1) = [W_ih | b_ih + b_hh]; w_hh (H, H). The state is
+    kept as (H, batch): each step is one (H, H) x (H, batch) Gemm, batch-wide rows for the
+    SIMD lanes, and x needs a single 2-D transpose. The batch-major form (state (batch, H))
+    needed a 3-D (B, S, .) -> (S, B, .) Transpose, which onnxruntime copies one F- or
+    H-float row at a time (ORT profile, classifier (512, 100): as long as all 100 steps).
+    Measured against it in the same run (one thread): 1.35x / 1.2x faster for the
+    forecaster at (64, 200) / (512, 100), 1.4x / 1.95x for the classifier.
+    """
     from torch._higher_order_ops import scan
 
     batch, seq, features = x.shape
-    # (batch*seq, F) @ (F, H): every step's input projection in one Gemm, both biases folded in
-    proj = torch.addmm(bias, x.reshape(-1, features), w_ih_t).reshape(batch, seq, -1)
+    xf = x.reshape(batch, seq * features).t().contiguous().reshape(seq, features, batch)
+    # a ones row per step carries the bias through the product: no Add over (S, H, B)
+    xf1 = torch.cat([xf, x.new_ones(seq, 1, batch)], dim=1)        # (S, F+1, B)
+    proj = torch.matmul(w_aug, xf1)                                 # (S, H, B), one MatMul
 
-    def step(h, p_t):                       # h, p_t: (batch, H)
-        h = torch.tanh(torch.addmm(p_t, h, w_hh_t))   # Gemm with C=p_t, fused with Tanh by ORT
-        return h, x.new_empty(0)            # no per-step output: only the last state is used
+    def step(h, p_t):                       # h, p_t: (H, batch)
+        # Gemm with C=p_t, fused with Tanh by ORT; no per-step output (only the last state
+        # is used), so the Scan body is this one node
+        return torch.tanh(torch.addmm(p_t, w_hh, h)), []
 
-    return scan(step, x.new_zeros(batch, w_hh_t.size(0)), proj, dim=1)[0]
+    h = scan(step, x.new_zeros(w_hh.size(0), batch), proj, dim=0)[0]   # (H, batch)
+    return h.t().contiguous()               # (batch, H); both If branches must be contiguous
 
 
 def rnn_parameters(model: nn.Module, spec: ModelSpec):
@@ -103,14 +129,14 @@ class ExportForm(nn.Module):
 
     def forward(self, x):                   # x: (batch, seq, F)
         w_ih, w_hh, b_ih, b_hh, head = rnn_parameters(self.model, self.spec)
-        # Transposes and the bias sum happen outside torch.cond: a view made inside a
-        # branch fails export with "cond_true might be aliasing the input or the output".
-        w_ih_t, w_hh_t, bias = w_ih.t().contiguous(), w_hh.t().contiguous(), b_ih + b_hh
+        # w_aug is built outside torch.cond (it folds to one initializer): a view made
+        # inside a branch fails export with "cond_true might be aliasing the input or the output".
+        w_aug = torch.cat([w_ih, (b_ih + b_hh).unsqueeze(1)], dim=1)      # (H, F+1)
         h = torch.cond(
-            x.size(0) <= SMALL_BATCH,
-            lambda x, wi, wh, bi, bh, wit, wht, b: rnn_tanh(x, wi, wh, bi, bh),
-            lambda x, wi, wh, bi, bh, wit, wht, b: _scan_rnn(x, wit, wht, b),
-            (x, w_ih, w_hh, b_ih, b_hh, w_ih_t, w_hh_t, bias))
+            x.size(0) <= small_batch(self.spec.hidden_size),
+            lambda x, wi, wh, bi, bh, wa: rnn_tanh(x, wi, wh, bi, bh),
+            lambda x, wi, wh, bi, bh, wa: _scan_rnn(x, wa, wh),
+            (x, w_ih, w_hh, b_ih, b_hh, w_aug))
         return head(h)                      # (batch, outputs)
 
 
@@ -121,6 +147,9 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> No
 
     # The exporter logs a warning per torchvision op it cannot register; we use none.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # The Scan has no per-step output, so scan_output_directions is an empty list, which
+    # onnx_ir warns is ambiguous before typing it INTS, the type the Scan spec wants.
+    logging.getLogger("onnx_ir._convenience").setLevel(logging.ERROR)
     example = torch.zeros(spec.example_batch, spec.example_seq, spec.input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")    # exporter-internal deprecation chatter
