@@ -75,9 +75,13 @@ def _rnn_tanh_onnx(hidden_size: int):
         w = op.Unsqueeze(w_ih, [0])                               # (1, H, F), 1 = num_directions
         r = op.Unsqueeze(w_hh, [0])                               # (1, H, H)
         b = op.Unsqueeze(op.Concat(b_ih, b_hh, axis=0), [0])      # (1, 2H) = [Wb | Rb]
-        # initial_h omitted: zeros by the operator's definition, and 3 fewer kernels per
-        # call (Shape, Concat, ConstantOfShape: ~1-2 µs of a ~15 µs batch-1 call)
-        _, h_last = op.RNN(xt, w, r, b, hidden_size=hidden_size)  # (1, batch, H)
+        # initial_h is given explicitly (zeros), though the operator defaults to them:
+        # runtimes differ in how they treat omitted optional inputs, and an explicit state
+        # costs ~1-2 us (Shape, Concat, ConstantOfShape) of a ~15-25 us batch-1 call.
+        batch = op.Shape(x, start=0, end=1)
+        h0 = op.ConstantOfShape(op.Concat(op.Constant(value_ints=[1]), batch,
+                                          op.Constant(value_ints=[hidden_size]), axis=0))
+        _, h_last = op.RNN(xt, w, r, b, None, h0, hidden_size=hidden_size)  # (1, batch, H)
         return op.Squeeze(h_last, [0])                            # (batch, H)
 
     return rnn_tanh_onnx

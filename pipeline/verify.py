@@ -25,7 +25,7 @@ from .checkpoint import read_config
 from .compare import compare
 from .errors import VerificationError
 from .fsio import atomic_write_json, model_lock
-from .manifest import check_manifest
+from .manifest import check_manifest, read_manifest
 from .provenance import versions
 from .runners import ARTIFACTS, load_runner, on_cuda, resolve_device
 from .specs import ModelSpec, to_dict
@@ -51,6 +51,7 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
     """Verify one model; write and return the report. VerificationError if any row fails."""
     device = resolve_device(config.device)
     model_dir = Path(config.out) / config.model
+    read_manifest(model_dir)    # a clear error (run export first) before the lock's mkdir
     with model_lock(model_dir):   # export can't swap files between the hash check and loading
         manifest = check_manifest(model_dir, require=tuple(ARTIFACTS.values()))
         spec = read_config(model_dir)["recipe"].model
