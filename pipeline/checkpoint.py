@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .fsio import atomic_paths, json_bytes
-from .models import build_model
 from .provenance import versions
 from .specs import ModelSpec, Recipe, recipe_from_dict, to_dict
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
+
+if TYPE_CHECKING:   # torch loads only where weights do, so read_config stays light
+    from torch import nn
 
 
 def save_checkpoint(model_dir: Path, model: nn.Module, recipe: Recipe, metrics: dict) -> None:
@@ -41,6 +42,7 @@ def save_checkpoint(model_dir: Path, model: nn.Module, recipe: Recipe, metrics: 
 
 
 def read_config(model_dir: Path) -> dict:
+    """config.json with its "recipe" rebuilt as a `Recipe`; imports no torch."""
     path = Path(model_dir) / CONFIG
     try:
         config = json.loads(path.read_text())
@@ -57,6 +59,8 @@ def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from .models import build_model
+
     path = Path(model_dir) / WEIGHTS
     model = build_model(spec)
     try:
@@ -65,8 +69,7 @@ def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found; run `python -m pipeline train` first") from None
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot load weights ({first})") from None
+        raise CheckpointError(f"{path}: cannot load weights ({first_line(exc)})") from None
     return model.eval()
 
 

@@ -1,6 +1,12 @@
 """Domain errors. The CLI turns each into a one-line message and a non-zero exit."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's error message (or its type, if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PipelineError(Exception):
     """A problem the user can act on: bad input, a missing or damaged artifact."""
 

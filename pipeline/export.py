@@ -21,7 +21,7 @@ import numpy as np
 
 from .checkpoint import CONFIG, WEIGHTS, load_checkpoint, read_config
 from .compare import compare
-from .errors import ExportError
+from .errors import ExportError, first_line
 from .fsio import atomic_paths, json_bytes, model_lock, sweep_stale_temps
 from .manifest import MANIFEST, build_manifest
 from .provenance import source_commit, versions
@@ -70,7 +70,7 @@ def self_check(paths: dict[str, Path], spec: ModelSpec, model) -> list[dict]:
                 actual = runner.run({spec.input_name: x})[spec.output_name]
             except Exception as exc:  # an unrolled graph fails at seq 1 with a shape error
                 raise ExportError(f"{spec.name} {runner.name}: fails at batch {batch}, seq {seq}: "
-                                  f"{str(exc).strip().splitlines()[0]}") from None
+                                  f"{first_line(exc)}") from None
             c = compare(actual, expected, tol, spec.task == "classification")
             if not c.passed:
                 raise ExportError(f"{spec.name} {runner.name}: wrong at batch {batch}, seq {seq}: "

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ExportError
+from .errors import ExportError, first_line
 from .specs import ModelSpec
 
 # batch <= small_batch(H) runs the RNN-operator branch, larger batches the Scan branch.
@@ -190,7 +190,7 @@ def describe(path: Path, spec: ModelSpec) -> dict:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # onnx raises ValidationError, DecodeError, ...
         raise ExportError(f"{spec.name}: ONNX checker rejects the graph: "
-                          f"{str(exc).strip().splitlines()[0]}") from None
+                          f"{first_line(exc)}") from None
     dtype = onnx.helper.tensor_dtype_to_np_dtype
     for got, want in ((model.graph.input, spec.input), (model.graph.output, spec.output)):
         if len(got) != 1 or got[0].name != want.name:

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError, PipelineError
+from .errors import InputError, PipelineError, first_line
 from .specs import ModelSpec
 
 SUFFIXES = (".npy", ".npz", ".csv")
@@ -39,11 +39,6 @@ class PredictConfig:
     runtime: str = "onnx"
     output: Path | None = None       # a .npy file for the (batch, outputs) array
     out: Path = Path("exported")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
@@ -80,9 +75,9 @@ def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
         if "allow_pickle" in str(exc):
             raise InputError(f"{path}: holds pickled Python objects; only numeric arrays "
                              "are loaded") from None
-        raise InputError(f"{path}: unreadable ({_first_line(exc)})") from None
+        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path}: unreadable ({_first_line(exc)})") from None
+        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
 
 
 def _first_bad(x: np.ndarray) -> tuple[int, ...] | None:

@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import Callable
 
 from .card import model_card
+from .checkpoint import CONFIG, read_config
 from .errors import IntegrityError, PublishError
 from .fsio import atomic_write_bytes, ensure_dir, model_lock
 from .manifest import MANIFEST, check_manifest, file_entry, safe_member
 from .release import write_tarball
 from .runners import ARTIFACTS
-from .specs import ModelSpec, recipe_from_dict
+from .specs import ModelSpec
 from .triton import BACKENDS, TRITON_CONFIG, config_pbtxt, parse_config, triton_name
 
-CONFIG = "config.json"    # = checkpoint.CONFIG; not imported: checkpoint imports torch
 VERIFICATION = "verification.json"
 CARD = "README.md"
 STAGING_PREFIX = ".staging-"
@@ -60,16 +60,6 @@ class PublishConfig:
     @property
     def repository(self) -> Path:
         return Path(self.registry) if self.registry else Path(self.out) / "model_repository"
-
-
-def read_spec(model_dir: Path) -> tuple[ModelSpec, dict]:
-    """(spec, training metrics) from config.json, without importing torch."""
-    path = model_dir / CONFIG
-    try:
-        config = json.loads(path.read_text())
-        return recipe_from_dict(config["recipe"]).model, dict(config.get("metrics") or {})
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PublishError(f"{path}: not a valid config ({exc})") from None
 
 
 def check_verification(model_dir: Path, manifest: dict) -> dict:
@@ -211,7 +201,8 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
     with model_lock(model_dir), model_lock(repository):
         manifest = check_manifest(model_dir, require=(CONFIG, *ARTIFACTS.values()))
         report = check_verification(model_dir, manifest)
-        spec, metrics = read_spec(model_dir)
+        trained = read_config(model_dir)
+        spec, metrics = trained["recipe"].model, dict(trained.get("metrics") or {})
         for runtime in BACKENDS:      # leftovers of a killed run; only lock holders stage
             root = repository / triton_name(spec.name, runtime)
             for old in root.glob(STAGING_PREFIX + "*") if root.is_dir() else ():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError
+from .errors import PipelineError, first_line
 from .specs import ModelSpec
 
 RUNTIMES = ("torch", "torchscript", "onnx")
@@ -84,7 +84,7 @@ def ort_session(path: Path, device: str, threads: int | None = None):
     try:
         session = ort.InferenceSession(str(path), options, providers=wanted)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise PipelineError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") \
+        raise PipelineError(f"{path}: onnxruntime cannot load it ({first_line(exc)})") \
             from None
     if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         raise PipelineError(f"{path}: onnxruntime fell back to {session.get_providers()} "
@@ -112,7 +112,7 @@ def load_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
             module = torch.jit.load(str(path), map_location=torch_device).eval()
         except (RuntimeError, ValueError) as exc:
             raise PipelineError(f"{path}: torch cannot load it "
-                                f"({str(exc).strip().splitlines()[0]})") from None
+                                f"({first_line(exc)})") from None
         return TorchRunner("torchscript", spec, torch_device, threads, module)
     if runtime == "onnx":
         session = ort_session(path, device, threads)

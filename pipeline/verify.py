@@ -23,7 +23,7 @@ import numpy as np
 
 from .checkpoint import read_config
 from .compare import compare
-from .errors import VerificationError
+from .errors import VerificationError, first_line
 from .fsio import atomic_write_json, model_lock
 from .manifest import check_manifest, read_manifest
 from .provenance import versions
@@ -107,7 +107,7 @@ def run_matrix(spec: ModelSpec, reference, runners, shapes, seed: int) -> list[d
                 except Exception as exc:  # a runtime that cannot run a shape fails that row
                     c = {"passed": False, "max_abs": float("inf"), "max_rel": float("inf"),
                          "worst_ratio": float("inf"), "argmax_agree": None,
-                         "reason": f"runtime error: {str(exc).strip().splitlines()[0]}"}
+                         "reason": f"runtime error: {first_line(exc)}"}
                 rows.append({"runtime": runner.name, "provider": runner.provider,
                              "batch": batch, "seq": seq, "scale": scale,
                              "atol": tol.atol, "rtol": tol.rtol, **c})
