@@ -14,10 +14,10 @@ STAMP   := $(VENV)/.installed
 # What each stage's output depends on besides the previous stage's files.
 CORE_SRC  := pipeline/specs.py pipeline/fsio.py pipeline/checkpoint.py pipeline/models.py
 TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
-VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/runners.py \
-              pipeline/compare.py
-EXPORT_SRC := $(CORE_SRC) pipeline/export.py pipeline/onnx_export.py pipeline/manifest.py \
-              pipeline/runners.py pipeline/compare.py
+RUNTIME_SRC := $(wildcard pipeline/runtimes/*.py)
+VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compare.py $(RUNTIME_SRC)
+EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
+              pipeline/compare.py $(RUNTIME_SRC)
 
 .PHONY: all install train export verify publish bench test clean
 

@@ -7,7 +7,7 @@
 Writes `<out>/<model>/benchmark.json` (figures, machine, versions, settings) and
 `benchmark.png` (latency per shape and runtime, log scale) and returns the JSON's dict.
 
-Method. Every runtime is called through its `pipeline.runners` runner, `run(feeds) ->
+Method. Every runtime is called through its `pipeline.runtimes` runner, `run(feeds) ->
 outputs` with numpy in and out, so each pays the same conversions; eager is the trained
 module in `torch.inference_mode`. Per shape one seeded input is shared by all runtimes;
 after a warm-up, interleaved rounds call each runtime for a ~1 ms block, in shuffled
@@ -47,7 +47,7 @@ from .checkpoint import read_config
 from .fsio import atomic_path, atomic_write_json, model_lock
 from .manifest import read_manifest
 from .provenance import source_commit, versions
-from .runners import RUNTIMES, open_runners, resolve_device
+from .runtimes import RUNTIMES, open_runners, resolve_device
 
 DEFAULT_SHAPES = ((1, 1), (1, 50), (64, 200), (512, 100))
 BENCHMARK_JSON, BENCHMARK_PNG = "benchmark.json", "benchmark.png"

@@ -137,7 +137,7 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
     """Check the manifest, load the artifact, check the input, run it; return
     {"spec", "runtime", "output": (batch, output_size) array}, saved when config.output."""
     from .fsio import atomic_path
-    from .runners import open_runners
+    from .runtimes import open_runners
 
     if config.output is not None:                       # refuse before any work is done
         if Path(config.output).suffix != ".npy":

@@ -27,7 +27,7 @@ from .errors import VerificationError, first_line
 from .fsio import atomic_write_json, model_lock
 from .manifest import check_manifest, read_manifest
 from .provenance import versions
-from .runners import ARTIFACTS, load_runner, on_cuda, resolve_device
+from .runtimes import ARTIFACTS, load_runner, on_cuda, resolve_device
 from .specs import ModelSpec, to_dict
 
 REPORT = "verification.json"

@@ -256,7 +256,7 @@ def test_two_concurrent_runs_in_one_folder_leave_a_consistent_set(tmp_path, expo
     """Two `make all`s (train then export) at once in one folder: model_lock serializes the
     writes, and each export hashes the files it ran on under that lock, so whatever the
     interleaving the last manifest written describes the files on disk."""
-    from pipeline.runners import RUNTIMES, open_runners
+    from pipeline.runtimes import RUNTIMES, open_runners
 
     py, out = sys.executable, tmp_path / "shared"
     make_all = (f"'{py}' -m pipeline train --model {MODEL} --out '{out}' && "
@@ -293,8 +293,9 @@ def test_no_pickle_based_loading_in_the_package():
 def test_artifacts_are_opened_only_after_their_hash_check(art, monkeypatch, runtime, name):
     import onnxruntime
     import torch
+
     from pipeline.errors import IntegrityError
-    from pipeline.runners import open_runners
+    from pipeline.runtimes import open_runners
 
     opened = []
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: opened.append(a))

@@ -4,8 +4,14 @@ import subprocess
 
 import pytest
 
-from pipeline.fsio import (TMP_PREFIX, atomic_path, atomic_paths, atomic_write_bytes, ensure_dir,
-                          sweep_stale_temps)
+from pipeline.fsio import (
+    TMP_PREFIX,
+    atomic_path,
+    atomic_paths,
+    atomic_write_bytes,
+    ensure_dir,
+    sweep_stale_temps,
+)
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from pipeline.checkpoint import read_config
 from pipeline.cli import cli
 from pipeline.compare import compare
-from pipeline.runners import RUNTIMES
+from pipeline.runtimes import RUNTIMES
 from pipeline.specs import SPECS
 
 from .seeds import seed_model

@@ -1,8 +1,8 @@
 import torch
 
 from pipeline.checkpoint import load_checkpoint
-from pipeline.train import TrainConfig, main
 from pipeline.specs import MODEL_NAMES, RECIPES
+from pipeline.train import TrainConfig, main
 
 from .seeds import seed_model
 

@@ -20,9 +20,9 @@ import tarfile
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from .errors import PublishError
-from .fsio import atomic_write_bytes, ensure_dir
-from .manifest import MANIFEST
+from ..errors import PublishError
+from ..fsio import atomic_write_bytes, ensure_dir
+from ..manifest import MANIFEST
 from .triton import BACKENDS, TRITON_CONFIG, triton_name
 
 

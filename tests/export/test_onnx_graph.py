@@ -6,10 +6,10 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.compare import compare
-from pipeline.runners import load_runner
+from pipeline.runtimes import load_runner
 from pipeline.specs import MODEL_NAMES
 
-from .seeds import seed_model
+from ..seeds import seed_model
 
 # (batch, seq): seq 1, the example length 7, >= 10x it; batch 1, around the If's switch
 # between the RNN-operator branch (batch <= 4) and the Scan branch, and >= 64.

@@ -2,10 +2,11 @@
 artifacts give eager PyTorch's outputs within the spec's CPU tolerance (both models)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.compare import compare
-from pipeline.runners import open_runners
+from pipeline.runtimes import open_runners
 from pipeline.specs import MODEL_NAMES
 
 

@@ -23,8 +23,8 @@ Choices, with their sources:
 """
 from __future__ import annotations
 
-from .errors import PublishError
-from .specs import ModelSpec, TensorSpec
+from ..errors import PublishError
+from ..specs import ModelSpec, TensorSpec
 
 # runtime -> (Triton model-name suffix, platform, backend, file in the version folder).
 # platform and backend are both given: Triton accepts either, and older releases need platform.

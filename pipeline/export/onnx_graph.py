@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ExportError, first_line
-from .specs import ModelSpec
+from ..errors import ExportError, first_line
+from ..specs import ModelSpec
 
 # batch <= small_batch(H) runs the RNN-operator branch, larger batches the Scan branch.
 # onnxruntime's RNN kernel costs ~0.2 us per step at batch 1 but grows with batch x H,

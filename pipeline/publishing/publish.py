@@ -34,14 +34,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from ..checkpoint import CONFIG, read_config
+from ..errors import IntegrityError, PublishError
+from ..fsio import atomic_write_bytes, ensure_dir, model_lock
+from ..manifest import MANIFEST, check_manifest, file_entry, safe_member
+from ..runtimes import ARTIFACTS
+from ..specs import ModelSpec
 from .card import model_card
-from .checkpoint import CONFIG, read_config
-from .errors import IntegrityError, PublishError
-from .fsio import atomic_write_bytes, ensure_dir, model_lock
-from .manifest import MANIFEST, check_manifest, file_entry, safe_member
 from .release import write_tarball
-from .runners import ARTIFACTS
-from .specs import ModelSpec
 from .triton import BACKENDS, TRITON_CONFIG, config_pbtxt, parse_config, triton_name
 
 VERIFICATION = "verification.json"

@@ -19,14 +19,14 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import CONFIG, WEIGHTS, load_checkpoint, read_config
-from .compare import compare
-from .errors import ExportError, first_line
-from .fsio import atomic_paths, json_bytes, model_lock, sweep_stale_temps
-from .manifest import MANIFEST, build_manifest
-from .provenance import source_commit, versions
-from .runners import ARTIFACTS, load_runner
-from .specs import ModelSpec, to_dict
+from ..checkpoint import CONFIG, WEIGHTS, load_checkpoint, read_config
+from ..compare import compare
+from ..errors import ExportError, first_line
+from ..fsio import atomic_paths, json_bytes, model_lock, sweep_stale_temps
+from ..manifest import MANIFEST, build_manifest
+from ..provenance import source_commit, versions
+from ..runtimes import ARTIFACTS, load_runner
+from ..specs import ModelSpec, to_dict
 
 DEFAULT_OPSET = 18
 
@@ -87,7 +87,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     `onnx_exporter(model, spec, path, opset)` replaces the ONNX exporter (tests pass a
     deliberately unrolled one to prove the self-check can fail).
     """
-    from .onnx_export import describe, export_onnx
+    from .onnx_graph import describe, export_onnx
 
     onnx_exporter = onnx_exporter or export_onnx
     model_dir = Path(config.out) / config.model

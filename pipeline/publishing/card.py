@@ -7,7 +7,7 @@ and its `verification.json`, so the card cannot drift from the artifact beside i
 """
 from __future__ import annotations
 
-from .specs import ModelSpec
+from ..specs import ModelSpec
 from .triton import BACKENDS, MAX_BATCH_SIZE, dims, io_names, triton_name
 
 WHAT = {  # spec.task -> what the model answers (the synthetic tasks of pipeline/data.py)

@@ -17,15 +17,15 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.errors import IntegrityError, PublishError
 from pipeline.manifest import check_manifest, read_manifest, write_manifest
-from pipeline.publish import PublishConfig, commit, main, published_versions
-from pipeline.release import extract_release
+from pipeline.publishing.publish import PublishConfig, commit, main, published_versions
+from pipeline.publishing.release import extract_release
 from pipeline.specs import MODEL_NAMES
 from pipeline.verify import VerifyConfig
 from pipeline.verify import main as verify_main
 from tests.test_cli import one_line_error
 
 MODEL = "forecaster"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sha(path: Path) -> str:
@@ -263,7 +263,7 @@ def test_damaged_published_version_is_reported(build):
 
 
 def test_interrupted_publish_leaves_nothing_visible(build, monkeypatch):
-    import pipeline.publish as pub
+    import pipeline.publishing.publish as pub
 
     def crash(staging, target):
         raise KeyboardInterrupt
@@ -423,5 +423,6 @@ def test_cli_errors_are_one_line(build, tmp_path):
 
 
 def test_publish_reads_the_checkpoint_config_name_without_torch():
-    from pipeline import checkpoint, publish as pub
+    from pipeline import checkpoint
+    from pipeline.publishing import publish as pub
     assert pub.CONFIG == checkpoint.CONFIG

@@ -1,67 +1,16 @@
-"""The `pipeline` command line: one thin click command per stage.
-
-    python -m pipeline --help
-    python -m pipeline train --model forecaster --epochs 4
-
-Each command parses its options, calls one stage's `main`, and prints the result. Domain
-errors (`PipelineError`) and OS errors become one-line `click.ClickException`s: exit 1,
-no traceback. Heavy libraries are imported inside the commands, so `--help` is instant.
-"""
+"""The stage commands: train, export, verify, predict, bench."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
-from .errors import PipelineError
-from .shapes import ShapesType
-from .specs import MODEL_NAMES, SPECS
+from ..shapes import ShapesType
+from ..specs import MODEL_NAMES, SPECS
+from .common import domain_errors, model_option, out_option, selected
 
 
-def model_option(fn):
-    return click.option(
-        "--model", "models", multiple=True, type=click.Choice(MODEL_NAMES),
-        help="Model to process; repeat for several. Default: all models.")(fn)
-
-
-def out_option(fn):
-    return click.option(
-        "--out", default="exported", show_default=True, metavar="DIR",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Artifact root; each model lives in DIR/<model>/.")(fn)
-
-
-def domain_errors(fn):
-    """Turn expected failures into one line on stderr and a non-zero exit."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PipelineError as exc:
-            raise click.ClickException(str(exc)) from None
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
-    return wrapper
-
-
-def selected(models: tuple[str, ...]) -> tuple[str, ...]:
-    return models or MODEL_NAMES
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="rnn-pipeline")
-def cli():
-    """Train, export, verify, benchmark and publish the two seed RNN models.
-
-    \b
-    Example, the whole flow for both models into ./exported:
-      python -m pipeline train && python -m pipeline export && python -m pipeline verify
-    """
-
-
-@cli.command()
+@click.command()
 @model_option
 @out_option
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the model's recipe).")
@@ -74,8 +23,8 @@ def train(models, out, epochs, seed):
     Example:
       python -m pipeline train --model forecaster --epochs 4 --out /tmp/runs
     """
-    from .fsio import ensure_dir
-    from .train import TrainConfig, main
+    from ..fsio import ensure_dir
+    from ..train import TrainConfig, main
 
     ensure_dir(out)
     for name in selected(models):
@@ -84,7 +33,7 @@ def train(models, out, epochs, seed):
                    f"{m['baseline']:.4f}; trained in {m['train_seconds']:.1f}s -> {out / name}")
 
 
-@cli.command()
+@click.command()
 @model_option
 @out_option
 @click.option("--opset", type=click.IntRange(18, 21), default=18, show_default=True,
@@ -101,7 +50,7 @@ def export(models, out, opset):
     Example:
       python -m pipeline export --model classifier --opset 18
     """
-    from .export import ExportConfig, main
+    from ..export import ExportConfig, main
 
     for name in selected(models):
         manifest = main(ExportConfig(name, out, opset), log=lambda s: click.echo(s, err=True))
@@ -111,39 +60,7 @@ def export(models, out, opset):
                    f"{{model.pt,model.onnx,manifest.json}}")
 
 
-@cli.command()
-@model_option
-@out_option
-@click.option("--registry", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Triton model repository to publish into. Default: <out>/model_repository.")
-@click.option("--version", "version", type=click.IntRange(min=1), metavar="N",
-              help="Version number to publish as. Default: one past the highest published.")
-@domain_errors
-def publish(models, out, registry, version):
-    """Publish verified models as immutable versions of a Triton model repository.
-
-    Each model becomes <registry>/<model>_onnx/N/ and <model>_torchscript/N/ (with
-    config.pbtxt beside them) and <model>-N.tar.gz beside the repository. Refuses a build
-    whose verification.json is missing, failed, or judged other files than those on disk.
-    Unchanged artifacts are a no-op; an existing version is never changed.
-
-    \b
-    Example:
-      python -m pipeline publish --model forecaster --registry /srv/triton/models
-    """
-    from .publish import PublishConfig, main
-
-    for name in selected(models):
-        r = main(PublishConfig(name, out, registry, version), log=lambda s: click.echo(s, err=True))
-        if r["published"]:
-            click.echo(f"{name}: published version {r['version']} -> "
-                       f"{', '.join(str(f) for f in r['folders'].values())}; {r['tarball']}")
-        else:
-            click.echo(f"{name}: unchanged, version {r['version']} already holds these artifacts "
-                       f"({r['folders']['onnx'].parent.parent}); nothing published")
-
-
-@cli.command()
+@click.command()
 @model_option
 @out_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -163,8 +80,8 @@ def verify(models, out, device, shapes):
     Example:
       python -m pipeline verify --model forecaster --device cpu --shapes 1x1,64x500
     """
-    from .errors import VerificationError
-    from .verify import VerifyConfig, format_table, main
+    from ..errors import VerificationError
+    from ..verify import VerifyConfig, format_table, main
 
     failures = []
     for name in selected(models):
@@ -188,7 +105,7 @@ _INPUT_NAMES = " or ".join(sorted({repr(SPECS[name].input_name) for name in MODE
 _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 
 
-@cli.command(help=f"""Run an exported model on an array file and print or save its outputs.
+@click.command(help=f"""Run an exported model on an array file and print or save its outputs.
 
     The manifest is checked first (every file's size and sha256); then the input must
     pass this policy before inference, or the command exits 1 with one line saying why:
@@ -222,7 +139,7 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 @out_option
 @domain_errors
 def predict(model, input_path, runtime, output, out):
-    from .predict import PredictConfig, format_rows, main
+    from ..predict import PredictConfig, format_rows, main
 
     result = main(PredictConfig(model, input_path, runtime, output, out),
                   log=lambda s: click.echo(s, err=True))
@@ -232,7 +149,7 @@ def predict(model, input_path, runtime, output, out):
         click.echo(f"{model}: {result['output'].shape} outputs ({result['runtime']}) -> {output}")
 
 
-@cli.command()
+@click.command()
 @model_option
 @out_option
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -258,7 +175,7 @@ def bench(models, out, threads, shapes, device, budget, min_reps):
     Example:
       python -m pipeline bench --model classifier --threads 1 --shapes 1x1,64x500
     """
-    from .bench import BenchConfig, main, table
+    from ..bench import BenchConfig, main, table
 
     for name in selected(models):
         config = BenchConfig(name, out, tuple(shapes), threads, device, budget, min_reps)

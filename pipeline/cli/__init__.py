@@ -1,0 +1,33 @@
+"""The `pipeline` command line: one thin click command per stage.
+
+    python -m pipeline --help
+    python -m pipeline train --model forecaster --epochs 4
+
+Each command parses its options, calls one stage's `main`, and prints the result. Domain
+errors (`PipelineError`) and OS errors become one-line `click.ClickException`s: exit 1,
+no traceback. Heavy libraries are imported inside the commands, so `--help` is instant.
+"""
+from __future__ import annotations
+
+import click
+
+from .publishing import publish
+from .stages import bench, export, predict, train, verify
+
+__all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rnn-pipeline")
+def cli():
+    """Train, export, verify, benchmark and publish the two seed RNN models.
+
+    \b
+    Example, the whole flow for both models into ./exported:
+      python -m pipeline train && python -m pipeline export && python -m pipeline verify
+    """
+
+
+# One module per command group; a new command is added here in the order `--help` lists it.
+for command in (train, export, verify, predict, bench, publish):
+    cli.add_command(command)

@@ -1,0 +1,24 @@
+"""What every runtime's runner is: `runner.run(feeds) -> outputs`, keyed by tensor name."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..specs import ModelSpec
+
+
+@dataclass
+class Runner:
+    name: str                  # a key of pipeline.runtimes.RUNTIMES, e.g. "onnx"
+    spec: ModelSpec
+    provider: str = "cpu"      # torch device, the ORT execution provider really in use, ...
+    threads: int | None = None
+    impl: object = field(default=None, repr=False)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def on_cuda(provider: str) -> bool:
+    return provider.lower().startswith("cuda")
