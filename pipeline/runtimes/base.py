@@ -15,6 +15,14 @@ class Runner:
     provider: str = "cpu"      # torch device, the ORT execution provider really in use, ...
     threads: int | None = None
     impl: object = field(default=None, repr=False)
+    # Tensor names in the artifact's positional order; default: the spec's one input and
+    # one output. An artifact with more (state in, state out) names them all here.
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.inputs = tuple(self.inputs) or (self.spec.input_name,)
+        self.outputs = tuple(self.outputs) or (self.spec.output_name,)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

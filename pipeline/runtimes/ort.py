@@ -10,8 +10,8 @@ from .base import Runner
 
 class OnnxRuntimeRunner(Runner):
     def run(self, feeds):
-        outputs = self.impl.run([self.spec.output_name], feeds)
-        return {self.spec.output_name: outputs[0]}
+        outputs = self.impl.run(list(self.outputs), {n: feeds[n] for n in self.inputs})
+        return dict(zip(self.outputs, outputs))
 
 
 def resolve_device(device: str) -> str:

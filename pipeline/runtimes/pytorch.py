@@ -16,10 +16,11 @@ class TorchRunner(Runner):
     def run(self, feeds):
         import torch
         device = "cuda" if on_cuda(self.provider) else "cpu"
-        x = torch.from_numpy(np.ascontiguousarray(feeds[self.spec.input_name])).to(device)
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in self.inputs]
         with torch.inference_mode():
-            y = self.impl(x)
-        return {self.spec.output_name: y.cpu().numpy()}
+            y = self.impl(*args)
+        ys = y if isinstance(y, tuple) else (y,)
+        return {name: t.cpu().numpy() for name, t in zip(self.outputs, ys)}
 
 
 def load_eager(spec: ModelSpec, model_dir: Path, device: str) -> TorchRunner:
