@@ -5,7 +5,7 @@
 
 Writes `<out>/<model>/model.pt` and `model.onnx`, then `manifest.json` last. Neither artifact
 replaces the previous one until it has passed the self-check: the ONNX graph passes
-`onnx.checker` (full_check), declares symbolic `batch`/`seq` axes, loads in onnxruntime,
+the normalisation rules of normalize.py and `onnx.checker` (full_check), declares symbolic `batch`/`seq` axes, loads in onnxruntime,
 and both artifacts match the eager model at sequence lengths 1, the export example's and
 10x it, at batch 1 and 64. A declared dynamic axis proves nothing (an unrolled graph
 declares one too); only outputs at other lengths do.
@@ -87,6 +87,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     `onnx_exporter(model, spec, path, opset)` replaces the ONNX exporter (tests pass a
     deliberately unrolled one to prove the self-check can fail).
     """
+    from .normalize import normalize_file
     from .onnx_graph import describe, export_onnx
 
     onnx_exporter = onnx_exporter or export_onnx
@@ -103,6 +104,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
             tmp = dict(zip(ARTIFACTS, temps))
             export_torchscript(model, tmp["torchscript"])
             onnx_exporter(model, spec, tmp["onnx"], config.opset)
+            normalize_file(tmp["onnx"], spec)   # portable to tract, OpenVINO, ... (normalize.py)
             graph = describe(tmp["onnx"], spec)
             rows = self_check(tmp, spec, model)
             manifest = build_manifest(

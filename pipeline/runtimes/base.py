@@ -19,6 +19,7 @@ class Runner:
     # one output. An artifact with more (state in, state out) names them all here.
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    precision: str = "float32"   # arithmetic the runtime really uses (OpenVINO reads it back)
 
     def __post_init__(self):
         self.inputs = tuple(self.inputs) or (self.spec.input_name,)

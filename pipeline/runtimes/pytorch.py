@@ -35,3 +35,20 @@ def load_torchscript(spec: ModelSpec, path: Path, device: str) -> TorchRunner:
     except (RuntimeError, ValueError) as exc:
         raise PipelineError(f"{path}: torch cannot load it ({first_line(exc)})") from None
     return TorchRunner("torchscript", spec, device, None, module)
+
+
+class Float64Runner(TorchRunner):
+    """Eager model in float64; float feeds are widened (exactly) before the call."""
+
+    def run(self, feeds):
+        return super().run({n: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f"
+                            else v for n, v in feeds.items()})
+
+
+def float64_twin(runner: TorchRunner) -> Float64Runner:
+    """A float64 copy of an eager runner: the near-exact result that eager float32's own
+    drift is measured against (see pipeline/compare.py)."""
+    import copy
+    return Float64Runner("torch-float64", runner.spec, runner.provider, runner.threads,
+                         copy.deepcopy(runner.impl).double(), inputs=runner.inputs,
+                         outputs=runner.outputs, precision="float64")
