@@ -6,26 +6,27 @@ a classifier, the argmax agrees on every row. Callers decide what a failure mean
 
 Measured float32 drift (optional `exact`). A recurrence that expands (the classifier's
 W_hh has spectral radius ~1.85) amplifies rounding along the sequence, so at long
-sequences eager float32 itself strays from the exact result by more than the spec's
-tolerance, and any other float32 implementation (other GEMM kernels, another summation
-order) strays as far, in its own direction. Given `exact`, the same model evaluated in
-float64 on the same input, the float32 drift D = max |expected - exact| of that output is
-measured, and each element may also be off by `drift_factor` x D:
+sequences two honest float32 implementations (other GEMM kernels, another summation
+order, a bias summed once instead of per step) can differ by more than the spec's
+tolerance, by an amount that depends on the very input. So the caller passes `exact`: the
+same model evaluated in float64 on the same input, plus float64 "siblings" whose weights
+were each rounded once more by +-1 float32 unit roundoff (runtimes.pytorch.float64_models).
+D = max_i max |expected - exact_i| is how far a float32-sized rounding moves this output
+on this input, and each element may also be off by `drift_factor` x D:
 
     |actual - expected| <= max(atol + rtol * |expected|, drift_factor * D)
 
-drift_factor (the spec's, 16) is measured, not guessed: over 150 random calls per model
-(batch 1-64, seq 1-2048, scales 1e-3/1/10) the ratio max|actual - expected| / D of ONNX
-Runtime, OpenVINO (f32), tract and the ONNX reference evaluator had median 1.8-2.5, p99
-11.7-12.8, max 15.8 (those largest ratios all at errors far below the tolerance, where D
-is tiny by chance); where an error did exceed 1e-4 the ratio was <= 3.8. A real change
-stays caught: 1e-3 noise on the weights moved the outputs by >= 2800 D (90 random calls
-per model, seq up to 2048; failed the rule in 90/90; tests/runtimes/test_drift.py). The rule never loosens below the spec tolerance, and D
-is 1e-7..1e-6 for the forecaster, so there it changes nothing.
+Measured (classifier, `make all` weights, one thread), why the siblings: eager float32's
+own distance from float64 alone is a single sample and can be small by luck. At
+(52, 974) it was 4.0e-6 while ONNX Runtime, OpenVINO, tract and the reference evaluator
+were all 3.5e-4..8.1e-4 from eager (ratios up to 202); with 2 siblings D was 9.0e-4.
+Over 240 random calls (batch 1-64, seq 256-2048, scales 1e-3/1/10) the ratio
+max|actual - expected| / D had p99 1.5-3.2 and max 3.5 for the four runtimes; drift_factor
+(the spec's, 8) leaves over 2x above that. A real change stays caught: see specs.py.
 
     >>> c = compare(actual, expected, Tolerance(1e-5, 1e-5), classification=True)
     >>> c.passed, c.max_abs, c.reason
-    >>> compare(actual, expected, tol, exact=expected_float64, drift_factor=16.0)
+    >>> compare(actual, expected, tol, exact=[float64, sibling1, sibling2], drift_factor=8.0)
 """
 from __future__ import annotations
 
@@ -44,15 +45,15 @@ class Comparison:
     worst_ratio: float       # max |actual - expected| / (atol + rtol * |expected|); <= 1 passes
     argmax_agree: bool | None
     reason: str              # "" when passed
-    f32_drift: float | None = None   # D = max |expected - exact|, when `exact` was given
+    f32_drift: float | None = None   # D = max_i max |expected - exact_i|, when given
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
-            classification: bool = False, exact: np.ndarray | None = None,
-            drift_factor: float = 0.0) -> Comparison:
+            classification: bool = False, exact=None, drift_factor: float = 0.0) -> Comparison:
+    """`exact`: None, or one float64 evaluation, or a list of them (see the module doc)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -67,7 +68,9 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
     bound = tol.atol + tol.rtol * scale
     drift = None
     if exact is not None and expected.size:
-        drift = float(np.abs(expected - np.asarray(exact, dtype=np.float64)).max())
+        exacts = exact if isinstance(exact, (list, tuple)) else [exact]
+        drift = max(float(np.abs(expected - np.asarray(e, dtype=np.float64)).max())
+                    for e in exacts)
         bound = np.maximum(bound, drift_factor * drift)
     max_abs = float(diff.max(initial=0.0))
     nonzero = scale > 0

@@ -4,11 +4,12 @@
     python scripts/export.py
 
 Writes `<out>/<model>/model.pt` and `model.onnx`, then `manifest.json` last. Neither artifact
-replaces the previous one until it has passed the self-check: the ONNX graph passes
-the normalisation rules of normalize.py and `onnx.checker` (full_check), declares symbolic `batch`/`seq` axes, loads in onnxruntime,
-and both artifacts match the eager model at sequence lengths 1, the export example's and
-10x it, at batch 1 and 64. A declared dynamic axis proves nothing (an unrolled graph
-declares one too); only outputs at other lengths do.
+replaces the previous one until it has passed the self-check: the ONNX graph is normalised
+for portability (normalize.py: typed ConstantOfShape values, no exporter symbols, strict
+shape inference), passes `onnx.checker` (full_check), declares symbolic `batch`/`seq` axes,
+loads in onnxruntime, and both artifacts match the eager model at sequence lengths 1, the
+export example's and 10x it, at batch 1 and 64. A declared dynamic axis proves nothing (an
+unrolled graph declares one too); only outputs at other lengths do.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """ONNX Runtime, OpenVINO, tract and the ONNX reference evaluator against the seed classes.
 
 The seed classes (tests/seeds.py) with the trained weights are the independent reference,
-in float32 and, for the measured float32 drift of compare.py's rule, in float64. Shapes:
+in float32 and, for the measured float32 drift of compare.py's rule, in float64 (with the
+rounded siblings of runtimes.pytorch.float64_models). Shapes:
 batch 1 seq 1, an odd 3x65 (RNN-operator branch), 17x33 (Scan branch) and 13x2048, a
 sequence 30x longer than any verify default (the reference evaluator runs it too: ~70 ms).
 """
@@ -14,6 +15,7 @@ from pipeline.cli import cli
 from pipeline.compare import compare
 from pipeline.errors import PipelineError
 from pipeline.runtimes import CROSS_RUNTIMES, load_runner, open_runners
+from pipeline.runtimes.pytorch import float64_models
 from pipeline.specs import MODEL_NAMES
 
 from ..seeds import seed_model
@@ -25,17 +27,17 @@ SHAPES = [(1, 1), (3, 65), (17, 33), (13, 2048)]
 
 @pytest.fixture(scope="module")
 def seeds(exported):
-    """{name: (spec, seed float32, seed float64, {runtime: runner})}, weights as trained."""
+    """{name: (spec, seed float32, [seed in float64 and its rounded siblings], {runtime: runner})},
+    the seed classes holding the trained weights."""
     from safetensors.torch import load_file
     result = {}
     for name in MODEL_NAMES:
         folder = exported["out"] / name
         runners = dict(zip(ONNX_RUNTIMES, open_runners(folder, ONNX_RUNTIMES, threads=1)))
         spec = runners["onnx"].spec
-        seed, seed64 = seed_model(spec).eval(), seed_model(spec).eval()
+        seed = seed_model(spec).eval()
         seed.load_state_dict(load_file(folder / "weights.safetensors"), strict=True)
-        seed64.load_state_dict(seed.state_dict(), strict=True)
-        result[name] = (spec, seed, seed64.double(), runners)
+        result[name] = (spec, seed, float64_models(seed), runners)
     return result
 
 
@@ -54,12 +56,13 @@ def run_seed(model, x):
 @pytest.mark.parametrize("runtime", ONNX_RUNTIMES)
 @pytest.mark.parametrize("batch,seq", SHAPES)
 def test_runtime_matches_seed_class(seeds, name, runtime, batch, seq):
-    spec, seed, seed64, runners = seeds[name]
+    spec, seed, seeds64, runners = seeds[name]
     runner = runners[runtime]
     assert runner.precision == "float32"          # OpenVINO: read back from the compiled model
     x = np.random.default_rng(batch * 7919 + seq).standard_normal(
         (batch, seq, spec.input_size)).astype(np.float32)
-    expected, exact = run_seed(seed, x), run_seed(seed64, x.astype(np.float64))
+    expected = run_seed(seed, x)
+    exact = [run_seed(m, x.astype(np.float64)) for m in seeds64]
     actual = runner.run({spec.input_name: x})[spec.output_name]
     c = compare(actual, expected, spec.tolerance("cpu"), spec.task == "classification",
                 exact, spec.drift_factor)
