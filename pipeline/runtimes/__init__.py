@@ -15,7 +15,6 @@ missing one is a PipelineError naming that command, never a silent skip.
 """
 from __future__ import annotations
 
-from importlib import metadata, util
 from pathlib import Path
 
 from ..errors import PipelineError
@@ -45,12 +44,14 @@ def artifact(runtime: str) -> str | None:
 
 
 def installed(runtime: str) -> bool:
+    from importlib import util
     module = {"torchscript": "torch", "onnx": "onnxruntime", "onnx-reference": "onnx"}.get(
         runtime, runtime)
     return util.find_spec(module) is not None
 
 
 def runtime_version(runtime: str) -> str | None:
+    from importlib import metadata
     try:
         return metadata.version(PACKAGES[runtime])
     except metadata.PackageNotFoundError:

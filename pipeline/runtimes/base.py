@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..specs import ModelSpec
+
+if TYPE_CHECKING:      # numpy only in annotations: the CLI imports this package for --help
+    import numpy as np
 
 
 @dataclass
