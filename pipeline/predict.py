@@ -115,6 +115,40 @@ def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
     return converted
 
 
+def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np.ndarray]:
+    """Enforce the stream contract (spec.stream_inputs) on {name: array}; return the feeds
+    converted (input as `check_input`, lengths int64, h_in the spec's dtype, zeros if absent).
+
+    The graph itself cannot refuse a bad length (a 0 would gather index -1, the last step),
+    so every caller of a stream artifact passes here first: InputError, never a number."""
+    x_spec, len_spec, h_spec = spec.stream_inputs
+    if x_spec.name not in feeds or len_spec.name not in feeds:
+        raise InputError(f"{where}: needs arrays {x_spec.name!r} and {len_spec.name!r} "
+                         f"(and optionally {h_spec.name!r}); got {sorted(feeds)}")
+    x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq, F)
+    batch, seq, _ = x.shape
+    lengths = np.asarray(feeds[len_spec.name])
+    if lengths.dtype.kind not in "iu" or lengths.shape != (batch,):
+        raise InputError(f"{where}: {len_spec.name} is {lengths.dtype} {lengths.shape}; the "
+                         f"model takes one integer length per input row: shape ({batch},)")
+    if (bad := np.flatnonzero((lengths < 1) | (lengths > seq))).size:
+        raise InputError(f"{where}: {len_spec.name}[{bad[0]}] = {lengths[bad[0]]} is out of "
+                         f"range; every length must be in 1..{seq} (the input's seq)")
+    h = feeds.get(h_spec.name)
+    if h is None:
+        h = np.zeros((batch, spec.hidden_size), np.dtype(spec.dtype))   # a new stream
+    h = np.asarray(h)
+    if h.shape != (batch, spec.hidden_size):
+        raise InputError(f"{where}: {h_spec.name} has shape {h.shape}; the model takes "
+                         f"({batch}, {spec.hidden_size}): batch as the input's, hidden size")
+    if h.dtype.kind != "f":
+        raise InputError(f"{where}: {h_spec.name} dtype {h.dtype}; give {spec.dtype}")
+    if (at := _first_bad(h)) is not None:
+        raise InputError(f"{where}: {h_spec.name} is not finite at index {at}")
+    return {x_spec.name: x, len_spec.name: lengths.astype(np.int64),
+            h_spec.name: np.ascontiguousarray(h, dtype=np.dtype(spec.dtype))}
+
+
 def load_input(path: str | Path, spec: ModelSpec) -> np.ndarray:
     """Read `path` (.npy, .npz or .csv) and enforce the input policy; InputError if it breaks it."""
     path = Path(path)
