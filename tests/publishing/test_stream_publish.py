@@ -1,0 +1,65 @@
+"""Publishing the stream models: Triton configs (batched dims, lengths reshape, dynamic
+batching), the version folders, and the model card's streaming snippet."""
+import re
+
+import numpy as np
+import torch
+
+from pipeline.specs import MODEL_NAMES
+
+from .test_publish import build, onnx_io, publish, sha, verified  # noqa: F401 (fixtures)
+
+STREAM = [("stream_onnx", "onnxruntime_onnx", "onnxruntime", "model_stream.onnx"),
+          ("stream_torchscript", "pytorch_libtorch", "pytorch", "model_stream.pt")]
+
+
+def test_stream_configs_parse_as_batched_triton_model_configs(build):  # noqa: F811
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    repo = build / "model_repository"
+    for name in MODEL_NAMES:
+        publish(build, name)
+        graph = onnx_io(build / name / "model_stream.onnx")   # the reference: the graph
+        for runtime, platform, backend, artifact in STREAM:
+            config = text_format.Parse((repo / f"{name}_{runtime}" / "config.pbtxt").read_text(),
+                                       pb.ModelConfig())
+            assert (config.name, config.platform, config.backend) == \
+                (f"{name}_{runtime}", platform, backend)
+            assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
+            assert not config.HasField("sequence_batching")     # state stays with the client
+            tensors = [*config.input, *config.output]
+            assert [t.data_type for t in tensors] == \
+                [pb.TYPE_FP32, pb.TYPE_INT64, pb.TYPE_FP32, pb.TYPE_FP32, pb.TYPE_FP32]
+            # dims: the graph's shape without its batch axis; lengths (batch,) -> [1] + reshape []
+            assert [list(t.dims) for t in tensors] == [d[1:] or [1] for _, _, d in graph]
+            assert [t.HasField("reshape") for t in tensors] == [False, True, False, False, False]
+            assert list(config.input[1].reshape.shape) == []
+            names = [t.name for t in tensors]
+            if runtime == "stream_onnx":
+                assert names == [n for n, _, _ in graph]
+            else:   # pytorch backend: <name>__<index>, index = position in forward / result
+                assert names == ["input__0", "input__1", "input__2", "output__0", "output__1"]
+            folder = repo / f"{name}_{runtime}" / "1"
+            served = "model.onnx" if runtime == "stream_onnx" else "model.pt"
+            assert sha(folder / served) == sha(build / name / artifact)
+
+
+def test_stream_card_snippet_streams(build, monkeypatch):  # noqa: F811
+    publish(build)
+    repo = build / "model_repository"
+    card = (repo / "forecaster_stream_onnx" / "1" / "README.md").read_text()
+    for needle in ["`lengths`", "`h_in`", "`h_out`", "dynamic_batching", "length buckets",
+                   "stream_onnx", "**passed**"]:
+        assert needle in card, needle
+    assert "| stream_onnx |" in card and "| onnx |" not in card   # the stream rows only
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    monkeypatch.chdir(repo)
+    scope = {}
+    exec(code, scope)   # five steps, state carried
+    # the same five steps in one call of the published TorchScript stream model
+    x = np.stack([np.full(10, 0.1 * s, np.float32) for s in range(5)])[None]
+    ts = torch.jit.load(str(repo / "forecaster_stream_torchscript/1/model.pt")).eval()
+    y, h = ts(torch.from_numpy(x), torch.tensor([5]), torch.zeros(1, 20))
+    np.testing.assert_allclose(scope["h"], h.detach().numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(scope["y"], y.detach().numpy(), atol=1e-5, rtol=1e-5)
