@@ -14,6 +14,15 @@ file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
   (object) arrays are never loaded. Rank 3 (batch, seq, features); batch, seq >= 1;
   features = the spec's input_size; dtype the spec's (float32), float64 converted (an
   overflow is refused), any other refused; no NaN or Inf (the first one's index is given).
+
+    python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
+
+`--stream` runs the stream artifact (model_stream.*, carried state and per-row lengths):
+the .npz holds `input` (batch, seq, features) zero-padded past each row's length,
+`lengths` (batch,) integers in 1..seq and optionally `h_in` (batch, hidden), zeros when
+absent (a new stream); out-of-range lengths, a batch mismatch and seq 0 are refused
+(`check_stream_feeds`). It prints or saves (.npz) `output` and `h_out`; feed `h_out` back
+as `h_in` to continue.
 """
 from __future__ import annotations
 
@@ -39,6 +48,7 @@ class PredictConfig:
     runtime: str = "onnx"
     output: Path | None = None       # a .npy file for the (batch, outputs) array
     out: Path = Path("exported")
+    stream: bool = False             # the stream artifact; input and output are .npz
 
 
 def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
@@ -149,6 +159,32 @@ def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np
             h_spec.name: np.ascontiguousarray(h, dtype=np.dtype(spec.dtype))}
 
 
+def load_stream_input(path: str | Path, spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Read a stream .npz ({input, lengths[, h_in]}) and enforce `check_stream_feeds`."""
+    path = Path(path)
+    names = [t.name for t in spec.stream_inputs]
+    if path.suffix.lower() != ".npz":
+        raise InputError(f"{path}: --stream takes an .npz holding {names[0]!r}, {names[1]!r} "
+                         f"and optionally {names[2]!r}")
+    with open(path, "rb") as f:
+        if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
+            raise InputError(f"{path}: not a .npz file (it does not start like one)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            extra = sorted(set(archive.files) - set(names))
+            if extra:
+                raise InputError(f"{path}: unexpected arrays {extra}; give {names}")
+            feeds = {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError(f"{path}: holds pickled Python objects; only numeric arrays "
+                             "are loaded") from None
+        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
+    return check_stream_feeds(feeds, spec, str(path))
+
+
 def load_input(path: str | Path, spec: ModelSpec) -> np.ndarray:
     """Read `path` (.npy, .npz or .csv) and enforce the input policy; InputError if it breaks it."""
     path = Path(path)
@@ -173,13 +209,16 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
     from .fsio import atomic_path
     from .runtimes import open_runners
 
+    suffix = ".npz" if config.stream else ".npy"
     if config.output is not None:                       # refuse before any work is done
-        if Path(config.output).suffix != ".npy":
-            raise PipelineError(f"--output {config.output}: must be a .npy file")
+        if Path(config.output).suffix != suffix:
+            raise PipelineError(f"--output {config.output}: must be a {suffix} file")
         if not Path(config.output).parent.is_dir():
             raise PipelineError(f"--output {config.output}: folder {Path(config.output).parent} "
                                 "does not exist")
     model_dir = Path(config.out) / config.model
+    if config.stream:
+        return _main_stream(config, model_dir, log)
     (runner,) = open_runners(model_dir, (config.runtime,), device="cpu")
     spec = runner.spec
     x = load_input(config.input, spec)                  # (batch, seq, features)
@@ -189,3 +228,21 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
         with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
             np.save(f, y, allow_pickle=False)           # a file object: np.save adds no suffix
     return {"spec": spec, "runtime": runner.name, "output": y}
+
+
+def _main_stream(config: PredictConfig, model_dir: Path, log: Callable[[str], None]) -> dict:
+    """`main` for the stream artifact: {"spec", "runtime", "output", "h_out"}."""
+    from .fsio import atomic_path
+    from .runtimes import open_stream_runners
+
+    (runner,) = open_stream_runners(model_dir, (config.runtime,), device="cpu")
+    spec = runner.spec
+    feeds = load_stream_input(config.input, spec)
+    result = runner.run(feeds)                          # {output: (batch, O), h_out: (batch, H)}
+    y, h = result[spec.output_name], result[spec.state_out_name]
+    log(f"{spec.name} ({runner.name}, stream): {feeds[spec.input_name].shape}, lengths "
+        f"{feeds[spec.lengths_name].tolist()} -> {y.shape}, {spec.state_out_name} {h.shape}")
+    if config.output is not None:
+        with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{spec.output_name: y, spec.state_out_name: h})
+    return {"spec": spec, "runtime": runner.name, "output": y, "h_out": h}

@@ -122,10 +122,17 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
     Prints one line per sequence (classifier: predicted class and logits; forecaster:
     the forecast), or with --output writes the (batch, outputs) array to a .npy file.
 
+    --stream runs the stream artifact (state carried, one length per row): an .npz with
+    'input' (batch, seq, features) padded past each row's length, 'lengths' (batch,)
+    integers in 1..seq, optionally 'h_in' (batch, hidden; zeros start a stream). Prints
+    each row's output and h_out, or with --output writes both to an .npz; feed h_out back
+    as h_in to continue the stream.
+
     \b
     Example:
       python -m pipeline predict --model classifier --input x.npy
       python -m pipeline predict --model forecaster --input x.csv --runtime torch --output y.npy
+      python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
     """)
 @click.option("--model", required=True, type=click.Choice(MODEL_NAMES), help="Model to run.")
 @click.option("--input", "input_path", required=True, metavar="FILE",
@@ -135,16 +142,23 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
               show_default=True, help="onnx: model.onnx on ONNX Runtime; torchscript: model.pt; "
               "torch: eager PyTorch from the weights.")
 @click.option("--output", metavar="FILE.npy", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the outputs here (.npy, atomically) instead of printing them.")
+              help="Write the outputs here (.npy, atomically; .npz with --stream) instead "
+                   "of printing them.")
+@click.option("--stream", is_flag=True,
+              help="Run the stream artifact (model_stream.*) on an .npz of input, lengths, h_in.")
 @out_option
 @domain_errors
-def predict(model, input_path, runtime, output, out):
+def predict(model, input_path, runtime, output, stream, out):
     from ..predict import PredictConfig, format_rows, main
 
-    result = main(PredictConfig(model, input_path, runtime, output, out),
+    result = main(PredictConfig(model, input_path, runtime, output, out, stream),
                   log=lambda s: click.echo(s, err=True))
     if output is None:
-        click.echo("\n".join(format_rows(result["output"], result["spec"])))
+        lines = format_rows(result["output"], result["spec"])
+        if stream:
+            lines = [f"{line}  h_out [{', '.join(f'{v:.6g}' for v in h)}]"
+                     for line, h in zip(lines, result["h_out"])]
+        click.echo("\n".join(lines))
     else:
         click.echo(f"{model}: {result['output'].shape} outputs ({result['runtime']}) -> {output}")
 
