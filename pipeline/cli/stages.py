@@ -177,18 +177,27 @@ def predict(model, input_path, runtime, output, stream, out):
               metavar="SECONDS", help="Timing budget per shape (all runtimes together).")
 @click.option("--min-reps", type=click.IntRange(min=1), default=20, show_default=True,
               help="Timed calls per runtime and shape, at least.")
+@click.option("--stream", is_flag=True,
+              help="Streaming mode: per-step latency with carried state (model_stream.onnx) "
+                   "vs recomputing the prefix (model.onnx) at T = 50, 500, 5000; --budget "
+                   "applies per T, --shapes and --device are not used.")
 @domain_errors
-def bench(models, out, threads, shapes, device, budget, min_reps):
+def bench(models, out, threads, shapes, device, budget, min_reps, stream):
     """Time eager PyTorch, TorchScript and ONNX Runtime on the exported artifacts.
 
     Prints p50/p90 latency, throughput and the speed-up over eager per shape, and writes
     DIR/<model>/benchmark.json (figures, machine, versions, settings) and benchmark.png.
-    Runtimes are called in interleaved rounds on one seeded input per shape.
+    Runtimes are called in interleaved rounds on one seeded input per shape. With
+    --stream: benchmark_stream.json and .png instead (see pipeline/bench_stream.py).
 
     \b
     Example:
       python -m pipeline bench --model classifier --threads 1 --shapes 1x1,64x500
+      python -m pipeline bench --model forecaster --stream
     """
+    if stream:
+        _bench_stream(models, out, threads, budget, min_reps)
+        return
     from ..bench import BenchConfig, main, table
 
     for name in selected(models):
@@ -196,3 +205,12 @@ def bench(models, out, threads, shapes, device, budget, min_reps):
         result = main(config, log=lambda s: click.echo(s, err=True))
         click.echo(table(result))
         click.echo(f"-> {out / name}/benchmark.json, benchmark.png")
+
+
+def _bench_stream(models, out, threads, budget, min_reps):
+    from ..bench_stream import StreamBenchConfig, main, table
+
+    for name in selected(models):
+        config = StreamBenchConfig(name, out, threads=threads, budget_s=budget, min_reps=min_reps)
+        click.echo(table(main(config, log=lambda s: click.echo(s, err=True))))
+        click.echo(f"-> {out / name}/benchmark_stream.json, benchmark_stream.png")
