@@ -167,3 +167,13 @@ def test_stream_input_policy_refuses_bad_feeds(models):
         assert needle in str(info.value), (needle, str(info.value))
     ok = check_stream_feeds({"input": x, "lengths": np.array([5, 1], np.int32)}, spec, "feeds")
     assert ok["lengths"].dtype == np.int64 and not ok["h_in"].any()   # zeros start a stream
+
+
+def test_config_written_before_the_stream_fields_still_loads():
+    from pipeline.specs import SPECS, model_spec_from_dict, to_dict
+    old = {k: v for k, v in to_dict(SPECS["forecaster"]).items()
+           if k not in ("lengths_name", "state_in_name", "state_out_name")}
+    spec = model_spec_from_dict(old)
+    assert [t.name for t in spec.stream_inputs] == ["input", "lengths", "h_in"]
+    assert [(t.name, t.shape) for t in spec.stream_outputs] == [
+        ("output", ("batch", 1)), ("h_out", ("batch", 20))]
