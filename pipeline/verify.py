@@ -125,12 +125,12 @@ def run_matrix(spec: ModelSpec, reference, runners, shapes, seed: int) -> list[d
 
 def format_table(report: dict) -> str:
     """The report as a fixed-width terminal table."""
-    head = f"{'model':<11} {'runtime':<12} {'provider':<21} {'shape':>9} {'scale':>5} " \
+    head = f"{'model':<11} {'runtime':<18} {'provider':<21} {'shape':>9} {'scale':>5} " \
            f"{'max abs err':>11} {'max rel err':>11} verdict"
     lines = [head, "-" * len(head)]
     for r in report["rows"]:
         verdict = "pass" if r["passed"] else f"FAIL ({r['reason']})"
-        lines.append(f"{report['model']:<11} {r['runtime']:<12} {r['provider']:<21} "
+        lines.append(f"{report['model']:<11} {r['runtime']:<18} {r['provider']:<21} "
                      f"{r['batch']:>4}x{r['seq']:<4} {r['scale']:>5g} {r['max_abs']:>11.2e} "
                      f"{r['max_rel']:>11.2e} {verdict}")
     return "\n".join(lines)
