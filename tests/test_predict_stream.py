@@ -3,8 +3,10 @@ sequence; every bad stream input is one line, never a number."""
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from pipeline.cli import cli
 from pipeline.compare import compare
 from pipeline.runtimes import RUNTIMES
 
@@ -92,3 +94,19 @@ def test_stream_wants_npz_in_and_out(exported, tmp_path):
     np.savez(tmp_path / "x.npz", input=np.zeros((1, 2, 5), np.float32), lengths=np.array([2]))
     one_line_error(predict(exported, "classifier", tmp_path / "x.npz", "--stream", "--output",
                            str(tmp_path / "y.npy")), "must be a .npz file")
+
+
+def test_damaged_stream_artifact_is_refused_before_loading(exported, tmp_path, monkeypatch):
+    import shutil
+
+    import onnxruntime
+    shutil.copytree(exported["out"] / "classifier", tmp_path / "out" / "classifier")
+    path = tmp_path / "out" / "classifier" / "model_stream.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: pytest.fail("loaded"))
+    np.savez(tmp_path / "x.npz", input=np.zeros((1, 2, 5), np.float32), lengths=np.array([2]))
+    result = CliRunner().invoke(cli, ["predict", "--model", "classifier", "--stream", "--input",
+                                      str(tmp_path / "x.npz"), "--out", str(tmp_path / "out")])
+    one_line_error(result, "model_stream.onnx: sha256 differs")

@@ -177,3 +177,23 @@ def test_config_written_before_the_stream_fields_still_loads():
     assert [t.name for t in spec.stream_inputs] == ["input", "lengths", "h_in"]
     assert [(t.name, t.shape) for t in spec.stream_outputs] == [
         ("output", ("batch", 1)), ("h_out", ("batch", 20))]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ragged_continuation_from_carried_state(models, name, runtime):
+    """A shared 20-step prefix, then ragged rows continuing from its h_out: row i equals the
+    seed on its prefix and its own first lengths[i] steps, one unpadded sequence."""
+    spec, seed, runners = models[name]
+    lengths = [1, 7, 50, 13]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 70, spec.input_size)).astype(np.float32)
+    first = runners[runtime].run(feeds(spec, x[:, :20], [20] * 4))
+    rest = x[:, 20:].copy()
+    for i, n in enumerate(lengths):
+        rest[i, n:] = GARBAGE * rng.standard_normal((50 - n, spec.input_size))
+    out = runners[runtime].run(feeds(spec, rest, lengths, first[spec.state_out_name]))
+    for i, n in enumerate(lengths):
+        want = seed_run(seed, spec, np.ascontiguousarray(x[i:i + 1, :20 + n]))
+        got = out[spec.output_name][i:i + 1], out[spec.state_out_name][i:i + 1]
+        assert_close(spec, got, want, f"{runtime} row {i} (20 + {n} steps)")
