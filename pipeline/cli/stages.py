@@ -128,7 +128,8 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
     Example:
       python -m pipeline predict --model classifier --input x.npy
       python -m pipeline predict --model forecaster --input x.csv --runtime torch --output y.npy
-      python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub --input x.npy
+      python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub \\
+          --input x.npy
     """)
 @click.option("--model", type=click.Choice(MODEL_NAMES),
               help="Model to run, from --out (or give --version-dir).")

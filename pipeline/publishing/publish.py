@@ -14,8 +14,9 @@ plus `<model>-N.tar.gz` of both beside the repository (see release.py). Gates: t
 passes `check_manifest`, and its `verification.json` passed and judged exactly the files
 now on disk (sha256), and a signing key is given (or `unsigned=True`, said in the card).
 Immutability: a build already published (same sha256s) is a no-op naming its version;
-another build under an existing number is refused; config.pbtxt never changes. Publishers of one repository take turns on a lock, so of two racing for version N
-the second finds it taken: refused if its build differs, a no-op if it is the same build.
+another build under an existing number is refused; config.pbtxt never changes. Publishers
+of one repository take turns on a lock, so of two racing for version N the second finds it
+taken: refused if its build differs, a no-op if it is the same build.
 Each version folder is staged as `<model>_<runtime>/.staging-*/N/`, signed there, and renamed
 into place (atomic; the rename also fails on an existing version), so Triton never sees half
 a folder or an unsigned one; staged under its own number, the signed statement names it by

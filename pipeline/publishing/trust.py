@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
-from ..errors import SignatureError
+from ..errors import SignatureError, first_line
 from ..manifest import MANIFEST
 from .publish import VERSION_DIR
 from .signing import load_public_key, verify_version
@@ -78,7 +80,10 @@ def verify_release(path: str | os.PathLike, public_key: str | os.PathLike,
         return verify_registry(path, public_key, model)
     load_public_key(public_key)
     with tempfile.TemporaryDirectory(prefix="verify-release-") as tmp:
-        extract_release(path, tmp)                      # refuses links, `..`, devices first
+        try:
+            extract_release(path, tmp)                  # refuses links, `..`, devices first
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise SignatureError(f"{path}: not a release tarball ({first_line(exc)})") from None
         results = verify_registry(tmp, public_key, model)
     for result in results:
         result["folder"] = path / result["folder"].parent.name / result["folder"].name

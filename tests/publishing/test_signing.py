@@ -30,6 +30,7 @@ from tests.seeds import seed_model
 from tests.test_cli import one_line_error
 
 MODEL, VERSION = "forecaster", 2
+BACKEND_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
 
 def sha(path: Path) -> str:
@@ -63,6 +64,17 @@ def repo(published, tmp_path):
 
 def onnx_dir(repo: Path, version: int = VERSION) -> Path:
     return repo / f"{MODEL}_onnx" / str(version)
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Record every artifact a runtime is asked to load."""
+    import pipeline.runtimes as runtimes
+    loaded = []
+    real = runtimes.load_runner
+    monkeypatch.setattr(runtimes, "load_runner",
+                        lambda *a, **k: loaded.append(a) or real(*a, **k))
+    return loaded
 
 
 # --- the good case ------------------------------------------------------------------------
@@ -157,7 +169,7 @@ def seed_outputs(verified, x):
 
 @pytest.mark.parametrize("runtime", ["onnx", "torchscript"])
 def test_predict_on_a_verified_version_matches_the_seed(published, verified, keys, tmp_path,
-                                                        runtime):
+                                                        runtime, no_loading):
     x = np.random.default_rng(3).standard_normal((4, 17, 10)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     folder = published / "model_repository" / f"{MODEL}_{runtime}" / str(VERSION)
@@ -166,6 +178,7 @@ def test_predict_on_a_verified_version_matches_the_seed(published, verified, key
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), seed_outputs(verified, x),
                                atol=1e-5, rtol=1e-5)
+    assert [(r, p.name) for r, _, p, *_ in no_loading] == [(runtime, BACKEND_FILES[runtime])]
 
 
 # --- what must be refused -----------------------------------------------------------------
@@ -270,17 +283,6 @@ REFUSED = [  # (tamper, needles of the one-line error)
 ]
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Record every artifact a runtime is asked to load."""
-    import pipeline.runtimes as runtimes
-    loaded = []
-    real = runtimes.load_runner
-    monkeypatch.setattr(runtimes, "load_runner",
-                        lambda *a, **k: loaded.append(a) or real(*a, **k))
-    return loaded
-
-
 @pytest.mark.parametrize("tamper,needles", REFUSED, ids=[t.__name__ for t, _ in REFUSED])
 def test_tampering_is_refused_and_nothing_is_loaded(repo, keys, tmp_path, tamper, needles,
                                                     no_loading):
@@ -309,6 +311,15 @@ def test_tampered_tarball_is_refused(published, keys, tmp_path):
             tar.add(path, arcname=path.name)
     one_line_error(invoke("verify-release", evil, "--public-key", keys["a"]["public"]),
                    "model.onnx altered after signing")
+
+
+@pytest.mark.parametrize("content", [b"", b"plain text", b"\x1f\x8b\x08\x00garbage"],
+                         ids=["empty", "text", "bad-gzip"])
+def test_a_file_that_is_not_a_tarball_is_refused(keys, tmp_path, content):
+    path = tmp_path / "forecaster-1.tar.gz"
+    path.write_bytes(content)
+    one_line_error(invoke("verify-release", path, "--public-key", keys["a"]["public"]),
+                   "not a release tarball")
 
 
 @pytest.mark.parametrize("content", ["not a key\n", "private"], ids=["garbage", "private-key"])
