@@ -3,6 +3,12 @@ the model's input contract.
 
     python -m pipeline predict --model classifier --input x.npy
     python -m pipeline predict --model forecaster --input x.csv --runtime torchscript --output y.npy
+    python -m pipeline predict --version-dir exported/model_repository/classifier_onnx/1 \
+        --public-key .keys/signing.pub --input x.npy
+
+A published version folder (`--version-dir`) is loaded only after its signature, every
+file's hash and its place check out against `--public-key` (publishing/trust.py); its
+runtime is the folder's own (model.onnx or model.pt).
 
 The artifact is loaded through `open_runners`, so the manifest (sizes and sha256 of every
 file) is checked before anything is opened. Then the input policy (stated in `predict
@@ -34,11 +40,13 @@ NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
 @dataclass(frozen=True)
 class PredictConfig:
-    model: str
+    model: str | None                # None with version_dir: the folder names it
     input: Path
     runtime: str = "onnx"
     output: Path | None = None       # a .npy file for the (batch, outputs) array
     out: Path = Path("exported")
+    version_dir: Path | None = None  # a published version folder instead of <out>/<model>
+    public_key: Path | None = None   # required with version_dir: who must have signed it
 
 
 def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
@@ -145,8 +153,17 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
         if not Path(config.output).parent.is_dir():
             raise PipelineError(f"--output {config.output}: folder {Path(config.output).parent} "
                                 "does not exist")
-    model_dir = Path(config.out) / config.model
-    (runner,) = open_runners(model_dir, (config.runtime,), device="cpu")
+    if (config.model is None) == (config.version_dir is None):
+        raise PipelineError("give --model (a model under --out) or --version-dir (a published "
+                            "version), one of them")
+    if (config.version_dir is None) != (config.public_key is None):
+        raise PipelineError("--version-dir and --public-key go together: a published version "
+                            "is loaded only once its signature checks out")
+    if config.version_dir is not None:
+        from .publishing.trust import open_published
+        runner = open_published(config.version_dir, config.public_key, device="cpu")
+    else:
+        (runner,) = open_runners(Path(config.out) / config.model, (config.runtime,), device="cpu")
     spec = runner.spec
     x = load_input(config.input, spec)                  # (batch, seq, features)
     y = runner.run({spec.input_name: x})[spec.output_name]   # (batch, output_size)
