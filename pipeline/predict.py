@@ -3,6 +3,12 @@ the model's input contract.
 
     python -m pipeline predict --model classifier --input x.npy
     python -m pipeline predict --model forecaster --input x.csv --runtime torchscript --output y.npy
+    python -m pipeline predict --version-dir exported/model_repository/classifier_onnx/1 \
+        --public-key .keys/signing.pub --input x.npy
+
+A published version folder (`--version-dir`) is loaded only after its signature, every
+file's hash and its place check out against `--public-key` (publishing/trust.py); its
+runtime is the folder's own (model.onnx or model.pt).
 
 The artifact is loaded through `open_runners`, so the manifest (sizes and sha256 of every
 file) is checked before anything is opened. Then the input policy (stated in `predict
@@ -43,11 +49,13 @@ NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
 @dataclass(frozen=True)
 class PredictConfig:
-    model: str
+    model: str | None                # None with version_dir: the folder names it
     input: Path
     runtime: str = "onnx"
     output: Path | None = None       # a .npy file for the (batch, outputs) array
     out: Path = Path("exported")
+    version_dir: Path | None = None  # a published version folder instead of <out>/<model>
+    public_key: Path | None = None   # required with version_dir: who must have signed it
     stream: bool = False             # the stream artifact; input and output are .npz
 
 
@@ -216,10 +224,26 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
         if not Path(config.output).parent.is_dir():
             raise PipelineError(f"--output {config.output}: folder {Path(config.output).parent} "
                                 "does not exist")
-    model_dir = Path(config.out) / config.model
+    if (config.model is None) == (config.version_dir is None):
+        raise PipelineError("give --model (a model under --out) or --version-dir (a published "
+                            "version), one of them")
+    if (config.version_dir is None) != (config.public_key is None):
+        raise PipelineError("--version-dir and --public-key go together: a published version "
+                            "is loaded only once its signature checks out")
+    if config.version_dir is not None:
+        from .publishing.trust import open_published
+        runner = open_published(config.version_dir, config.public_key, device="cpu")
+        if (len(runner.inputs) > 1) != config.stream:   # a stream model takes lengths, h_in
+            raise PipelineError(f"{config.version_dir}: {'not ' if config.stream else ''}a "
+                                f"stream model; {'drop' if config.stream else 'give'} --stream")
+    elif config.stream:
+        from .runtimes import open_stream_runners
+        (runner,) = open_stream_runners(Path(config.out) / config.model, (config.runtime,),
+                                        device="cpu")
+    else:
+        (runner,) = open_runners(Path(config.out) / config.model, (config.runtime,), device="cpu")
     if config.stream:
-        return _main_stream(config, model_dir, log)
-    (runner,) = open_runners(model_dir, (config.runtime,), device="cpu")
+        return _main_stream(runner, config, log)
     spec = runner.spec
     x = load_input(config.input, spec)                  # (batch, seq, features)
     y = runner.run({spec.input_name: x})[spec.output_name]   # (batch, output_size)
@@ -230,12 +254,10 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
     return {"spec": spec, "runtime": runner.name, "output": y}
 
 
-def _main_stream(config: PredictConfig, model_dir: Path, log: Callable[[str], None]) -> dict:
-    """`main` for the stream artifact: {"spec", "runtime", "output", "h_out"}."""
+def _main_stream(runner, config: PredictConfig, log: Callable[[str], None]) -> dict:
+    """`main` for a stream runner: {"spec", "runtime", "output", "h_out"}."""
     from .fsio import atomic_path
-    from .runtimes import open_stream_runners
 
-    (runner,) = open_stream_runners(model_dir, (config.runtime,), device="cpu")
     spec = runner.spec
     feeds = load_stream_input(config.input, spec)
     result = runner.run(feeds)                          # {output: (batch, O), h_out: (batch, H)}

@@ -107,8 +107,10 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 
 @click.command(help=f"""Run an exported model on an array file and print or save its outputs.
 
-    The manifest is checked first (every file's size and sha256); then the input must
-    pass this policy before inference, or the command exits 1 with one line saying why:
+    The manifest is checked first (every file's size and sha256); a published version
+    (--version-dir) is loaded only after its signature checks out with --public-key. Then
+    the input must pass this policy before inference, or the command exits 1 with one
+    line saying why:
 
     \b
       .npy  one array of shape (batch, seq, features)
@@ -133,8 +135,11 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
       python -m pipeline predict --model classifier --input x.npy
       python -m pipeline predict --model forecaster --input x.csv --runtime torch --output y.npy
       python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
+      python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub \\
+          --input x.npy
     """)
-@click.option("--model", required=True, type=click.Choice(MODEL_NAMES), help="Model to run.")
+@click.option("--model", type=click.Choice(MODEL_NAMES),
+              help="Model to run, from --out (or give --version-dir).")
 @click.option("--input", "input_path", required=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Input array: .npy, .npz or .csv (see the policy above).")
@@ -147,11 +152,19 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 @click.option("--stream", is_flag=True,
               help="Run the stream artifact (model_stream.*) on an .npz of input, lengths, h_in.")
 @out_option
+@click.option("--version-dir", metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A published version folder (<registry>/<model>_onnx/N) to run instead of "
+              "--model; its own runtime is used. Needs --public-key.")
+@click.option("--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="Publisher's PEM public key: --version-dir is loaded only if its signature "
+              "and every file's hash check out.")
 @domain_errors
-def predict(model, input_path, runtime, output, stream, out):
+def predict(model, input_path, runtime, output, stream, out, version_dir, public_key):
     from ..predict import PredictConfig, format_rows, main
 
-    result = main(PredictConfig(model, input_path, runtime, output, out, stream),
+    result = main(PredictConfig(model, input_path, runtime, output, out, version_dir, public_key,
+                                stream),
                   log=lambda s: click.echo(s, err=True))
     if output is None:
         lines = format_rows(result["output"], result["spec"])
@@ -160,7 +173,8 @@ def predict(model, input_path, runtime, output, stream, out):
                      for line, h in zip(lines, result["h_out"])]
         click.echo("\n".join(lines))
     else:
-        click.echo(f"{model}: {result['output'].shape} outputs ({result['runtime']}) -> {output}")
+        click.echo(f"{result['spec'].name}: {result['output'].shape} outputs "
+                   f"({result['runtime']}) -> {output}")
 
 
 @click.command()

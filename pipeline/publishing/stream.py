@@ -75,8 +75,9 @@ def stream_config_pbtxt(spec: ModelSpec, runtime: str) -> str:
     ])
 
 
-def stream_card_sections(spec: ModelSpec, runtime: str, version: int) -> list[str]:
-    """The model card's "Inputs and outputs" and "Load it" sections for a stream model."""
+def stream_card_sections(spec: ModelSpec, runtime: str, version: int
+                         ) -> tuple[list[str], list[str]]:
+    """The model card's "Inputs and outputs" section and "Load it" code for a stream model."""
     from .triton import BACKENDS, triton_name
     ins, outs = stream_io_names(spec, runtime)
     rows = []
@@ -100,16 +101,11 @@ def stream_card_sections(spec: ModelSpec, runtime: str, version: int) -> list[st
         "batch axis. Requests batch together only at one padded length: pad to length buckets.",
         "",
         "| | name (file) | name (Triton) | dtype | shape | Triton dims |", "|---|---|---|---|---|---|",
-        *rows, "",
-        "## Load it", "",
-        "From the repository root (check each file against its `manifest.json` first):", "",
-        "```python",
+        *rows, ""], [
         "import numpy as np, onnxruntime as ort", "",
         f'session = ort.InferenceSession("{path}", providers=["CPUExecutionProvider"])',
         f"h = np.zeros((1, {h}), dtype=np.float32)  # a new stream",
         "for step in range(5):  # one step at a time, state carried by the caller",
         f"    x = np.full((1, 1, {f}), 0.1 * step, dtype=np.float32)",
         f'    y, h = session.run(None, {{"{spec.input_name}": x, '
-        f'"{spec.lengths_name}": np.array([1]), "{spec.state_in_name}": h}})',
-        "```", "",
-    ]
+        f'"{spec.lengths_name}": np.array([1]), "{spec.state_in_name}": h}})']

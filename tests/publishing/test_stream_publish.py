@@ -7,7 +7,7 @@ import torch
 
 from pipeline.specs import MODEL_NAMES
 
-from .test_publish import build, onnx_io, publish, sha, verified  # noqa: F401 (fixtures)
+from .test_publish import build, key_of, onnx_io, publish, sha  # noqa: F401 (fixture)
 
 STREAM = [("stream_onnx", "onnxruntime_onnx", "onnxruntime", "model_stream.onnx"),
           ("stream_torchscript", "pytorch_libtorch", "pytorch", "model_stream.pt")]
@@ -63,3 +63,29 @@ def test_stream_card_snippet_streams(build, monkeypatch):  # noqa: F811
     y, h = ts(torch.from_numpy(x), torch.tensor([5]), torch.zeros(1, 20))
     np.testing.assert_allclose(scope["h"], h.detach().numpy(), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(scope["y"], y.detach().numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_signed_stream_version_runs_through_predict_version_dir(build, tmp_path):  # noqa: F811
+    """A published, signed stream version is loaded as a stream model (after its signature
+    check) by `predict --version-dir --stream`; without --stream it is a one-line error."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from tests.test_cli import one_line_error
+
+    publish(build)
+    folder = build / "model_repository" / "forecaster_stream_onnx" / "1"
+    public = key_of(build).with_suffix(".pub")
+    x = np.random.default_rng(0).standard_normal((2, 6, 10)).astype(np.float32)
+    np.savez(tmp_path / "s.npz", input=x, lengths=np.array([6, 3]))
+    np.save(tmp_path / "x.npy", x)
+    base = ["predict", "--version-dir", str(folder), "--public-key", str(public)]
+    result = CliRunner().invoke(cli, [*base, "--stream", "--input", str(tmp_path / "s.npz")])
+    assert result.exit_code == 0, result.output
+    ts = torch.jit.load(str(build / "forecaster" / "model_stream.pt")).eval()
+    y, _ = ts(torch.from_numpy(x), torch.tensor([6, 3]), torch.zeros(2, 20))
+    got = [float(line.split(": ")[1].split()[0]) for line in result.output.splitlines()
+           if re.match(r"\d+: ", line)]
+    np.testing.assert_allclose(got, y.detach().numpy()[:, 0], atol=1e-5, rtol=1e-5)
+    one_line_error(CliRunner().invoke(cli, [*base, "--input", str(tmp_path / "x.npy")]),
+                   "a stream model; give --stream")
