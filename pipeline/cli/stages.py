@@ -57,7 +57,7 @@ def export(models, out, opset):
         signature = manifest["signature"]
         click.echo(f"{name}: {signature['inputs'][0]['shape']} -> {signature['outputs'][0]['shape']}"
                    f", opset {manifest['onnx']['opset']} -> {out / name}/"
-                   f"{{model.pt,model.onnx,manifest.json}}")
+                   f"{{model.pt,model.onnx,model_stream.pt,model_stream.onnx,manifest.json}}")
 
 
 @click.command()
