@@ -1,7 +1,7 @@
 """bench --stream: the cost of one streaming step with carried state vs recomputing the prefix.
 
     python -m pipeline bench --stream --model forecaster --threads 1
-    make bench-stream
+    make bench          (runs it after the plain benchmark)
 
 For each stream length T (default 50, 500, 5000) one seeded sequence (batch 1) is fed to
 model_stream.onnx one step at a time, h_out carried into h_in, and every step is timed;

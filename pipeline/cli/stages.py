@@ -44,7 +44,9 @@ def export(models, out, opset):
 
     Both artifacts must match the eager model at batch 1 and 64 and sequence lengths 1,
     the export example's and 10x it before they replace anything; manifest.json
-    (hashes, signature, versions) is written last.
+    (hashes, signature, versions) is written last. Also writes the stream artifacts
+    model_stream.pt / model_stream.onnx (input, lengths, h_in -> output, h_out), checked
+    on ragged batches and on a sequence fed in chunks with carried state.
 
     \b
     Example:
