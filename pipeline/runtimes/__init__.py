@@ -3,7 +3,9 @@
 feeds and outputs are `{tensor name: numpy array}` keyed by the spec's input/output names,
 so verify, bench and predict treat every runtime alike. One module per runtime; each
 imports its runtime inside its loader, so importing this package stays cheap.
-`open_runners` checks the manifest before it loads any artifact.
+`open_runners` checks the manifest before it loads any artifact. The stream artifacts
+(STREAM_ARTIFACTS, model_stream.*) load through `load_stream_runner` / `open_stream_runners`:
+the same runners, taking (input, lengths, h_in) and returning (output, h_out) by name.
 
     >>> runners = open_runners(Path("exported/classifier"), ("onnx",), device="cpu")
     >>> runners[0].run({"input": x})["output"].shape       # x: (batch, seq, 5) float32
