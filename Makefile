@@ -17,9 +17,11 @@ KEYS    ?= .keys
 CORE_SRC  := pipeline/specs.py pipeline/fsio.py pipeline/checkpoint.py pipeline/models.py
 TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
 RUNTIME_SRC := $(wildcard pipeline/runtimes/*.py)
-VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compare.py $(RUNTIME_SRC)
+STREAM_SRC := pipeline/verify_stream.py pipeline/predict.py
+VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compare.py $(RUNTIME_SRC) \
+              $(STREAM_SRC)
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
-              pipeline/compare.py $(RUNTIME_SRC)
+              pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
 
 .PHONY: all install train export verify publish bench test clean
 
@@ -67,9 +69,11 @@ verify: $(MODELS:%=$(OUT)/%/verification.json)
 $(OUT)/%/verification.json: $(OUT)/%/manifest.json $(VERIFY_SRC)
 	$(PY) -m pipeline verify --model $* --out $(OUT) || { touch -d @0 $@ 2>/dev/null; exit 1; }
 # Timings are never up to date, so bench always runs (a couple of minutes, both models);
-# it writes $(OUT)/<model>/benchmark.json and benchmark.png.
+# it writes $(OUT)/<model>/benchmark.json and benchmark.png, and the streaming mode
+# benchmark_stream.json and benchmark_stream.png.
 bench: $(MODELS:%=$(OUT)/%/verification.json)
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1
+	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1 --stream
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -34,8 +34,10 @@ def _number_first(value):
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
-def _verification(report: dict) -> list[str]:
-    rows = report.get("rows") or []
+def _verification(report: dict, stream: bool = False) -> list[str]:
+    # a stream model's card shows the stream rows (runtime stream_*), the others the rest
+    rows = [r for r in report.get("rows") or []
+            if str(r.get("runtime", "")).startswith("stream_") == stream]
     tol = report.get("tolerance", {})
     lines = [f"**{'passed' if report.get('passed') else 'FAILED'}** on `{report.get('device')}` "
              f"({report.get('created', '?')}), tolerance |error| <= {tol.get('atol')} + "
@@ -90,12 +92,7 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
             f'model = torch.jit.load("{ts_path}", map_location="cpu").eval()',
             "with torch.inference_mode():",
             f"    y = model(torch.from_numpy(x)).numpy()  # (4, {spec.output_size})"]
-    return "\n".join([
-        f"# {name}, version {version}", "",
-        f"`{spec.name}` {WHAT[spec.task].format(**sizes)}. Network: {HOW[spec.arch].format(**sizes)}.",
-        f"This folder is version {version} of the Triton model `{name}` "
-        f"(`{filename}`, platform `{BACKENDS[runtime][1]}`). It never changes: a new build is "
-        "published as a new version.", "",
+    io = [
         "## Inputs and outputs", "",
         f"{axes} are free: any batch size and any sequence length (Triton `max_batch_size: "
         f"{MAX_BATCH_SIZE}`, `-1` dims).", "",
@@ -103,13 +100,24 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
         f"| input | `{spec.input_name}` | `{in_name}` | {spec.dtype} | {_shape(spec.input.shape)} "
         f"| {dims(spec.input)} |",
         f"| output | `{spec.output_name}` | `{out_name}` | {spec.dtype} | "
-        f"{_shape(spec.output.shape)} | {dims(spec.output)} |", "",
+        f"{_shape(spec.output.shape)} | {dims(spec.output)} |", ""]
+    stream = runtime.startswith("stream_")
+    if stream:
+        from .stream import stream_card_sections
+        io, load = stream_card_sections(spec, runtime, version)
+    return "\n".join([
+        f"# {name}, version {version}", "",
+        f"`{spec.name}` {WHAT[spec.task].format(**sizes)}. Network: {HOW[spec.arch].format(**sizes)}.",
+        f"This folder is version {version} of the Triton model `{name}` "
+        f"(`{filename}`, platform `{BACKENDS[runtime][1]}`). It never changes: a new build is "
+        "published as a new version.", "",
+        *io,
         "## Training metrics (held-out test split)", "",
         f"| metric | model | baseline ({metrics.get('baseline_kind')}) |", "|---|---|---|",
         f"| {metrics.get('metric')} ({better} is better) | {metrics.get('test', float('nan')):.4f} "
         f"| {metrics.get('baseline', float('nan')):.4f} |", "",
         "## Verification (`verification.json`)", "",
-        *_verification(report), "",
+        *_verification(report, stream), "",
         "## Signature", "",
         *_signature(name, version, signed_by), "",
         "## Load it", "",

@@ -3,14 +3,16 @@
     python -m pipeline publish --model forecaster --signing-key .keys/signing.key \
         [--registry DIR] [--version N]
 
-Version N of a model is two Triton models in the repository (default `<out>/model_repository`):
+Version N of a model is four Triton models in the repository (default `<out>/model_repository`):
 
     <model>_onnx/config.pbtxt           <model>_onnx/N/        model.onnx + the three below
     <model>_torchscript/config.pbtxt    <model>_torchscript/N/ model.pt, manifest.json,
                                                                verification.json, README.md,
                                                                model.sig (signing.py)
+    <model>_stream_onnx/, <model>_stream_torchscript/: the same for model_stream.onnx / .pt
+                                        (served as model.onnx / model.pt; see stream.py)
 
-plus `<model>-N.tar.gz` of both beside the repository (see release.py). Gates: the build
+plus `<model>-N.tar.gz` of all of them beside the repository (see release.py). Gates: the build
 passes `check_manifest`, and its `verification.json` passed and judged exactly the files
 now on disk (sha256), and a signing key is given (or `unsigned=True`, said in the card).
 Immutability: a build already published (same sha256s) is a no-op naming its version;
@@ -41,7 +43,7 @@ from ..checkpoint import CONFIG, read_config
 from ..errors import IntegrityError, PublishError
 from ..fsio import atomic_write_bytes, ensure_dir, model_lock
 from ..manifest import MANIFEST, check_manifest, file_entry, safe_member
-from ..runtimes import ARTIFACTS
+from ..runtimes import ARTIFACTS, STREAM_ARTIFACTS
 from ..specs import ModelSpec
 from .card import model_card
 from .release import write_tarball
@@ -52,6 +54,8 @@ VERIFICATION = "verification.json"
 CARD = "README.md"
 STAGING_PREFIX = ".staging-"
 VERSION_DIR = re.compile(r"0|[1-9][0-9]*")   # Triton ignores version folders with leading zeros
+# Triton runtime (triton.BACKENDS key) -> the build's file it serves
+SOURCES = {**ARTIFACTS, **{f"stream_{r}": name for r, name in STREAM_ARTIFACTS.items()}}
 
 
 @dataclass(frozen=True)
@@ -147,9 +151,9 @@ def stage(repository: Path, model_dir: Path, spec: ModelSpec, runtime: str, vers
         staging.mkdir(0o755)
         os.chmod(staging, 0o755)    # whatever the umask; Triton may run as another user
         filename = BACKENDS[runtime][3]
-        shutil.copyfile(model_dir / ARTIFACTS[runtime], staging / filename)
-        if file_entry(staging / filename) != manifest["files"][ARTIFACTS[runtime]]:
-            raise IntegrityError(f"{model_dir / ARTIFACTS[runtime]}: changed while being copied")
+        shutil.copyfile(model_dir / SOURCES[runtime], staging / filename)
+        if file_entry(staging / filename) != manifest["files"][SOURCES[runtime]]:
+            raise IntegrityError(f"{model_dir / SOURCES[runtime]}: changed while being copied")
         shutil.copyfile(model_dir / VERIFICATION, staging / VERIFICATION)
         signed_by = fingerprint(load_private_key(signing_key)) if signing_key else None
         (staging / CARD).write_text(model_card(spec, runtime, version, metrics, report,
@@ -220,7 +224,7 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
     # The model lock keeps export/verify from replacing files mid-copy; the repository
     # lock makes publishers take turns, so "which version is free" stays true until rename.
     with model_lock(model_dir), model_lock(repository):
-        manifest = check_manifest(model_dir, require=(CONFIG, *ARTIFACTS.values()))
+        manifest = check_manifest(model_dir, require=(CONFIG, *SOURCES.values()))
         report = check_verification(model_dir, manifest)
         trained = read_config(model_dir)
         spec, metrics = trained["recipe"].model, dict(trained.get("metrics") or {})

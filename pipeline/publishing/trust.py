@@ -97,7 +97,7 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
     The spec is the pipeline's own for the model the signed manifest names; the build's
     recorded input/output signature must equal it, or nothing is loaded.
     """
-    from ..runtimes import load_runner
+    from ..runtimes import load_runner, load_stream_runner
     from ..specs import SPECS, to_dict
 
     folder = Path(folder)
@@ -106,11 +106,19 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
     if spec is None or info["runtime"] not in BACKENDS:
         raise SignatureError(f"{folder / MANIFEST}: names model {info['model']!r}, runtime "
                              f"{info['runtime']!r}; this pipeline knows neither")
-    expected = json.loads(json.dumps({"inputs": [to_dict(spec.input)],
-                                      "outputs": [to_dict(spec.output)]}))
-    recorded = (info["manifest"].get("export") or {}).get("signature")
+    # a stream model (issue 13) is checked against the spec's stream tensors
+    stream = info["runtime"].startswith("stream_")
+    inputs, outputs = (spec.stream_inputs, spec.stream_outputs) if stream else \
+        ((spec.input,), (spec.output,))
+    expected = json.loads(json.dumps({"inputs": [to_dict(t) for t in inputs],
+                                      "outputs": [to_dict(t) for t in outputs]}))
+    recorded = (info["manifest"].get("export") or {}).get(
+        "stream_signature" if stream else "signature")
     if recorded != expected:
         raise SignatureError(f"{folder / MANIFEST}: the build's input/output signature "
                              f"differs from {spec.name}'s spec; not loaded")
+    if stream:
+        return load_stream_runner(info["runtime"].removeprefix("stream_"), spec,
+                                  folder / BACKENDS[info["runtime"]][3], device, threads)
     return load_runner(info["runtime"], spec, folder / BACKENDS[info["runtime"]][3], device,
                        threads)

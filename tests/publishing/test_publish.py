@@ -131,7 +131,8 @@ def test_version_folders_match_their_manifests_and_the_build(build):
         assert (folder / "verification.json").read_bytes() == \
             (build / MODEL / "verification.json").read_bytes()
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == \
-        [f"{MODEL}_onnx", f"{MODEL}_torchscript"]   # nothing else Triton would take for a model
+        [f"{MODEL}_{r}" for r in ("onnx", "stream_onnx", "stream_torchscript", "torchscript")]
+    # nothing else Triton would take for a model
     assert result["tarball"] == build / f"{MODEL}-1.tar.gz"
 
 
@@ -339,9 +340,9 @@ def test_tarball_round_trips_through_the_safe_extractor(build, tmp_path):
     repo = build / "model_repository"
     unpacked = tmp_path / "unpacked"
     written = extract_release(result["tarball"], unpacked)
-    assert len(written) == 12   # 2 configs + 2 x 5 files (model.sig included)
+    assert len(written) == 24   # 4 configs + 4 x 5 files (plain and stream; model.sig included)
     assert tree(unpacked) == {k: v for k, v in tree(repo).items()}
-    for runtime in ("onnx", "torchscript"):
+    for runtime in ("onnx", "torchscript", "stream_onnx", "stream_torchscript"):
         check_manifest(unpacked / f"{MODEL}_{runtime}" / "1")
     assert extract_release(result["tarball"], unpacked) == []   # identical files: untouched
     assert extract_release(result["tarball"], repo) == []

@@ -134,19 +134,20 @@ def test_sign_tarball_extract_elsewhere_verify(published, keys, tmp_path):
     # The tarball itself, unpacked into a temporary folder by verify-release.
     result = invoke("verify-release", tarball, "--public-key", pub)
     assert result.exit_code == 0, result.output
-    assert result.output.count("signature OK") == 2
+    assert result.output.count("signature OK") == 4   # onnx, torchscript and their stream models
     # Unpacked elsewhere by hand, as a consumer installs it: the registry, one model folder,
     # one version folder.
     elsewhere = tmp_path / "elsewhere"
     extract_release(tarball, elsewhere)
-    for path, count in [(elsewhere, 2), (elsewhere / f"{MODEL}_torchscript", 1),
+    for path, count in [(elsewhere, 4), (elsewhere / f"{MODEL}_torchscript", 1),
                         (elsewhere / f"{MODEL}_onnx" / str(VERSION), 1)]:
         result = invoke("verify-release", path, "--public-key", pub)
         assert result.exit_code == 0, result.output
         assert result.output.count("signature OK") == count, result.output
     results = verify_registry(elsewhere, pub)        # what serve's pre-flight check calls
     assert sorted((r["triton_model"], r["version"]) for r in results) == \
-        [(f"{MODEL}_onnx", VERSION), (f"{MODEL}_torchscript", VERSION)]
+        [(f"{MODEL}_{rt}", VERSION) for rt in ("onnx", "stream_onnx", "stream_torchscript",
+                                               "torchscript")]
     with pytest.raises(SignatureError, match="no published version of classifier"):
         verify_registry(elsewhere, pub, model="classifier")
 
