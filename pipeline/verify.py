@@ -14,8 +14,11 @@ element |a - b| <= atol + rtol*|b| (spec tolerances for the device really used),
 a classifier the same argmax on every row. The bound also allows drift_factor x the float32
 drift D measured on that very input (eager float32 vs the same model in float64 and two
 float64 copies with weights rounded by +-1 float32 ulp; see compare.py): an expansive
-recurrence makes honest float32 runtimes stray past the tolerance at long sequences. A runtime that does not compute
-in float32 (OpenVINO left at bf16) fails every row. The report goes to the terminal and to
+recurrence makes honest float32 runtimes stray past the tolerance at long sequences. A
+runtime that does not compute in float32 (OpenVINO left at bf16) fails every row. The
+stream artifacts (model_stream.*) are checked in every chosen runtime on ragged batches
+and chunked sequences with carried state (see verify_stream); their rows are the
+`stream_*` runtimes. The report goes to the terminal and to
 `<out>/<model>/verification.json` (rows, and one `runtimes` entry per runtime: version,
 provider, precision, worst error per shape, the shapes it ran); any failing row makes
 the stage fail.
@@ -35,9 +38,10 @@ from .errors import VerificationError, first_line
 from .fsio import atomic_write_json, model_lock
 from .manifest import check_manifest, read_manifest
 from .provenance import versions
-from .runtimes import (DEFAULT_VERIFY, artifact, load_runner, on_cuda, resolve_device,
-                       runtime_version, select_runtimes)
+from .runtimes import (DEFAULT_VERIFY, artifact, load_runner, load_stream_runner, on_cuda,
+                       resolve_device, runtime_version, select_runtimes)
 from .specs import ModelSpec, to_dict
+from .verify_stream import stream_rows
 
 REPORT = "verification.json"
 SCALES = (1.0, 10.0)   # x10: pre-activations far beyond tanh's linear range
@@ -64,14 +68,21 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
     model_dir = Path(config.out) / config.model
     read_manifest(model_dir)    # a clear error (run export first) before the lock's mkdir
     with model_lock(model_dir):   # export can't swap files between the hash check and loading
-        files = tuple(dict.fromkeys(artifact(r) or WEIGHTS for r in runtimes))
+        files = tuple(dict.fromkeys(f for r in runtimes
+                                    for f in (artifact(r) or WEIGHTS, artifact(r, stream=True))
+                                    if f))
         manifest = check_manifest(model_dir, require=files)
         spec = read_config(model_dir)["recipe"].model
         reference = load_runner("torch", spec, model_dir, "cpu")
         runners = [load_runner(r, spec, model_dir / artifact(r) if artifact(r) else model_dir,
                                _device_for(r, device)) for r in runtimes]
-        rows = run_matrix(spec, reference, runners,
-                          list(config.shapes or default_shapes(spec)), config.seed)
+        shapes = list(config.shapes or default_shapes(spec))
+        rows = run_matrix(spec, reference, runners, shapes, config.seed)
+        # The stream artifacts (issue 13): ragged and chunked checks, see verify_stream.
+        rows += stream_rows(spec, load_stream_runner("torch", spec, model_dir),
+                            [load_stream_runner(r, spec, model_dir / artifact(r, stream=True),
+                                                _device_for(r, device))
+                             for r in runtimes if artifact(r, stream=True)], shapes, config.seed)
         report = {
             "model": spec.name,
             "passed": all(r["passed"] for r in rows),
@@ -108,13 +119,16 @@ def _device_for(runtime: str, device: str) -> str:
 def runtime_entry(runner, rows: list[dict]) -> dict:
     """verification.json's summary of one runtime: what ran, where, and its worst errors."""
     mine = [r for r in rows if r["runtime"] == runner.name]
+    stream = [r for r in rows if r["runtime"] == f"stream_{runner.name}"]
     by_shape: dict[str, float] = {}
     for r in mine:
         key = f"{r['batch']}x{r['seq']}"
         by_shape[key] = max(by_shape.get(key, 0.0), r["max_abs"])
     return {"name": runner.name, "version": runtime_version(runner.name),
             "provider": runner.provider, "precision": runner.precision,
-            "passed": all(r["passed"] for r in mine),
+            "passed": all(r["passed"] for r in mine + stream),
+            "stream_passed": all(r["passed"] for r in stream) if stream else None,
+            "stream_worst_max_abs": max((r["max_abs"] for r in stream), default=None),
             "worst_max_abs": max((r["max_abs"] for r in mine), default=None),
             "worst_ratio": max((r["worst_ratio"] for r in mine), default=None),
             "max_abs_by_shape": by_shape,
@@ -153,12 +167,12 @@ def run_matrix(spec: ModelSpec, reference, runners, shapes, seed: int) -> list[d
 
 def format_table(report: dict) -> str:
     """The report as a fixed-width terminal table."""
-    head = f"{'model':<11} {'runtime':<14} {'provider':<21} {'shape':>9} {'scale':>5} " \
+    head = f"{'model':<11} {'runtime':<21} {'provider':<21} {'shape':>9} {'scale':>5} " \
            f"{'max abs err':>11} {'max rel err':>11} verdict"
     lines = [head, "-" * len(head)]
     for r in report["rows"]:
         verdict = "pass" if r["passed"] else f"FAIL ({r['reason']})"
-        lines.append(f"{report['model']:<11} {r['runtime']:<14} {r['provider']:<21} "
+        lines.append(f"{report['model']:<11} {r['runtime']:<21} {r['provider']:<21} "
                      f"{r['batch']:>4}x{r['seq']:<4} {r['scale']:>5g} {r['max_abs']:>11.2e} "
                      f"{r['max_rel']:>11.2e} {verdict}")
     return "\n".join(lines)

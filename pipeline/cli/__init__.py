@@ -12,9 +12,11 @@ from __future__ import annotations
 import click
 
 from .publishing import publish
+from .release import keygen, verify_release
 from .stages import bench, export, predict, train, verify
 
-__all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish"]
+__all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish", "keygen",
+           "verify_release"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,5 +31,5 @@ def cli():
 
 
 # One module per command group; a new command is added here in the order `--help` lists it.
-for command in (train, export, verify, predict, bench, publish):
+for command in (train, export, verify, predict, bench, publish, keygen, verify_release):
     cli.add_command(command)

@@ -3,7 +3,9 @@
 feeds and outputs are `{tensor name: numpy array}` keyed by the spec's input/output names,
 so verify, bench and predict treat every runtime alike. One module per runtime; each
 imports its runtime inside its loader, so importing this package stays cheap.
-`open_runners` checks the manifest before it loads any artifact.
+`open_runners` checks the manifest before it loads any artifact. The stream artifacts
+(STREAM_ARTIFACTS, model_stream.*) load through `load_stream_runner` / `open_stream_runners`:
+the same runners, taking (input, lengths, h_in) and returning (output, h_out) by name.
 
     >>> runners = open_runners(Path("exported/classifier"), ("onnx",), device="cpu")
     >>> runners[0].run({"input": x})["output"].shape       # x: (batch, seq, 5) float32
@@ -22,13 +24,17 @@ from ..specs import ModelSpec
 from .base import Runner, on_cuda
 from .ort import resolve_device
 
-__all__ = ["ARTIFACTS", "CROSS_RUNTIMES", "DEFAULT_VERIFY", "RUNTIMES", "Runner", "artifact",
-           "installed", "load_runner", "on_cuda", "open_runners", "resolve_device",
-           "runtime_version", "select_runtimes"]
+__all__ = ["ARTIFACTS", "CROSS_RUNTIMES", "DEFAULT_VERIFY", "RUNTIMES", "STREAM_ARTIFACTS",
+           "Runner", "artifact", "installed", "load_runner", "load_stream_runner", "on_cuda",
+           "open_runners", "open_stream_runners", "resolve_device", "runtime_version",
+           "select_runtimes"]
 
 RUNTIMES = ("torch", "torchscript", "onnx", "openvino", "tract", "onnx-reference")
 # The files the export stage writes, by the runtime that proves each; "torch" loads the weights.
 ARTIFACTS = {"torchscript": "model.pt", "onnx": "model.onnx"}
+# The stream artifacts (issue 13): (input, lengths, h_in) -> (output, h_out); "torch" is the
+# eager row-by-row reference (pipeline.export.stream.StreamReference) from the weights.
+STREAM_ARTIFACTS = {"torchscript": "model_stream.pt", "onnx": "model_stream.onnx"}
 # The runtimes of the optional extra, and the distribution each is imported from.
 CROSS_RUNTIMES = ("openvino", "tract", "onnx-reference")
 PACKAGES = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime",
@@ -37,10 +43,11 @@ DEFAULT_VERIFY = ("torchscript", "onnx")
 INSTALL_HINT = "pip install '.[runtimes]' (or: make crossval)"
 
 
-def artifact(runtime: str) -> str | None:
-    """The model-folder file `runtime` loads (None for eager torch: the weights)."""
-    return "model.pt" if runtime == "torchscript" else \
-        None if runtime == "torch" else ARTIFACTS["onnx"]
+def artifact(runtime: str, stream: bool = False) -> str | None:
+    """The model-folder file `runtime` loads (None for eager torch: the weights); the ONNX
+    runtimes (onnx, openvino, tract, onnx-reference) all load the ONNX file."""
+    files = STREAM_ARTIFACTS if stream else ARTIFACTS
+    return None if runtime == "torch" else files.get(runtime, files["onnx"])
 
 
 def installed(runtime: str) -> bool:
@@ -113,4 +120,44 @@ def open_runners(model_dir: Path, runtimes: tuple[str, ...], device: str = "cpu"
     check_manifest(model_dir, require=tuple(dict.fromkeys(f for f in files if f)))
     spec = read_config(model_dir)["recipe"].model
     return [load_runner(r, spec, model_dir / f if f else model_dir, device, threads)
+            for r, f in zip(runtimes, files)]
+
+
+def load_stream_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
+                       threads: int | None = None) -> Runner:
+    """Load one stream artifact (or, for "torch", the eager reference from the model folder);
+    its runner takes and returns the spec's stream tensors by name."""
+    if runtime == "torch":
+        from ..checkpoint import load_weights
+        if threads:
+            import torch
+            torch.set_num_threads(threads)
+        runner = stream_reference(load_weights(path, spec), spec)
+        runner.threads = threads
+    else:
+        runner = load_runner(runtime, spec, path, device, threads)
+    runner.inputs = tuple(t.name for t in spec.stream_inputs)
+    runner.outputs = tuple(t.name for t in spec.stream_outputs)
+    return runner
+
+
+def stream_reference(model, spec: ModelSpec) -> Runner:
+    """The eager stream reference (row by row, unpadded) around an eager `model`."""
+    from ..export.stream import StreamReference
+    from .pytorch import TorchRunner
+    return TorchRunner("torch", spec, "cpu", None, StreamReference(model, spec),
+                       tuple(t.name for t in spec.stream_inputs),
+                       tuple(t.name for t in spec.stream_outputs))
+
+
+def open_stream_runners(model_dir: Path, runtimes: tuple[str, ...], device: str = "cpu",
+                        threads: int | None = None) -> list[Runner]:
+    """`open_runners` for the stream artifacts: manifest check first, then load."""
+    from ..checkpoint import read_config
+    from ..manifest import check_manifest
+
+    files = [artifact(r, stream=True) for r in runtimes]
+    check_manifest(model_dir, require=tuple(dict.fromkeys(f for f in files if f)))
+    spec = read_config(model_dir)["recipe"].model
+    return [load_stream_runner(r, spec, model_dir / f if f else model_dir, device, threads)
             for r, f in zip(runtimes, files)]

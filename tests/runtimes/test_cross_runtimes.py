@@ -161,3 +161,32 @@ def test_cli_unknown_and_missing_runtimes(exported, monkeypatch):
     for command in (["verify", "--runtime", "all"], ["bench", "--runtime", "tract"]):
         one_line_error(CliRunner().invoke(cli, [*command, "--out", out]),
                        "'tract' is not installed", "pip install '.[runtimes]'")
+
+
+@pytest.mark.parametrize("length", [5, 63, 64, 300])
+def test_reference_gather_elements_beyond_64(tmp_path, length):
+    """onnx's own GatherElements (numpy.choose) fails from 64 along the axis; the runner's
+    replacement gives numpy's take_along_axis, and the onnx op's result where it works."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    from pipeline.specs import SPECS
+    graph = helper.make_graph(
+        [helper.make_node("GatherElements", ["data", "index"], ["output"], axis=1)], "g",
+        [helper.make_tensor_value_info("data", T.FLOAT, ["batch", "seq", 3]),
+         helper.make_tensor_value_info("index", T.INT64, ["batch", 1, 3])],
+        [helper.make_tensor_value_info("output", T.FLOAT, ["batch", 1, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                                ir_version=10), str(tmp_path / "g.onnx"))
+    rng = np.random.default_rng(length)
+    data = rng.standard_normal((4, length, 3)).astype(np.float32)
+    index = rng.integers(-length, length, (4, 1, 3)).astype(np.int64)
+    runner = load_runner("onnx-reference", SPECS["classifier"], tmp_path / "g.onnx")
+    got = runner.run({"data": data, "index": index})["output"]
+    np.testing.assert_array_equal(got, np.take_along_axis(data, index % length, axis=1))
+    if length < 64:
+        original = ReferenceEvaluator(str(tmp_path / "g.onnx")).run(
+            None, {"data": data, "index": index})[0]
+        np.testing.assert_array_equal(got, original)
