@@ -2,7 +2,9 @@
 # make test  - create .venv, install, run the test suite
 # make publish - publish verified models as new, signed versions of exported/model_repository
 #                (not in all); the key is $(KEYS)/signing.key, generated on first use
-# make bench - time eager PyTorch, TorchScript and ONNX Runtime (not part of all)
+# make bench - time eager PyTorch and every installed runtime side by side (not part of all)
+# make crossval - verify every runtime (ORT, OpenVINO, tract, ONNX reference) on both models,
+#                 time them, and regenerate README's cross-runtime table (not part of all)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
 PYTHON  ?= python3
@@ -11,6 +13,7 @@ PY      := $(VENV)/bin/python
 OUT     := exported
 MODELS  := forecaster classifier
 STAMP   := $(VENV)/.installed
+CROSSVAL_SHAPE := 64x200
 KEYS    ?= .keys
 
 # What each stage's output depends on besides the previous stage's files.
@@ -23,7 +26,7 @@ VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compa
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
               pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
 
-.PHONY: all install train export verify publish bench test clean
+.PHONY: all install train export verify publish bench crossval test clean
 
 all: verify
 
@@ -34,7 +37,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,runtimes]'
 	touch $@
 
 # config.json is written after the weights, so it marks a finished training run.
@@ -74,6 +77,14 @@ $(OUT)/%/verification.json: $(OUT)/%/manifest.json $(VERIFY_SRC)
 bench: $(MODELS:%=$(OUT)/%/verification.json)
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1 --stream
+
+# Every runtime against eager PyTorch on the default matrix (verification.json gets one entry
+# per runtime), one timing shape for all of them, then README's table from those two files.
+crossval: $(STAMP) $(MODELS:%=$(OUT)/%/manifest.json)
+	$(PY) -m pipeline verify --runtime all --out $(OUT) || \
+	  { for m in $(MODELS); do touch -d @0 $(OUT)/$$m/verification.json 2>/dev/null; done; exit 1; }
+	$(PY) -m pipeline bench --runtime all --out $(OUT) --threads 1 --shapes $(CROSSVAL_SHAPE)
+	$(PY) -m pipeline.crossval --out $(OUT) --readme README.md
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,6 +1,7 @@
-"""Stage 4: time eager PyTorch, TorchScript and ONNX Runtime on the exported artifacts.
+"""Stage 4: time eager PyTorch and every installed runtime side by side on the artifacts.
 
     python -m pipeline bench --model classifier --threads 1 --shapes 1x1,1x50,64x200
+    python -m pipeline bench --runtime onnx --runtime openvino      # eager is always timed
     python scripts/bench.py
     make bench
 
@@ -13,8 +14,10 @@ module in `torch.inference_mode`. Per shape one seeded input is shared by all ru
 after a warm-up, interleaved rounds call each runtime for a ~1 ms block, in shuffled
 order, so load from other processes hits all of them alike (see `time_round_robin`);
 rounds continue until the time budget is spent (at least `min_reps` calls each).
-p50/p90 are per call; throughput = batch / p50. Torch and onnxruntime get the same
-thread count.
+p50/p90 are per call; throughput = batch / p50. Every runtime gets the same thread count
+(torch set_num_threads, ORT intra-op, OpenVINO INFERENCE_NUM_THREADS) except tract, whose
+Python bindings run on the calling thread only (recorded as 1). Each row says whether it
+was the fastest at its shape; the table and the plot mark it.
 
 Where the remaining time goes (one thread; `make bench` on the 2-core dev VM, closing
 note of issue 6). The work is tiny: `flops` = 2*B*(S*(F*H + H*H) + H*O) is 61 MFLOP for
@@ -47,7 +50,7 @@ from .checkpoint import read_config
 from .fsio import atomic_path, atomic_write_json, model_lock
 from .manifest import read_manifest
 from .provenance import source_commit, versions
-from .runtimes import RUNTIMES, open_runners, resolve_device
+from .runtimes import RUNTIMES, installed, open_runners, resolve_device, select_runtimes
 
 DEFAULT_SHAPES = ((1, 1), (1, 50), (64, 200), (512, 100))
 BENCHMARK_JSON, BENCHMARK_PNG = "benchmark.json", "benchmark.png"
@@ -66,6 +69,14 @@ class BenchConfig:
     warmup: int = 5               # untimed calls per runtime first (allocators, caches)
     seed: int = 0
     plot: bool = True
+    runtimes: tuple[str, ...] | None = None   # None: every installed runtime (eager always)
+
+
+def bench_runtimes(names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Eager torch (the baseline of "vs eager") plus `names`, or every installed runtime."""
+    chosen = select_runtimes(names, ()) if names else \
+        tuple(r for r in RUNTIMES[1:] if installed(r))
+    return ("torch", *(r for r in chosen if r != "torch"))
 
 
 def time_round_robin(calls: dict[str, Callable[[], object]], budget_s: float,
@@ -148,9 +159,9 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
     read_manifest(model_dir)        # a clear error (run export first) before the lock's mkdir
     with model_lock(model_dir):
         # open_runners checks the manifest, then sets torch's threads and ORT's intra-op ones
-        runners = open_runners(model_dir, RUNTIMES, device, config.threads)
+        runners = open_runners(model_dir, bench_runtimes(config.runtimes), device,
+                               config.threads)
         spec = read_config(model_dir)["recipe"].model
-        ort_threads = runners[-1].impl.get_session_options().intra_op_num_threads
         peak = peak_gflops()
         rng = np.random.default_rng(config.seed)
         rows = []
@@ -162,6 +173,7 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
                 times = time_round_robin(calls, config.budget_s, config.min_reps,
                                          config.max_reps, config.warmup, config.seed)
             eager_p50 = float(np.median(times["torch"]))
+            fastest = min(times, key=lambda name: np.median(times[name]))
             for name, t in times.items():
                 p50 = float(np.median(t))
                 rows.append({
@@ -169,7 +181,7 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
                     "p50_us": p50, "p90_us": float(np.percentile(t, 90)),
                     "mean_us": float(t.mean()), "min_us": float(t.min()),
                     "throughput_seq_per_s": batch / (p50 * 1e-6),
-                    "speedup_vs_eager": eager_p50 / p50,
+                    "speedup_vs_eager": eager_p50 / p50, "fastest": name == fastest,
                     "gflops": flops(spec, batch, seq) / (p50 * 1e3),
                     "fraction_of_peak": flops(spec, batch, seq) / (p50 * 1e3) / peak})
             log(f"{config.model} ({batch}, {seq}): " + ", ".join(
@@ -178,8 +190,12 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
             "model": config.model,
             "settings": {"device": device, "shapes": [list(s) for s in config.shapes],
                          "torch_threads": torch.get_num_threads(),
-                         "onnxruntime_intra_op_threads": ort_threads,
+                         **{"onnxruntime_intra_op_threads":
+                            r.impl.get_session_options().intra_op_num_threads
+                            for r in runners if r.name == "onnx"},
+                         "threads": {r.name: r.threads for r in runners},
                          "providers": {r.name: r.provider for r in runners},
+                         "precisions": {r.name: r.precision for r in runners},
                          "budget_s_per_shape": config.budget_s, "min_reps": config.min_reps,
                          "max_reps": config.max_reps, "warmup": config.warmup,
                          "seed": config.seed,
@@ -199,15 +215,18 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
 
 
 def table(result: dict) -> str:
-    """The terminal table: p50, p90, throughput and speed-up over eager per shape."""
+    """The terminal table: p50, p90, throughput and speed-up over eager per shape; the
+    fastest runtime at each shape is marked with *."""
     lines = [f"{result['model']}  ({result['settings']['device']}, "
              f"{result['settings']['torch_threads']} thread(s))",
-             f"{'batch x seq':>11}  {'runtime':<11} {'p50 µs':>9} {'p90 µs':>9} "
+             f"{'batch x seq':>11}  {'runtime':<15} {'p50 µs':>9} {'p90 µs':>9} "
              f"{'seq/s':>10} {'vs eager':>8}"]
     for r in result["rows"]:
-        lines.append(f"{r['batch']:>5} x{r['seq']:<4}  {r['runtime']:<11} {r['p50_us']:>9.1f} "
+        mark = " *" if r.get("fastest") else ""
+        lines.append(f"{r['batch']:>5} x{r['seq']:<4}  {r['runtime']:<15} {r['p50_us']:>9.1f} "
                      f"{r['p90_us']:>9.1f} {r['throughput_seq_per_s']:>10.4g} "
-                     f"{r['speedup_vs_eager']:>7.2f}x")
+                     f"{r['speedup_vs_eager']:>7.2f}x{mark}")
+    lines.append("* fastest at that shape")
     return "\n".join(lines)
 
 
@@ -219,7 +238,8 @@ def plot(result: dict, path: Path) -> None:
 
     shapes = [tuple(s) for s in result["settings"]["shapes"]]
     runtimes = list(dict.fromkeys(r["runtime"] for r in result["rows"]))
-    labels = {"torch": "eager PyTorch", "torchscript": "TorchScript", "onnx": "ONNX Runtime"}
+    labels = {"torch": "eager PyTorch", "torchscript": "TorchScript", "onnx": "ONNX Runtime",
+              "openvino": "OpenVINO", "tract": "tract", "onnx-reference": "ONNX reference"}
     by = {(r["runtime"], r["batch"], r["seq"]): r for r in result["rows"]}
     width = 0.8 / len(runtimes)
     fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(shapes), 4.8), dpi=120)
@@ -229,16 +249,21 @@ def plot(result: dict, path: Path) -> None:
         p50 = [r["p50_us"] for r in rows]
         err = [[0] * len(rows), [r["p90_us"] - r["p50_us"] for r in rows]]
         ax.bar(xs, p50, width, yerr=err, capsize=2, label=labels.get(name, name))
-        if name != "torch":             # speed-up over eager above each bar
-            for x, r in zip(xs, rows):
-                ax.annotate(f"{r['speedup_vs_eager']:.1f}x", (x, r["p90_us"]), ha="center",
-                            va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+        for x, r in zip(xs, rows):      # speed-up over eager above each bar; * = fastest
+            text = f"{r['speedup_vs_eager']:.1f}x" if name != "torch" else ""
+            if r.get("fastest"):
+                text += "\n*"
+            if text:
+                ax.annotate(text, (x, r["p90_us"]), ha="center", va="bottom", fontsize=7,
+                            xytext=(0, 2), textcoords="offset points",
+                            fontweight="bold" if r.get("fastest") else "normal")
     ax.set_yscale("log")
     ax.set_xticks(range(len(shapes)), [f"batch {b}\nseq {s}" for b, s in shapes])
     ax.set_ylabel("latency per call, µs (p50; whisker p90)")
     s = result["settings"]
     ax.set_title(f"{result['model']}: latency by runtime, {s['device']}, "
-                 f"{s['torch_threads']} thread(s); labels = speed-up over eager", fontsize=10)
+                 f"{s['torch_threads']} thread(s); labels = speed-up over eager, * fastest",
+                 fontsize=10)
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

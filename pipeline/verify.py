@@ -1,18 +1,27 @@
 """Stage 3: verify that every exported runtime computes what the trained model computes.
 
     python -m pipeline verify --model classifier --device auto --shapes 1x1,64x500
+    python -m pipeline verify --runtime all        # + OpenVINO, tract, ONNX reference evaluator
     python scripts/verify.py
 
 Integrity first: every file in `manifest.json` must match its sha256 and size (nothing is
 loaded before). Then the eager model rebuilt from weights.safetensors (CPU, the reference)
-is compared with the TorchScript artifact and with the ONNX artifact in ONNX Runtime on a
+is compared with the TorchScript artifact and with the ONNX artifact in ONNX Runtime (the
+default `runtimes`; any of pipeline.runtimes.RUNTIMES can be chosen, "all" for every one) on a
 seeded matrix of inputs: batch 1, 2, 64 x seq 1, the export example's, 10x it, each at
 unit scale and at scale 10, where tanh saturates. Rule per output: no NaN/Inf, every
 element |a - b| <= atol + rtol*|b| (spec tolerances for the device really used), and for
-a classifier the same argmax on every row. The stream artifacts (model_stream.*) are
-checked on ragged batches and chunked sequences with carried state (see verify_stream);
-their rows are the `stream_*` runtimes. The report goes to the terminal and to
-`<out>/<model>/verification.json`; any failing row makes the stage fail.
+a classifier the same argmax on every row. The bound also allows drift_factor x the float32
+drift D measured on that very input (eager float32 vs the same model in float64 and two
+float64 copies with weights rounded by +-1 float32 ulp; see compare.py): an expansive
+recurrence makes honest float32 runtimes stray past the tolerance at long sequences. A
+runtime that does not compute in float32 (OpenVINO left at bf16) fails every row. The
+stream artifacts (model_stream.*) are checked in every chosen runtime on ragged batches
+and chunked sequences with carried state (see verify_stream); their rows are the
+`stream_*` runtimes. The report goes to the terminal and to
+`<out>/<model>/verification.json` (rows, and one `runtimes` entry per runtime: version,
+provider, precision, worst error per shape, the shapes it ran); any failing row makes
+the stage fail.
 """
 from __future__ import annotations
 
@@ -23,14 +32,14 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import read_config
+from .checkpoint import WEIGHTS, read_config
 from .compare import compare
 from .errors import VerificationError, first_line
 from .fsio import atomic_write_json, model_lock
 from .manifest import check_manifest, read_manifest
 from .provenance import versions
-from .runtimes import (ARTIFACTS, STREAM_ARTIFACTS, load_runner, load_stream_runner, on_cuda,
-                       resolve_device)
+from .runtimes import (DEFAULT_VERIFY, artifact, load_runner, load_stream_runner, on_cuda,
+                       resolve_device, runtime_version, select_runtimes)
 from .specs import ModelSpec, to_dict
 from .verify_stream import stream_rows
 
@@ -45,6 +54,7 @@ class VerifyConfig:
     device: str = "auto"                              # auto | cpu | cuda
     shapes: tuple[tuple[int, int], ...] | None = None  # None: default_shapes(spec)
     seed: int = 0
+    runtimes: tuple[str, ...] = DEFAULT_VERIFY        # names from RUNTIMES, or "all"
 
 
 def default_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
@@ -54,21 +64,25 @@ def default_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
 def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
     """Verify one model; write and return the report. VerificationError if any row fails."""
     device = resolve_device(config.device)
+    runtimes = select_runtimes(config.runtimes, DEFAULT_VERIFY)   # missing: an error first
     model_dir = Path(config.out) / config.model
     read_manifest(model_dir)    # a clear error (run export first) before the lock's mkdir
     with model_lock(model_dir):   # export can't swap files between the hash check and loading
-        manifest = check_manifest(model_dir, require=(*ARTIFACTS.values(),
-                                                      *STREAM_ARTIFACTS.values()))
+        files = tuple(dict.fromkeys(f for r in runtimes
+                                    for f in (artifact(r) or WEIGHTS, artifact(r, stream=True))
+                                    if f))
+        manifest = check_manifest(model_dir, require=files)
         spec = read_config(model_dir)["recipe"].model
         reference = load_runner("torch", spec, model_dir, "cpu")
-        runners = [load_runner(r, spec, model_dir / name, _device_for(r, device))
-                   for r, name in ARTIFACTS.items()]
+        runners = [load_runner(r, spec, model_dir / artifact(r) if artifact(r) else model_dir,
+                               _device_for(r, device)) for r in runtimes]
         shapes = list(config.shapes or default_shapes(spec))
         rows = run_matrix(spec, reference, runners, shapes, config.seed)
         # The stream artifacts (issue 13): ragged and chunked checks, see verify_stream.
         rows += stream_rows(spec, load_stream_runner("torch", spec, model_dir),
-                            [load_stream_runner(r, spec, model_dir / name, _device_for(r, device))
-                             for r, name in STREAM_ARTIFACTS.items()], shapes, config.seed)
+                            [load_stream_runner(r, spec, model_dir / artifact(r, stream=True),
+                                                _device_for(r, device))
+                             for r in runtimes if artifact(r, stream=True)], shapes, config.seed)
         report = {
             "model": spec.name,
             "passed": all(r["passed"] for r in rows),
@@ -76,6 +90,8 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
             "providers": sorted({f"{r['runtime']}:{r['provider']}" for r in rows}),
             "tolerance": to_dict(spec.tolerance(device)),
             "artifacts": manifest["files"],   # hashes just checked: the files judged
+            "drift_factor": spec.drift_factor,
+            "runtimes": [runtime_entry(r, rows) for r in runners],
             "rows": rows,
             "seed": config.seed,
             "versions": versions(),
@@ -100,22 +116,48 @@ def _device_for(runtime: str, device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def runtime_entry(runner, rows: list[dict]) -> dict:
+    """verification.json's summary of one runtime: what ran, where, and its worst errors."""
+    mine = [r for r in rows if r["runtime"] == runner.name]
+    stream = [r for r in rows if r["runtime"] == f"stream_{runner.name}"]
+    by_shape: dict[str, float] = {}
+    for r in mine:
+        key = f"{r['batch']}x{r['seq']}"
+        by_shape[key] = max(by_shape.get(key, 0.0), r["max_abs"])
+    return {"name": runner.name, "version": runtime_version(runner.name),
+            "provider": runner.provider, "precision": runner.precision,
+            "passed": all(r["passed"] for r in mine + stream),
+            "stream_passed": all(r["passed"] for r in stream) if stream else None,
+            "stream_worst_max_abs": max((r["max_abs"] for r in stream), default=None),
+            "worst_max_abs": max((r["max_abs"] for r in mine), default=None),
+            "worst_ratio": max((r["worst_ratio"] for r in mine), default=None),
+            "max_abs_by_shape": by_shape,
+            "shapes": [list(s) for s in dict.fromkeys((r["batch"], r["seq"]) for r in mine)]}
+
+
 def run_matrix(spec: ModelSpec, reference, runners, shapes, seed: int) -> list[dict]:
     """Compare each runner with the reference on seeded inputs at every (shape, scale)."""
+    from .runtimes.pytorch import float64_twin
+
+    exact_model = float64_twin(reference)
     rng = np.random.default_rng(seed)
     rows = []
     for batch, seq in shapes:
         for scale in SCALES:
             x = (scale * rng.standard_normal((batch, seq, spec.input_size))).astype(np.float32)
             expected = reference.run({spec.input_name: x})[spec.output_name]
+            exact = [y[spec.output_name] for y in exact_model.spread({spec.input_name: x})]
             for runner in runners:
                 tol = spec.tolerance("cuda" if on_cuda(runner.provider) else "cpu")
                 try:
+                    if runner.precision != spec.dtype:
+                        raise RuntimeError(f"computes in {runner.precision}, not {spec.dtype}")
                     actual = runner.run({spec.input_name: x})[spec.output_name]
-                    c = compare(actual, expected, tol, spec.task == "classification").as_dict()
+                    c = compare(actual, expected, tol, spec.task == "classification",
+                                exact, spec.drift_factor).as_dict()
                 except Exception as exc:  # a runtime that cannot run a shape fails that row
                     c = {"passed": False, "max_abs": float("inf"), "max_rel": float("inf"),
-                         "worst_ratio": float("inf"), "argmax_agree": None,
+                         "worst_ratio": float("inf"), "argmax_agree": None, "f32_drift": None,
                          "reason": f"runtime error: {first_line(exc)}"}
                 rows.append({"runtime": runner.name, "provider": runner.provider,
                              "batch": batch, "seq": seq, "scale": scale,
@@ -125,12 +167,12 @@ def run_matrix(spec: ModelSpec, reference, runners, shapes, seed: int) -> list[d
 
 def format_table(report: dict) -> str:
     """The report as a fixed-width terminal table."""
-    head = f"{'model':<11} {'runtime':<18} {'provider':<21} {'shape':>9} {'scale':>5} " \
+    head = f"{'model':<11} {'runtime':<21} {'provider':<21} {'shape':>9} {'scale':>5} " \
            f"{'max abs err':>11} {'max rel err':>11} verdict"
     lines = [head, "-" * len(head)]
     for r in report["rows"]:
         verdict = "pass" if r["passed"] else f"FAIL ({r['reason']})"
-        lines.append(f"{report['model']:<11} {r['runtime']:<18} {r['provider']:<21} "
+        lines.append(f"{report['model']:<11} {r['runtime']:<21} {r['provider']:<21} "
                      f"{r['batch']:>4}x{r['seq']:<4} {r['scale']:>5g} {r['max_abs']:>11.2e} "
                      f"{r['max_rel']:>11.2e} {verdict}")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ import numpy as np
 from .compare import compare
 from .errors import first_line
 from .predict import check_stream_feeds
-from .runtimes import STREAM_ARTIFACTS, on_cuda
+from .runtimes import artifact, on_cuda
 from .specs import ModelSpec
 
 CHUNK_LENGTH = 300
@@ -86,7 +86,7 @@ def run_chunked(runner, spec: ModelSpec, x: np.ndarray, chunks) -> dict[str, np.
 
 def _row(runner, tol, check: str, batch: int, seq: int, scale: float, c: dict) -> dict:
     return {"runtime": f"stream_{runner.name}", "provider": runner.provider,
-            "artifact": STREAM_ARTIFACTS.get(runner.name), "check": check, "batch": batch,
+            "artifact": artifact(runner.name, stream=True), "check": check, "batch": batch,
             "seq": seq, "scale": scale, "atol": tol.atol, "rtol": tol.rtol, **c}
 
 

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from pipeline.bench import BENCHMARK_JSON, BENCHMARK_PNG, BenchConfig, main, table
 from pipeline.cli import cli
+from pipeline.runtimes import RUNTIMES
 from pipeline.specs import MODEL_NAMES
 
 TINY = dict(shapes=((2, 3),), budget_s=0.0, min_reps=3, warmup=1)
@@ -20,7 +21,11 @@ def test_bench_writes_json_and_png(exported, name):
     assert {"model", "settings", "machine", "versions", "rows", "flops"} <= set(saved)
     assert saved["settings"]["torch_threads"] == 1
     assert saved["settings"]["onnxruntime_intra_op_threads"] == 1
-    assert {r["runtime"] for r in saved["rows"]} == {"torch", "torchscript", "onnx"}
+    # default: every installed runtime (make test installs them all), one thread each
+    assert {r["runtime"] for r in saved["rows"]} == set(RUNTIMES)
+    assert saved["settings"]["threads"] == {r: 1 for r in RUNTIMES}
+    assert saved["settings"]["precisions"]["openvino"] == "float32"
+    assert sum(r["fastest"] for r in saved["rows"]) == 1       # one shape, one fastest
     for row in saved["rows"]:
         assert (row["batch"], row["seq"]) == (2, 3) and row["reps"] >= 3
         assert {"p50_us", "p90_us", "throughput_seq_per_s", "speedup_vs_eager"} <= set(row)
@@ -34,6 +39,19 @@ def test_bench_cli(exported):
                                       "--min-reps", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "onnx" in result.output and "benchmark.json" in result.output
+
+
+def test_bench_cli_runtime_selection(exported):
+    result = CliRunner().invoke(cli, ["bench", "--model", "forecaster", "--out",
+                                      str(exported["out"]), "--shapes", "2x3", "--budget", "0",
+                                      "--min-reps", "2", "--device", "cpu", "--threads", "2",
+                                      "--runtime", "openvino", "--runtime", "tract"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((exported["out"] / "forecaster" / BENCHMARK_JSON).read_text())
+    assert [r["runtime"] for r in saved["rows"]] == ["torch", "openvino", "tract"]
+    # OpenVINO follows --threads; tract's bindings are single-threaded and say so
+    assert saved["settings"]["threads"] == {"torch": 2, "openvino": 2, "tract": 1}
+    assert "* fastest" in result.output
 
 
 def test_bench_without_artifacts_is_one_line_error(tmp_path):

@@ -114,6 +114,7 @@ BAD_OPTIONS = [
     ("verify", ["--device", "tpu"], "--device"),
     ("verify", ["--shapes", "64x"], "--shapes"),
     ("verify", ["--shapes", "0x5"], "--shapes"),
+    ("verify", ["--runtime", "tensorrt"], "--runtime"),
     ("publish", ["--model", "gpt"], "gpt"),
     ("publish", ["--out", "{file}"], "--out"),
     ("publish", ["--registry", "{file}"], "--registry"),
@@ -131,6 +132,7 @@ BAD_OPTIONS = [
     ("bench", ["--device", "tpu"], "--device"),
     ("bench", ["--budget", "-1"], "--budget"),
     ("bench", ["--min-reps", "0"], "--min-reps"),
+    ("bench", ["--runtime", "tensorrt"], "--runtime"),
 ]
 
 

@@ -162,3 +162,22 @@ def test_cuda_execution_provider(copy, name):
     report = main(VerifyConfig(name, copy, "cuda"), log=lambda s: None)
     assert report["device"] == "cuda"
     assert {r["provider"] for r in report["rows"] if r["runtime"] == "onnx"} == {"CUDAExecutionProvider"}
+
+
+def test_runtime_all_records_one_entry_per_runtime(copy):
+    result = CliRunner().invoke(cli, ["verify", "--model", "forecaster", "--out", str(copy),
+                                      "--device", "cpu", "--shapes", "1x1,5x33",
+                                      "--runtime", "all"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((copy / "forecaster" / "verification.json").read_text())
+    entries = {e["name"]: e for e in saved["runtimes"]}
+    assert set(entries) == {"torchscript", "onnx", "openvino", "tract", "onnx-reference"}
+    for e in entries.values():
+        assert e["passed"] and e["precision"] == "float32" and e["version"]
+        assert e["shapes"] == [[1, 1], [5, 33]] and set(e["max_abs_by_shape"]) == {"1x1", "5x33"}
+    assert entries["openvino"]["provider"] == "CPU"
+    whole = [r for r in saved["rows"] if not r["runtime"].startswith("stream_")]
+    assert len(whole) == 20 and all(r["f32_drift"] is not None for r in whole)  # 2x2x5
+    # the stream artifact was checked in every runtime too (issue 13's rows)
+    assert {r["runtime"] for r in saved["rows"]} - {r["runtime"] for r in whole} == {
+        f"stream_{name}" for name in entries}

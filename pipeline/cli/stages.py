@@ -5,9 +5,15 @@ from pathlib import Path
 
 import click
 
+from ..runtimes import RUNTIMES
 from ..shapes import ShapesType
 from ..specs import MODEL_NAMES, SPECS
 from .common import domain_errors, model_option, out_option, selected
+
+# What each --runtime name runs; the last three need `pip install '.[runtimes]'`.
+RUNTIME_HELP = ("torch: eager PyTorch from the weights; torchscript: model.pt; onnx: model.onnx "
+                "on ONNX Runtime; openvino, tract, onnx-reference (the ONNX reference "
+                "evaluator): model.onnx on those (pip install '.[runtimes]').")
 
 
 @click.command()
@@ -71,24 +77,32 @@ def export(models, out, opset):
 @click.option("--shapes", type=ShapesType(), default=None,
               help="Comma-separated BATCHxSEQ list, e.g. 1x1,64x500. "
                    "Default: batch 1, 2, 64 x seq 1, the export example's, 10x it.")
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice([*RUNTIMES, "all"]),
+              help="Runtime to compare with eager PyTorch; repeat for several; all = every "
+              "one. Default: torchscript and onnx. " + RUNTIME_HELP)
 @domain_errors
-def verify(models, out, device, shapes):
-    """Check artifact hashes, then compare TorchScript and ONNX Runtime with eager PyTorch.
+def verify(models, out, device, shapes, runtimes):
+    """Check artifact hashes, then compare each runtime with eager PyTorch.
 
     Every input shape runs at unit scale and at a scale that saturates tanh. Writes
-    DIR/<model>/verification.json; exits non-zero if any check fails, naming it.
+    DIR/<model>/verification.json (rows, and one entry per runtime: version, precision,
+    worst error per shape); exits non-zero if any check fails, naming it. A runtime
+    that is not installed is an error naming the install command.
 
     \b
     Example:
       python -m pipeline verify --model forecaster --device cpu --shapes 1x1,64x500
+      python -m pipeline verify --runtime all
     """
     from ..errors import VerificationError
+    from ..runtimes import DEFAULT_VERIFY
     from ..verify import VerifyConfig, format_table, main
 
     failures = []
     for name in selected(models):
         try:
-            report = main(VerifyConfig(name, out, device, tuple(shapes) if shapes else None))
+            report = main(VerifyConfig(name, out, device, tuple(shapes) if shapes else None,
+                                       runtimes=runtimes or DEFAULT_VERIFY))
         except VerificationError as exc:
             if exc.report:
                 click.echo(format_table(exc.report))
@@ -136,6 +150,7 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
     Example:
       python -m pipeline predict --model classifier --input x.npy
       python -m pipeline predict --model forecaster --input x.csv --runtime torch --output y.npy
+      python -m pipeline predict --model classifier --input x.npy --runtime tract
       python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
       python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub \\
           --input x.npy
@@ -145,9 +160,8 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 @click.option("--input", "input_path", required=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Input array: .npy, .npz or .csv (see the policy above).")
-@click.option("--runtime", type=click.Choice(["onnx", "torchscript", "torch"]), default="onnx",
-              show_default=True, help="onnx: model.onnx on ONNX Runtime; torchscript: model.pt; "
-              "torch: eager PyTorch from the weights.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnx", show_default=True,
+              help=RUNTIME_HELP)
 @click.option("--output", metavar="FILE.npy", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the outputs here (.npy, atomically; .npz with --stream) instead "
                    "of printing them.")
@@ -193,22 +207,30 @@ def predict(model, input_path, runtime, output, stream, out, version_dir, public
               metavar="SECONDS", help="Timing budget per shape (all runtimes together).")
 @click.option("--min-reps", type=click.IntRange(min=1), default=20, show_default=True,
               help="Timed calls per runtime and shape, at least.")
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice([*RUNTIMES, "all"]),
+              help="Runtime to time; repeat for several; all = every one. Default: every "
+              "installed runtime (eager PyTorch is always timed, the baseline). " + RUNTIME_HELP)
 @click.option("--stream", is_flag=True,
               help="Streaming mode: per-step latency with carried state (model_stream.onnx) "
                    "vs recomputing the prefix (model.onnx) at T = 50, 500, 5000; --budget "
-                   "applies per T, --shapes and --device are not used.")
+                   "applies per T, --shapes, --device and --runtime are not used.")
 @domain_errors
-def bench(models, out, threads, shapes, device, budget, min_reps, stream):
-    """Time eager PyTorch, TorchScript and ONNX Runtime on the exported artifacts.
+def bench(models, out, threads, shapes, device, budget, min_reps, runtimes, stream):
+    """Time eager PyTorch and every installed runtime side by side on the artifacts.
 
-    Prints p50/p90 latency, throughput and the speed-up over eager per shape, and writes
-    DIR/<model>/benchmark.json (figures, machine, versions, settings) and benchmark.png.
-    Runtimes are called in interleaved rounds on one seeded input per shape. With
-    --stream: benchmark_stream.json and .png instead (see pipeline/bench_stream.py).
+    Prints p50/p90 latency, throughput and the speed-up over eager per shape, marking
+    the fastest runtime at each shape with *, and writes DIR/<model>/benchmark.json
+    (figures, machine, versions, settings) and benchmark.png. Runtimes are called in
+    interleaved rounds on one seeded input per shape, all with --threads threads
+    (OpenVINO's INFERENCE_NUM_THREADS too) except tract, whose Python bindings run
+    single-threaded. The ONNX reference evaluator is in the default set: on these
+    graphs it takes ~10 ms at 512x100, slow but not prohibitive. With --stream:
+    benchmark_stream.json and .png instead (see pipeline/bench_stream.py).
 
     \b
     Example:
       python -m pipeline bench --model classifier --threads 1 --shapes 1x1,64x500
+      python -m pipeline bench --runtime onnx --runtime openvino --runtime tract
       python -m pipeline bench --model forecaster --stream
     """
     if stream:
@@ -217,7 +239,8 @@ def bench(models, out, threads, shapes, device, budget, min_reps, stream):
     from ..bench import BenchConfig, main, table
 
     for name in selected(models):
-        config = BenchConfig(name, out, tuple(shapes), threads, device, budget, min_reps)
+        config = BenchConfig(name, out, tuple(shapes), threads, device, budget, min_reps,
+                             runtimes=runtimes or None)
         result = main(config, log=lambda s: click.echo(s, err=True))
         click.echo(table(result))
         click.echo(f"-> {out / name}/benchmark.json, benchmark.png")

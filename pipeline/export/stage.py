@@ -5,13 +5,15 @@
 
 Writes `<out>/<model>/model.pt` and `model.onnx`, the stream artifacts `model_stream.pt` and
 `model_stream.onnx` (stateful, length-aware; see stream.py), then `manifest.json` last. No
-artifact replaces the previous one until all have passed the self-check: the ONNX graph passes
-`onnx.checker` (full_check), declares symbolic `batch`/`seq` axes, loads in onnxruntime,
-and both artifacts match the eager model at sequence lengths 1, the export example's and
-10x it, at batch 1 and 64. A declared dynamic axis proves nothing (an unrolled graph
-declares one too); only outputs at other lengths do. The stream artifacts must match the
-eager row-by-row reference on ragged batches at those shapes (lengths drawn below seq,
-garbage padding, random h_in) and on a sequence fed in chunks with carried state.
+artifact replaces the previous one until all have passed the self-check: each ONNX graph is
+normalised for portability (normalize.py: typed ConstantOfShape values, no exporter
+symbols, strict shape inference), passes `onnx.checker` (full_check), declares symbolic
+`batch`/`seq` axes, loads in onnxruntime, and both artifacts match the eager model at
+sequence lengths 1, the export example's and 10x it, at batch 1 and 64. A declared dynamic
+axis proves nothing (an unrolled graph declares one too); only outputs at other lengths
+do. The stream artifacts must match the eager row-by-row reference on ragged batches at
+those shapes (lengths drawn below seq, garbage padding, random h_in) and on a sequence fed
+in chunks with carried state.
 """
 from __future__ import annotations
 
@@ -105,6 +107,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     `onnx_exporter(model, spec, path, opset)` replaces the ONNX exporter (tests pass a
     deliberately unrolled one to prove the self-check can fail).
     """
+    from .normalize import normalize_file
     from .onnx_graph import describe, export_onnx
     from .stream import export_stream_onnx, export_stream_torchscript
 
@@ -125,6 +128,9 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
             onnx_exporter(model, spec, tmp["onnx"], config.opset)
             export_stream_torchscript(model, spec, stream["torchscript"])
             export_stream_onnx(model, spec, stream["onnx"], config.opset)
+            # portable to tract, OpenVINO, ... (normalize.py): every ONNX file goes through it
+            normalize_file(tmp["onnx"], spec)
+            normalize_file(stream["onnx"], spec)
             graph = describe(tmp["onnx"], spec)
             stream_graph = describe(stream["onnx"], spec, spec.stream_inputs, spec.stream_outputs)
             rows = self_check(tmp, spec, model)

@@ -9,6 +9,11 @@ the same runners, taking (input, lengths, h_in) and returning (output, h_out) by
 
     >>> runners = open_runners(Path("exported/classifier"), ("onnx",), device="cpu")
     >>> runners[0].run({"input": x})["output"].shape       # x: (batch, seq, 5) float32
+
+Runtimes: torch (eager, the reference), torchscript (model.pt), and four that load
+model.onnx: onnx (ONNX Runtime), openvino, tract and onnx-reference (the ONNX reference
+evaluator). The last three come with the optional extra `pip install '.[runtimes]'`; a
+missing one is a PipelineError naming that command, never a silent skip.
 """
 from __future__ import annotations
 
@@ -19,16 +24,59 @@ from ..specs import ModelSpec
 from .base import Runner, on_cuda
 from .ort import resolve_device
 
-__all__ = ["ARTIFACTS", "RUNTIMES", "STREAM_ARTIFACTS", "Runner", "load_runner",
-           "load_stream_runner", "on_cuda", "open_runners", "open_stream_runners",
-           "resolve_device"]
+__all__ = ["ARTIFACTS", "CROSS_RUNTIMES", "DEFAULT_VERIFY", "RUNTIMES", "STREAM_ARTIFACTS",
+           "Runner", "artifact", "installed", "load_runner", "load_stream_runner", "on_cuda",
+           "open_runners", "open_stream_runners", "resolve_device", "runtime_version",
+           "select_runtimes"]
 
-RUNTIMES = ("torch", "torchscript", "onnx")
-# The file each runtime loads from a model folder; "torch" loads the weights.
+RUNTIMES = ("torch", "torchscript", "onnx", "openvino", "tract", "onnx-reference")
+# The files the export stage writes, by the runtime that proves each; "torch" loads the weights.
 ARTIFACTS = {"torchscript": "model.pt", "onnx": "model.onnx"}
 # The stream artifacts (issue 13): (input, lengths, h_in) -> (output, h_out); "torch" is the
 # eager row-by-row reference (pipeline.export.stream.StreamReference) from the weights.
 STREAM_ARTIFACTS = {"torchscript": "model_stream.pt", "onnx": "model_stream.onnx"}
+# The runtimes of the optional extra, and the distribution each is imported from.
+CROSS_RUNTIMES = ("openvino", "tract", "onnx-reference")
+PACKAGES = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime",
+            "openvino": "openvino", "tract": "tract", "onnx-reference": "onnx"}
+DEFAULT_VERIFY = ("torchscript", "onnx")
+INSTALL_HINT = "pip install '.[runtimes]' (or: make crossval)"
+
+
+def artifact(runtime: str, stream: bool = False) -> str | None:
+    """The model-folder file `runtime` loads (None for eager torch: the weights); the ONNX
+    runtimes (onnx, openvino, tract, onnx-reference) all load the ONNX file."""
+    files = STREAM_ARTIFACTS if stream else ARTIFACTS
+    return None if runtime == "torch" else files.get(runtime, files["onnx"])
+
+
+def installed(runtime: str) -> bool:
+    from importlib import util
+    module = {"torchscript": "torch", "onnx": "onnxruntime", "onnx-reference": "onnx"}.get(
+        runtime, runtime)
+    return util.find_spec(module) is not None
+
+
+def runtime_version(runtime: str) -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version(PACKAGES[runtime])
+    except metadata.PackageNotFoundError:
+        return metadata.version("onnxruntime-gpu") if runtime == "onnx" else None
+
+
+def select_runtimes(names: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+    """Expand "all" (every runtime but eager torch, the reference), drop repeats, and
+    refuse one that is not installed before anything is loaded (PipelineError)."""
+    chosen = tuple(dict.fromkeys(
+        r for n in (names or default) for r in (RUNTIMES[1:] if n == "all" else (n,))))
+    for runtime in chosen:
+        if runtime not in RUNTIMES:
+            raise PipelineError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+        if not installed(runtime):
+            raise PipelineError(f"runtime {runtime!r} is not installed (package "
+                                f"{PACKAGES[runtime]}): {INSTALL_HINT}")
+    return chosen
 
 
 def load_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
@@ -39,6 +87,14 @@ def load_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
     """
     if runtime not in RUNTIMES:
         raise PipelineError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime in CROSS_RUNTIMES:
+        select_runtimes((runtime,), ())       # PipelineError naming the install if missing
+        from .openvino import load_openvino
+        from .reference import load_reference
+        from .tract import load_tract
+        loader = {"openvino": load_openvino, "tract": load_tract,
+                  "onnx-reference": load_reference}[runtime]
+        return loader(spec, path, threads)
     if runtime == "onnx":
         from .ort import load_ort
         return load_ort(spec, path, device, threads)
@@ -60,10 +116,11 @@ def open_runners(model_dir: Path, runtimes: tuple[str, ...], device: str = "cpu"
     from ..checkpoint import read_config
     from ..manifest import check_manifest
 
-    check_manifest(model_dir, require=tuple(ARTIFACTS[r] for r in runtimes if r in ARTIFACTS))
+    files = [artifact(r) for r in runtimes]
+    check_manifest(model_dir, require=tuple(dict.fromkeys(f for f in files if f)))
     spec = read_config(model_dir)["recipe"].model
-    return [load_runner(r, spec, model_dir / ARTIFACTS[r] if r in ARTIFACTS else model_dir,
-                        device, threads) for r in runtimes]
+    return [load_runner(r, spec, model_dir / f if f else model_dir, device, threads)
+            for r, f in zip(runtimes, files)]
 
 
 def load_stream_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
@@ -99,9 +156,8 @@ def open_stream_runners(model_dir: Path, runtimes: tuple[str, ...], device: str 
     from ..checkpoint import read_config
     from ..manifest import check_manifest
 
-    check_manifest(model_dir, require=tuple(STREAM_ARTIFACTS[r] for r in runtimes
-                                            if r in STREAM_ARTIFACTS))
+    files = [artifact(r, stream=True) for r in runtimes]
+    check_manifest(model_dir, require=tuple(dict.fromkeys(f for f in files if f)))
     spec = read_config(model_dir)["recipe"].model
-    return [load_stream_runner(r, spec, model_dir / STREAM_ARTIFACTS[r]
-                               if r in STREAM_ARTIFACTS else model_dir, device, threads)
-            for r in runtimes]
+    return [load_stream_runner(r, spec, model_dir / f if f else model_dir, device, threads)
+            for r, f in zip(runtimes, files)]

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..specs import ModelSpec
+
+if TYPE_CHECKING:      # numpy only in annotations: the CLI imports this package for --help
+    import numpy as np
 
 
 @dataclass
@@ -19,6 +21,7 @@ class Runner:
     # one output. An artifact with more (state in, state out) names them all here.
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    precision: str = "float32"   # arithmetic the runtime really uses (OpenVINO reads it back)
 
     def __post_init__(self):
         self.inputs = tuple(self.inputs) or (self.spec.input_name,)
