@@ -2,6 +2,8 @@
 # make test  - create .venv, install, run the test suite
 # make publish - publish verified models as new versions of exported/model_repository (not in all)
 # make bench - time eager PyTorch, TorchScript and ONNX Runtime (not part of all)
+# make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all)
+# make serve-test - the Triton end-to-end tests alone (also part of make test)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
 PYTHON  ?= python3
@@ -19,7 +21,7 @@ VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compa
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
               pipeline/compare.py $(RUNTIME_SRC)
 
-.PHONY: all install train export verify publish bench test clean
+.PHONY: all install train export verify publish bench test clean serve-env serve serve-test
 
 all: verify
 
@@ -59,8 +61,29 @@ $(OUT)/%/verification.json: $(OUT)/%/manifest.json $(VERIFY_SRC)
 bench: $(MODELS:%=$(OUT)/%/verification.json)
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1
 
-test: $(STAMP)
+test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q
+
+# Serving: tritonserver (from the nvidia-pytriton wheel, --no-deps: its binary, libraries,
+# python backend and stubs only) and the numpy<2 Python its backends run in. Own venv,
+# own pins (constraints-serve.txt); torch first and pinned, as for .venv.
+SERVE_VENV  := .venv-serve
+SERVE_PY    := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed
+serve-env: $(SERVE_STAMP)
+$(SERVE_STAMP): constraints-serve.txt
+	test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install -q -c constraints-serve.txt torch==2.13.0
+	$(SERVE_PY) -m pip install -q -c constraints-serve.txt numpy onnxruntime
+	$(SERVE_PY) -m pip install -q --no-deps -c constraints-serve.txt nvidia-pytriton
+	touch $@
+
+# Foreground until Ctrl-C; serves what `make publish` wrote.
+serve: $(STAMP) $(SERVE_STAMP)
+	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV)
+
+serve-test: $(STAMP) $(SERVE_STAMP)
+	$(PY) -m pytest -q tests/serving
 
 clean:
 	find $(OUT) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -37,3 +37,7 @@ class VerificationError(PipelineError):
 
 class PublishError(PipelineError):
     """A release cannot be published: unverified artifacts, or a version that would change."""
+
+
+class ServeError(PipelineError):
+    """tritonserver cannot serve the repository: bad repository, busy port, failed start."""
