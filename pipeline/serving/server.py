@@ -124,7 +124,15 @@ class TritonServer:
         self.stop()
 
     def start(self) -> None:
-        """Check every version, start tritonserver, return once every model is ready."""
+        """Check every version, start tritonserver, return once every model is ready.
+        On any failure (Ctrl-C included) everything started is stopped before it raises."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.models = preflight(Path(self.config.registry))
         installation = locate(self.config.serve_env)
         remove_stale_shm()
