@@ -1,0 +1,136 @@
+"""Bad input and faults: one-line errors, no traceback, nothing left running or in /dev/shm;
+the `serve` command's own lifecycle (ready line, SIGTERM, exit 0); backends generic over the
+config (several inputs and outputs, INT64, reshape, as stream models have)."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.errors import ServeError
+from pipeline.manifest import write_manifest
+from pipeline.serving.server import SHM_PREFIX
+from tests.serving.conftest import leftovers, start, stop_and_check
+from tests.test_cli import one_line_error
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shm_regions() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob(SHM_PREFIX + "*")}
+
+
+def serve(*args):
+    return CliRunner().invoke(cli, ["serve", *map(str, args)])
+
+
+def copy_registry(published, tmp_path, models=("forecaster_onnx",)) -> Path:
+    registry = tmp_path / "registry"
+    for model in models:
+        shutil.copytree(published["registry"] / model, registry / model)
+    for path in registry.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return registry
+
+
+def test_missing_or_unpublished_registry(tmp_path):
+    before = shm_regions()
+    result = serve("--registry", tmp_path / "nowhere")
+    one_line_error(result, "no such model repository")
+    (tmp_path / "empty").mkdir()
+    result = serve("--registry", tmp_path / "empty")
+    one_line_error(result, "no published model version")
+    assert shm_regions() == before
+
+
+def test_version_failing_its_manifest_is_refused_before_start(published, tmp_path):
+    registry = copy_registry(published, tmp_path)
+    (registry / "forecaster_onnx" / "1" / "model.onnx").write_bytes(b"not the published model")
+    result = serve("--registry", registry)
+    one_line_error(result, "forecaster_onnx version 1 is not served", "model.onnx")
+
+
+def test_port_in_use_is_named(published):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve("--registry", published["registry"], "--grpc-port", port)
+    one_line_error(result, f"127.0.0.1:{port} (grpc port) is already in use")
+
+
+def test_tritonserver_failing_to_start_reports_its_errors_and_leaves_nothing(published, tmp_path):
+    """The config names an input the graph lacks: the backend refuses it at load, tritonserver
+    exits, and its own error lines are the message."""
+    registry = copy_registry(published, tmp_path)
+    config = registry / "forecaster_onnx" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "input"', 'name: "features"'))
+    before = shm_regions()
+    server = None
+    with pytest.raises(ServeError) as caught:
+        from pipeline.serving.server import ServeConfig, TritonServer
+        server = TritonServer(ServeConfig(registry))
+        server.start()
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("tritonserver exited with status")
+    assert "config inputs ['features'] != graph inputs ['input']" in message
+    # start() raised: it had stopped everything it started
+    assert server.process is None and server.workspace is None
+    assert running_on(registry) == []
+    assert shm_regions() == before
+    result = serve("--registry", registry)
+    one_line_error(result, "graph inputs")
+
+
+def test_serve_command_runs_until_sigterm_and_cleans_up(published):
+    before = shm_regions()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--registry",
+                             str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("tritonserver ready: HTTP 127.0.0.1:"), proc.stderr.read()
+        servers = _children(proc.pid)
+        assert servers, "no tritonserver under serve"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "forecaster_onnx: versions 1" in out and out.rstrip().endswith("tritonserver stopped")
+    assert "Traceback" not in err
+    assert [p for p in servers if Path(f"/proc/{p}").exists()] == []
+    assert shm_regions() == before
+
+
+def _children(pid):
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:    # ppid
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running_on(registry: Path) -> list[int]:
+    """Processes whose command line names `registry` (a tritonserver serving it)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(registry).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
