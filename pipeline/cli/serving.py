@@ -70,7 +70,7 @@ def serve(registry, host, http_port, grpc_port, metrics_port, serve_env, log_fil
             click.echo(f"  {name}: versions {', '.join(map(str, versions))}")
         click.echo("Ctrl-C or SIGTERM stops it; SIGHUP loads newly published versions.", err=True)
         try:
-            while "stop" not in asked:
+            while True:
                 wake.wait(0.5)
                 wake.clear()
                 if "reload" in asked:
@@ -80,6 +80,8 @@ def serve(registry, host, http_port, grpc_port, metrics_port, serve_env, log_fil
                         click.echo("reloaded: " + ", ".join(f"{n} v{max(v)}" for n, v in models.items()))
                     except PipelineError as exc:   # a bad new version: the old ones keep serving
                         click.echo(f"reload refused: {exc}", err=True)
+                if "stop" in asked:
+                    break
                 if not server.running():
                     raise click.ClickException(server_failed(server.log_text(), "exited by itself"))
         except KeyboardInterrupt:

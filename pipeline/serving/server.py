@@ -75,7 +75,7 @@ class Installation:
 
 
 def locate(serve_env: Path) -> Installation:
-    python = Path(serve_env) / "bin" / "python"
+    python = (Path(serve_env) / "bin" / "python").absolute()   # not resolve(): keep the venv link
     if not python.exists():
         raise ServeError(f"{serve_env}: no serving environment; run `make serve-env`")
     probe = ("import json, sys, sysconfig; print(json.dumps([sysconfig.get_paths()['purelib'], "
@@ -150,11 +150,12 @@ class TritonServer:
                 self._start_once(installation, ports)
                 return
             except ServeError as exc:
-                busy = "address already in use" in str(exc).lower()
-                self.stop()
-                if not busy or attempt == 2 or all(wanted.values()):
+                # tritonserver: "Socket 'H:P' already in use"; retry only for a port we picked
+                busy = re.search(r":(\d+)' already in use", str(exc))
+                if not busy or int(busy.group(1)) in wanted.values() or attempt == 2:
                     raise
-                self.log(f"a port was taken meanwhile; retrying ({exc})")
+                self.stop()
+                self.log(f"port {busy.group(1)} was taken meanwhile; retrying with others")
 
     def _start_once(self, installation: Installation, ports: dict[str, int]) -> None:
         self.workspace = Path(tempfile.mkdtemp(prefix="rnn-pipeline-serve-"))
@@ -180,6 +181,7 @@ class TritonServer:
         env.pop("PYTHONHOME", None)
         self.log_path = log_path
         with open(log_path, "ab") as sink:
+            self._log_start = sink.tell()     # a kept --log file holds earlier runs too
             # Own session: Ctrl-C in a terminal reaches only us, and stop() can signal the
             # server and every stub it started as one process group.
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env,
@@ -231,7 +233,9 @@ class TritonServer:
 
     def log_text(self) -> str:
         try:
-            return Path(self.log_path).read_text(errors="replace")
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace")
         except (AttributeError, OSError):
             return ""
 
@@ -272,10 +276,13 @@ def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
 
 
 def error_lines(log: str) -> list[str]:
-    """tritonserver's error lines (glog `E<mmdd> ...`, or `error: ...`), else its last lines."""
+    """tritonserver's error lines (glog `E<mmdd> ... file.cc:N] "message"`, or `error: ...`),
+    messages only; else its last lines. "CudaDriverHelper has not been initialized" is
+    logged by every start on a host without a GPU and says nothing about a failure."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [re.sub(r"^E\d{4} [\d:.]+\s+\d+ \S+\] ", "", line) for line in lines
+    errors = [re.sub(r"^E\d{4} [\d:.]+\s+\d+ \S+\] ", "", line).strip('" ') for line in lines
               if re.match(r"E\d{4} ", line) or line.lower().startswith("error")]
+    errors = [line for line in errors if "CudaDriverHelper" not in line]
     return errors or lines[-3:]
 
 

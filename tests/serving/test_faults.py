@@ -66,6 +66,51 @@ def test_port_in_use_is_named(published):
     one_line_error(result, f"127.0.0.1:{port} (grpc port) is already in use")
 
 
+def test_port_taken_after_the_check(published, monkeypatch):
+    """A port taken between the check and tritonserver's bind: auto ports are picked again;
+    an explicit one is an error naming it, in tritonserver's words."""
+    import pipeline.serving.server as server_module
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks = []
+        real = server_module.free_ports
+
+        def first_pick_busy(host, wanted):
+            picks.append(real(host, wanted))
+            if len(picks) == 1:
+                picks[0]["http"] = port
+            return picks[-1]
+
+        monkeypatch.setattr(server_module, "free_ports", first_pick_busy)
+        said = []
+        server = server_module.TritonServer(server_module.ServeConfig(published["registry"]), log=said.append)
+        server.start()
+        try:
+            assert len(picks) == 2 and server.urls["http"] != f"127.0.0.1:{port}"
+            assert f"port {port} was taken meanwhile" in said[0]
+        finally:
+            stop_and_check(server)
+        monkeypatch.setattr(server_module, "port_in_use", lambda host, port: False)
+        with pytest.raises(ServeError, match=f"Socket '127.0.0.1:{port}' already in use"):
+            server_module.TritonServer(server_module.ServeConfig(published["registry"], http_port=port)).start()
+
+
+def test_stale_shared_memory_of_dead_runs_is_removed(tmp_path):
+    from pipeline.serving.server import remove_stale_shm
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale, live = tmp_path / f"{SHM_PREFIX}{dead}-ab-region", tmp_path / f"{SHM_PREFIX}{os.getpid()}-cd-r"
+    other = tmp_path / "someone-else"
+    for path in (stale, live, other):
+        path.write_bytes(b"x")
+    remove_stale_shm(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
 def test_tritonserver_failing_to_start_reports_its_errors_and_leaves_nothing(published, tmp_path):
     """The config names an input the graph lacks: the backend refuses it at load, tritonserver
     exits, and its own error lines are the message."""
@@ -99,6 +144,8 @@ def test_serve_command_runs_until_sigterm_and_cleans_up(published):
         assert first.startswith("tritonserver ready: HTTP 127.0.0.1:"), proc.stderr.read()
         servers = _children(proc.pid)
         assert servers, "no tritonserver under serve"
+        proc.send_signal(signal.SIGHUP)       # check the repository again, load what is new
+        assert proc.stdout.readline().startswith("  ")   # the models listed after the ready line
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -106,7 +153,7 @@ def test_serve_command_runs_until_sigterm_and_cleans_up(published):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, err
-    assert "forecaster_onnx: versions 1" in out and out.rstrip().endswith("tritonserver stopped")
+    assert "reloaded: classifier_onnx v" in out and out.rstrip().endswith("tritonserver stopped")
     assert "Traceback" not in err
     assert [p for p in servers if Path(f"/proc/{p}").exists()] == []
     assert shm_regions() == before
