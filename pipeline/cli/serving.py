@@ -56,36 +56,40 @@ def serve(registry, host, http_port, grpc_port, metrics_port, serve_env, log_fil
 
     wake, asked = threading.Event(), set()
 
-    def on_signal(signum, _frame):   # handlers only take note; the loop below acts
-        asked.add("reload" if signum == signal.SIGHUP else "stop")
+    def on_signal(signum, _frame):
+        if signum == signal.SIGHUP:
+            asked.add("reload")
+        elif "ready" not in asked:   # still starting: abort start(), which stops what it began
+            raise KeyboardInterrupt
+        else:                        # serving: the loop below stops the server
+            asked.add("stop")
         wake.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    # SIGINT too: a shell may have started us with SIGINT ignored (`cmd &`), Ctrl-C must work.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     config = _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file)
     with TritonServer(config, log=lambda s: click.echo(s, err=True)) as server:
+        asked.add("ready")
         click.echo(f"tritonserver ready: HTTP {server.urls['http']}, gRPC {server.urls['grpc']}, "
                    f"metrics {server.urls['metrics']}")
         for name, versions in server.models.items():
             click.echo(f"  {name}: versions {', '.join(map(str, versions))}")
         click.echo("Ctrl-C or SIGTERM stops it; SIGHUP loads newly published versions.", err=True)
-        try:
-            while True:
-                wake.wait(0.5)
-                wake.clear()
-                if "reload" in asked:
-                    asked.discard("reload")
-                    try:
-                        models = server.reload()
-                        click.echo("reloaded: " + ", ".join(f"{n} v{max(v)}" for n, v in models.items()))
-                    except PipelineError as exc:   # a bad new version: the old ones keep serving
-                        click.echo(f"reload refused: {exc}", err=True)
-                if "stop" in asked:
-                    break
-                if not server.running():
-                    raise click.ClickException(server_failed(server.log_text(), "exited by itself"))
-        except KeyboardInterrupt:
-            pass
+        while True:
+            wake.wait(0.5)
+            wake.clear()
+            if "reload" in asked:
+                asked.discard("reload")
+                try:
+                    models = server.reload()
+                    click.echo("reloaded: " + ", ".join(f"{n} v{max(v)}" for n, v in models.items()))
+                except PipelineError as exc:   # a bad new version: the old ones keep serving
+                    click.echo(f"reload refused: {exc}", err=True)
+            if "stop" in asked:
+                break
+            if not server.running():
+                raise click.ClickException(server_failed(server.log_text(), "exited by itself"))
     click.echo("tritonserver stopped")
 
 

@@ -134,7 +134,10 @@ def test_tritonserver_failing_to_start_reports_its_errors_and_leaves_nothing(pub
     one_line_error(result, "graph inputs")
 
 
-def test_serve_command_runs_until_sigterm_and_cleans_up(published):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
+    """Ctrl-C (SIGINT) or SIGTERM: exit 0, nothing left. SIGINT works even though a
+    subprocess started here, like `cmd &` in a shell, may inherit it ignored."""
     before = shm_regions()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--registry",
                              str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
@@ -146,7 +149,7 @@ def test_serve_command_runs_until_sigterm_and_cleans_up(published):
         assert servers, "no tritonserver under serve"
         proc.send_signal(signal.SIGHUP)       # check the repository again, load what is new
         assert proc.stdout.readline().startswith("  ")   # the models listed after the ready line
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -134,3 +134,42 @@ def test_repository_api_is_closed_to_clients(server):
     with module.InferenceServerClient(server.urls["http"]) as triton:
         with pytest.raises(InferenceServerException, match="restricted|denied|not allowed|unauth"):
             triton.load_model("forecaster_onnx")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_loadtest_reports_and_checks_answers(server, published, protocol, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, [
+        "loadtest", "--registry", str(published["registry"]), "--url", server.urls[protocol],
+        "--protocol", protocol, "--model-name", "classifier_torchscript", "--concurrency", "1,4",
+        "--duration", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "loadtest.json").read_text())
+    assert (tmp_path / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
+    assert [lv["concurrency"] for lv in report["levels"]] == [1, 4]
+    assert all(lv["answers"] > 0 and lv["errors"] == 0 and lv["wrong"] == 0 for lv in report["levels"])
+    assert report["errors"] == report["wrong"] == 0
+    assert "p99 ms" in result.output
+
+
+def test_loadtest_fails_on_errors(published, tmp_path):
+    """Nothing listens at --url: every request fails, and so does the run, in one line."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from tests.test_cli import one_line_error
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(cli, [
+        "loadtest", "--registry", str(published["registry"]), "--url", f"127.0.0.1:{port}",
+        "--concurrency", "1", "--duration", "0.5", "--out", str(tmp_path)])
+    one_line_error(result, "errors, 0 wrong answers; first error:")
