@@ -1,6 +1,7 @@
 """The serving commands: serve (a real tritonserver on the repository) and loadtest."""
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from pathlib import Path
@@ -131,6 +132,9 @@ def loadtest(registry, model, protocol, url, concurrency, duration, batch, seq, 
     except ValueError:
         raise click.BadParameter("comma-separated positive integers, e.g. 1,16,64",
                                  param_hint="--concurrency") from None
+
+    if url and not re.fullmatch(r"[^\s:]+:\d{1,5}", url):
+        raise click.BadParameter(f"{url!r} is not HOST:PORT", param_hint="--url")
 
     def run(endpoint):
         config = LoadConfig(endpoint, registry, model, protocol, levels, duration, batch, seq, out)

@@ -9,6 +9,16 @@ import http.client
 import socket
 
 
+def can_listen_on(host: str) -> str | None:
+    """None if this machine can listen on `host`, else why not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:

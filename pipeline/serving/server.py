@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServeError
-from .net import free_ports, http_get, http_post, port_in_use
+from .net import can_listen_on, free_ports, http_get, http_post, port_in_use
 from .repository import preflight
 
 BACKEND_SOURCE = Path(__file__).parent / "backends" / "model.py"
@@ -133,6 +133,9 @@ class TritonServer:
             raise
 
     def _start(self) -> None:
+        why = can_listen_on(self.config.host)
+        if why:
+            raise ServeError(f"cannot listen on host {self.config.host!r}: {why}")
         self.models = preflight(Path(self.config.registry))
         installation = locate(self.config.serve_env)
         remove_stale_shm()
