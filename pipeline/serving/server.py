@@ -188,7 +188,8 @@ class TritonServer:
             # Own session: Ctrl-C in a terminal reaches only us, and stop() can signal the
             # server and every stub it started as one process group.
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_stop_with_parent)
         host = self.config.host
         self.urls = {"http": f"{host}:{ports['http']}", "grpc": f"{host}:{ports['grpc']}",
                      "metrics": f"http://{host}:{ports['metrics']}/metrics"}
@@ -261,9 +262,16 @@ class TritonServer:
         for region in Path("/dev/shm").glob(self.shm_prefix + "*"):
             region.unlink(missing_ok=True)
         if self.workspace is not None:
-            self.final_log = self.log_text()   # kept for whoever reports a failure
             shutil.rmtree(self.workspace, ignore_errors=True)
             self.workspace = None
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGINT (a graceful stop) when the process that started
+    tritonserver dies, even by SIGKILL; its own session would otherwise outlive it."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGINT)   # 1 = PR_SET_PDEATHSIG (linux/prctl.h)
+
 
 def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
     """Wait until no process of the group is left (killed stubs are reaped by init)."""

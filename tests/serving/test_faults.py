@@ -162,6 +162,33 @@ def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
     assert shm_regions() == before
 
 
+def test_killed_serve_takes_tritonserver_with_it(published):
+    """SIGKILL cannot be handled: tritonserver (own session) is told by the kernel
+    (parent-death signal) and stops with its stubs; the next start removes shm left behind."""
+    import time
+
+    from pipeline.serving.server import remove_stale_shm
+
+    before = shm_regions()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--registry",
+                             str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("tritonserver ready")
+        servers = _children(proc.pid)
+        stubs = [c for s in servers for c in _children(s)]
+        assert servers and stubs
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in servers + stubs):
+        time.sleep(0.2)
+    assert [p for p in servers + stubs if Path(f"/proc/{p}").exists()] == []
+    remove_stale_shm()
+    assert shm_regions() == before
+
+
 def _children(pid):
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
