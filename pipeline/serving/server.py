@@ -78,12 +78,15 @@ def locate(serve_env: Path) -> Installation:
     python = (Path(serve_env) / "bin" / "python").absolute()   # not resolve(): keep the venv link
     if not python.exists():
         raise ServeError(f"{serve_env}: no serving environment; run `make serve-env`")
-    probe = ("import json, sys, sysconfig; print(json.dumps([sysconfig.get_paths()['purelib'], "
-             "sysconfig.get_config_var('LIBDIR'), '%d.%d' % sys.version_info[:2]]))")
+    probe = ("import json, sys, sysconfig, numpy; print(json.dumps([sysconfig.get_paths()['purelib'], "
+             "sysconfig.get_config_var('LIBDIR'), '%d.%d' % sys.version_info[:2], numpy.__version__]))")
     out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
     if out.returncode:
         raise ServeError(f"{python}: does not run ({(out.stderr.strip().splitlines() or ['?'])[-1]})")
-    purelib, libdir, version = json.loads(out.stdout)
+    purelib, libdir, version, numpy_version = json.loads(out.stdout)
+    if int(numpy_version.split(".")[0]) >= 2:   # models would load, and answer empty arrays
+        raise ServeError(f"{serve_env}: numpy {numpy_version}; the python backend's stub needs "
+                         "numpy<2 (rebuild it with `make serve-env`)")
     dist = Path(purelib) / "pytriton" / "tritonserver"
     found = Installation(binary=dist / "bin" / "tritonserver", libs=Path(purelib) / "nvidia_pytriton.libs",
                          python_backend=dist / "backends" / "python",

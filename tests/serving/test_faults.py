@@ -211,3 +211,16 @@ def running_on(registry: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_serving_env_with_numpy_2_is_refused():
+    """numpy 2 in the stub's environment: models would load and answer empty arrays. The
+    project's own .venv has numpy 2: as a serving environment it is refused up front."""
+    import numpy
+
+    from pipeline.serving.server import locate
+
+    assert int(numpy.__version__.split(".")[0]) >= 2
+    with pytest.raises(ServeError, match=f"numpy {numpy.__version__}; the python backend's stub "
+                                         "needs numpy<2"):
+        locate(Path(sys.prefix))
