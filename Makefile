@@ -1,6 +1,7 @@
 # make all   - create .venv, install, train, export and verify both models
 # make test  - create .venv, install, run the test suite
-# make publish - publish verified models as new versions of exported/model_repository (not in all)
+# make publish - publish verified models as new, signed versions of exported/model_repository
+#                (not in all); the key is $(KEYS)/signing.key, generated on first use
 # make bench - time eager PyTorch, TorchScript and ONNX Runtime (not part of all)
 # make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all)
 # make serve-test - the Triton end-to-end tests alone (also part of make test)
@@ -12,14 +13,17 @@ PY      := $(VENV)/bin/python
 OUT     := exported
 MODELS  := forecaster classifier
 STAMP   := $(VENV)/.installed
+KEYS    ?= .keys
 
 # What each stage's output depends on besides the previous stage's files.
 CORE_SRC  := pipeline/specs.py pipeline/fsio.py pipeline/checkpoint.py pipeline/models.py
 TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
 RUNTIME_SRC := $(wildcard pipeline/runtimes/*.py)
-VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compare.py $(RUNTIME_SRC)
+STREAM_SRC := pipeline/verify_stream.py pipeline/predict.py
+VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compare.py $(RUNTIME_SRC) \
+              $(STREAM_SRC)
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
-              pipeline/compare.py $(RUNTIME_SRC)
+              pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
 
 .PHONY: all install train export verify publish bench test clean serve-env serve serve-test
 
@@ -48,8 +52,18 @@ $(OUT)/%/manifest.json: $(OUT)/%/config.json $(EXPORT_SRC)
 # Not part of `all`: a published version is permanent, so publishing is asked for. Phony:
 # publish itself finds what is new (unchanged artifacts are a no-op, so a rerun adds
 # nothing) and refuses builds whose verification.json is missing, failed or stale.
-publish: verify
-	$(PY) -m pipeline publish --out $(OUT)
+# Every version is signed with $(KEYS)/signing.key (git-ignored; `make clean` keeps it, as
+# consumers hold its public half). Give KEYS=DIR to sign with a key pair kept elsewhere.
+publish: verify $(KEYS)/signing.key
+	$(PY) -m pipeline publish --out $(OUT) --signing-key $(KEYS)/signing.key
+	@echo "publish: signed with $(KEYS)/signing.key; consumers check with" \
+	  "python -m pipeline verify-release $(OUT)/model_repository --public-key $(KEYS)/signing.pub"
+
+# Order-only on the venv: a newer install must not regenerate (keygen never overwrites).
+$(KEYS)/signing.key: | $(STAMP)
+	@echo "publish: no signing key yet; generating $(KEYS)/signing.key (private, keep it)" \
+	  "and $(KEYS)/signing.pub (for consumers)"
+	$(PY) -m pipeline keygen $(KEYS)
 
 # A failed verify still writes its report (to be read) and exits non-zero; the report's
 # mtime is then reset to 1970 so the target stays out of date and `make` verifies again.
@@ -57,9 +71,11 @@ verify: $(MODELS:%=$(OUT)/%/verification.json)
 $(OUT)/%/verification.json: $(OUT)/%/manifest.json $(VERIFY_SRC)
 	$(PY) -m pipeline verify --model $* --out $(OUT) || { touch -d @0 $@ 2>/dev/null; exit 1; }
 # Timings are never up to date, so bench always runs (a couple of minutes, both models);
-# it writes $(OUT)/<model>/benchmark.json and benchmark.png.
+# it writes $(OUT)/<model>/benchmark.json and benchmark.png, and the streaming mode
+# benchmark_stream.json and benchmark_stream.png.
 bench: $(MODELS:%=$(OUT)/%/verification.json)
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1
+	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1 --stream
 
 test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q

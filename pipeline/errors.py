@@ -39,5 +39,14 @@ class PublishError(PipelineError):
     """A release cannot be published: unverified artifacts, or a version that would change."""
 
 
+class SigningKeyError(PipelineError):
+    """A key file is not a usable key, or `keygen` would overwrite one."""
+
+
+class SignatureError(IntegrityError):
+    """A published version's signature is missing, unreadable, from another key, or does not
+    cover exactly the files in its folder (one altered, added, removed or moved)."""
+
+
 class ServeError(PipelineError):
     """tritonserver cannot serve the repository: bad repository, busy port, failed start."""

@@ -3,6 +3,12 @@ the model's input contract.
 
     python -m pipeline predict --model classifier --input x.npy
     python -m pipeline predict --model forecaster --input x.csv --runtime torchscript --output y.npy
+    python -m pipeline predict --version-dir exported/model_repository/classifier_onnx/1 \
+        --public-key .keys/signing.pub --input x.npy
+
+A published version folder (`--version-dir`) is loaded only after its signature, every
+file's hash and its place check out against `--public-key` (publishing/trust.py); its
+runtime is the folder's own (model.onnx or model.pt).
 
 The artifact is loaded through `open_runners`, so the manifest (sizes and sha256 of every
 file) is checked before anything is opened. Then the input policy (stated in `predict
@@ -14,6 +20,15 @@ file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
   (object) arrays are never loaded. Rank 3 (batch, seq, features); batch, seq >= 1;
   features = the spec's input_size; dtype the spec's (float32), float64 converted (an
   overflow is refused), any other refused; no NaN or Inf (the first one's index is given).
+
+    python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
+
+`--stream` runs the stream artifact (model_stream.*, carried state and per-row lengths):
+the .npz holds `input` (batch, seq, features) zero-padded past each row's length,
+`lengths` (batch,) integers in 1..seq and optionally `h_in` (batch, hidden), zeros when
+absent (a new stream); out-of-range lengths, a batch mismatch and seq 0 are refused
+(`check_stream_feeds`). It prints or saves (.npz) `output` and `h_out`; feed `h_out` back
+as `h_in` to continue.
 """
 from __future__ import annotations
 
@@ -34,11 +49,14 @@ NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
 @dataclass(frozen=True)
 class PredictConfig:
-    model: str
+    model: str | None                # None with version_dir: the folder names it
     input: Path
     runtime: str = "onnx"
     output: Path | None = None       # a .npy file for the (batch, outputs) array
     out: Path = Path("exported")
+    version_dir: Path | None = None  # a published version folder instead of <out>/<model>
+    public_key: Path | None = None   # required with version_dir: who must have signed it
+    stream: bool = False             # the stream artifact; input and output are .npz
 
 
 def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
@@ -115,6 +133,66 @@ def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
     return converted
 
 
+def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np.ndarray]:
+    """Enforce the stream contract (spec.stream_inputs) on {name: array}; return the feeds
+    converted (input as `check_input`, lengths int64, h_in the spec's dtype, zeros if absent).
+
+    The graph itself cannot refuse a bad length (a 0 would gather index -1, the last step),
+    so every caller of a stream artifact passes here first: InputError, never a number."""
+    x_spec, len_spec, h_spec = spec.stream_inputs
+    if x_spec.name not in feeds or len_spec.name not in feeds:
+        raise InputError(f"{where}: needs arrays {x_spec.name!r} and {len_spec.name!r} "
+                         f"(and optionally {h_spec.name!r}); got {sorted(feeds)}")
+    x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq, F)
+    batch, seq, _ = x.shape
+    lengths = np.asarray(feeds[len_spec.name])
+    if lengths.dtype.kind not in "iu" or lengths.shape != (batch,):
+        raise InputError(f"{where}: {len_spec.name} is {lengths.dtype} {lengths.shape}; the "
+                         f"model takes one integer length per input row: shape ({batch},)")
+    if (bad := np.flatnonzero((lengths < 1) | (lengths > seq))).size:
+        raise InputError(f"{where}: {len_spec.name}[{bad[0]}] = {lengths[bad[0]]} is out of "
+                         f"range; every length must be in 1..{seq} (the input's seq)")
+    h = feeds.get(h_spec.name)
+    if h is None:
+        h = np.zeros((batch, spec.hidden_size), np.dtype(spec.dtype))   # a new stream
+    h = np.asarray(h)
+    if h.shape != (batch, spec.hidden_size):
+        raise InputError(f"{where}: {h_spec.name} has shape {h.shape}; the model takes "
+                         f"({batch}, {spec.hidden_size}): batch as the input's, hidden size")
+    if h.dtype.kind != "f":
+        raise InputError(f"{where}: {h_spec.name} dtype {h.dtype}; give {spec.dtype}")
+    if (at := _first_bad(h)) is not None:
+        raise InputError(f"{where}: {h_spec.name} is not finite at index {at}")
+    return {x_spec.name: x, len_spec.name: lengths.astype(np.int64),
+            h_spec.name: np.ascontiguousarray(h, dtype=np.dtype(spec.dtype))}
+
+
+def load_stream_input(path: str | Path, spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Read a stream .npz ({input, lengths[, h_in]}) and enforce `check_stream_feeds`."""
+    path = Path(path)
+    names = [t.name for t in spec.stream_inputs]
+    if path.suffix.lower() != ".npz":
+        raise InputError(f"{path}: --stream takes an .npz holding {names[0]!r}, {names[1]!r} "
+                         f"and optionally {names[2]!r}")
+    with open(path, "rb") as f:
+        if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
+            raise InputError(f"{path}: not a .npz file (it does not start like one)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            extra = sorted(set(archive.files) - set(names))
+            if extra:
+                raise InputError(f"{path}: unexpected arrays {extra}; give {names}")
+            feeds = {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError(f"{path}: holds pickled Python objects; only numeric arrays "
+                             "are loaded") from None
+        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
+    return check_stream_feeds(feeds, spec, str(path))
+
+
 def load_input(path: str | Path, spec: ModelSpec) -> np.ndarray:
     """Read `path` (.npy, .npz or .csv) and enforce the input policy; InputError if it breaks it."""
     path = Path(path)
@@ -139,14 +217,33 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
     from .fsio import atomic_path
     from .runtimes import open_runners
 
+    suffix = ".npz" if config.stream else ".npy"
     if config.output is not None:                       # refuse before any work is done
-        if Path(config.output).suffix != ".npy":
-            raise PipelineError(f"--output {config.output}: must be a .npy file")
+        if Path(config.output).suffix != suffix:
+            raise PipelineError(f"--output {config.output}: must be a {suffix} file")
         if not Path(config.output).parent.is_dir():
             raise PipelineError(f"--output {config.output}: folder {Path(config.output).parent} "
                                 "does not exist")
-    model_dir = Path(config.out) / config.model
-    (runner,) = open_runners(model_dir, (config.runtime,), device="cpu")
+    if (config.model is None) == (config.version_dir is None):
+        raise PipelineError("give --model (a model under --out) or --version-dir (a published "
+                            "version), one of them")
+    if (config.version_dir is None) != (config.public_key is None):
+        raise PipelineError("--version-dir and --public-key go together: a published version "
+                            "is loaded only once its signature checks out")
+    if config.version_dir is not None:
+        from .publishing.trust import open_published
+        runner = open_published(config.version_dir, config.public_key, device="cpu")
+        if (len(runner.inputs) > 1) != config.stream:   # a stream model takes lengths, h_in
+            raise PipelineError(f"{config.version_dir}: {'not ' if config.stream else ''}a "
+                                f"stream model; {'drop' if config.stream else 'give'} --stream")
+    elif config.stream:
+        from .runtimes import open_stream_runners
+        (runner,) = open_stream_runners(Path(config.out) / config.model, (config.runtime,),
+                                        device="cpu")
+    else:
+        (runner,) = open_runners(Path(config.out) / config.model, (config.runtime,), device="cpu")
+    if config.stream:
+        return _main_stream(runner, config, log)
     spec = runner.spec
     x = load_input(config.input, spec)                  # (batch, seq, features)
     y = runner.run({spec.input_name: x})[spec.output_name]   # (batch, output_size)
@@ -155,3 +252,19 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
         with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
             np.save(f, y, allow_pickle=False)           # a file object: np.save adds no suffix
     return {"spec": spec, "runtime": runner.name, "output": y}
+
+
+def _main_stream(runner, config: PredictConfig, log: Callable[[str], None]) -> dict:
+    """`main` for a stream runner: {"spec", "runtime", "output", "h_out"}."""
+    from .fsio import atomic_path
+
+    spec = runner.spec
+    feeds = load_stream_input(config.input, spec)
+    result = runner.run(feeds)                          # {output: (batch, O), h_out: (batch, H)}
+    y, h = result[spec.output_name], result[spec.state_out_name]
+    log(f"{spec.name} ({runner.name}, stream): {feeds[spec.input_name].shape}, lengths "
+        f"{feeds[spec.lengths_name].tolist()} -> {y.shape}, {spec.state_out_name} {h.shape}")
+    if config.output is not None:
+        with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{spec.output_name: y, spec.state_out_name: h})
+    return {"spec": spec, "runtime": runner.name, "output": y, "h_out": h}

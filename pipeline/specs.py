@@ -8,6 +8,8 @@ later stage reads the contract from disk instead of from literals in the code.
     >>> from pipeline.specs import SPECS
     >>> SPECS["forecaster"].input.shape
     ('batch', 'seq', 10)
+    >>> [t.name for t in SPECS["forecaster"].stream_inputs]
+    ['input', 'lengths', 'h_in']
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ class ModelSpec:
     output_size: int
     input_name: str = "input"
     output_name: str = "output"
+    # The stream artifacts' extra tensors (issue 13): per-row valid lengths, state in/out.
+    # Defaults, so a config.json written before them still loads.
+    lengths_name: str = "lengths"
+    state_in_name: str = "h_in"
+    state_out_name: str = "h_out"
     dtype: str = "float32"
     # Shape of the example given to the exporter; the artifacts must serve any other.
     example_batch: int = 2
@@ -60,6 +67,19 @@ class ModelSpec:
     @property
     def output(self) -> TensorSpec:
         return TensorSpec(self.output_name, self.dtype, ("batch", self.output_size))
+
+    @property
+    def stream_inputs(self) -> tuple[TensorSpec, ...]:
+        """model_stream.*: input zero-padded past each row's length, lengths in 1..seq,
+        h_in the state to continue from (zeros start a stream)."""
+        return (self.input, TensorSpec(self.lengths_name, "int64", ("batch",)),
+                TensorSpec(self.state_in_name, self.dtype, ("batch", self.hidden_size)))
+
+    @property
+    def stream_outputs(self) -> tuple[TensorSpec, ...]:
+        """output: the head on each row's state at its own last valid step; h_out: that state."""
+        return (self.output,
+                TensorSpec(self.state_out_name, self.dtype, ("batch", self.hidden_size)))
 
     def tolerance(self, device: str = "cpu") -> Tolerance:
         return self.cuda_tolerance if device == "cuda" else self.cpu_tolerance

@@ -9,7 +9,9 @@ is compared with the TorchScript artifact and with the ONNX artifact in ONNX Run
 seeded matrix of inputs: batch 1, 2, 64 x seq 1, the export example's, 10x it, each at
 unit scale and at scale 10, where tanh saturates. Rule per output: no NaN/Inf, every
 element |a - b| <= atol + rtol*|b| (spec tolerances for the device really used), and for
-a classifier the same argmax on every row. The report goes to the terminal and to
+a classifier the same argmax on every row. The stream artifacts (model_stream.*) are
+checked on ragged batches and chunked sequences with carried state (see verify_stream);
+their rows are the `stream_*` runtimes. The report goes to the terminal and to
 `<out>/<model>/verification.json`; any failing row makes the stage fail.
 """
 from __future__ import annotations
@@ -27,8 +29,10 @@ from .errors import VerificationError, first_line
 from .fsio import atomic_write_json, model_lock
 from .manifest import check_manifest, read_manifest
 from .provenance import versions
-from .runtimes import ARTIFACTS, load_runner, on_cuda, resolve_device
+from .runtimes import (ARTIFACTS, STREAM_ARTIFACTS, load_runner, load_stream_runner, on_cuda,
+                       resolve_device)
 from .specs import ModelSpec, to_dict
+from .verify_stream import stream_rows
 
 REPORT = "verification.json"
 SCALES = (1.0, 10.0)   # x10: pre-activations far beyond tanh's linear range
@@ -53,13 +57,18 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
     model_dir = Path(config.out) / config.model
     read_manifest(model_dir)    # a clear error (run export first) before the lock's mkdir
     with model_lock(model_dir):   # export can't swap files between the hash check and loading
-        manifest = check_manifest(model_dir, require=tuple(ARTIFACTS.values()))
+        manifest = check_manifest(model_dir, require=(*ARTIFACTS.values(),
+                                                      *STREAM_ARTIFACTS.values()))
         spec = read_config(model_dir)["recipe"].model
         reference = load_runner("torch", spec, model_dir, "cpu")
         runners = [load_runner(r, spec, model_dir / name, _device_for(r, device))
                    for r, name in ARTIFACTS.items()]
-        rows = run_matrix(spec, reference, runners,
-                          list(config.shapes or default_shapes(spec)), config.seed)
+        shapes = list(config.shapes or default_shapes(spec))
+        rows = run_matrix(spec, reference, runners, shapes, config.seed)
+        # The stream artifacts (issue 13): ragged and chunked checks, see verify_stream.
+        rows += stream_rows(spec, load_stream_runner("torch", spec, model_dir),
+                            [load_stream_runner(r, spec, model_dir / name, _device_for(r, device))
+                             for r, name in STREAM_ARTIFACTS.items()], shapes, config.seed)
         report = {
             "model": spec.name,
             "passed": all(r["passed"] for r in rows),
@@ -116,12 +125,12 @@ def run_matrix(spec: ModelSpec, reference, runners, shapes, seed: int) -> list[d
 
 def format_table(report: dict) -> str:
     """The report as a fixed-width terminal table."""
-    head = f"{'model':<11} {'runtime':<12} {'provider':<21} {'shape':>9} {'scale':>5} " \
+    head = f"{'model':<11} {'runtime':<18} {'provider':<21} {'shape':>9} {'scale':>5} " \
            f"{'max abs err':>11} {'max rel err':>11} verdict"
     lines = [head, "-" * len(head)]
     for r in report["rows"]:
         verdict = "pass" if r["passed"] else f"FAIL ({r['reason']})"
-        lines.append(f"{report['model']:<11} {r['runtime']:<12} {r['provider']:<21} "
+        lines.append(f"{report['model']:<11} {r['runtime']:<18} {r['provider']:<21} "
                      f"{r['batch']:>4}x{r['seq']:<4} {r['scale']:>5g} {r['max_abs']:>11.2e} "
                      f"{r['max_rel']:>11.2e} {verdict}")
     return "\n".join(lines)

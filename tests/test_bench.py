@@ -40,3 +40,21 @@ def test_bench_without_artifacts_is_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["bench", "--model", "classifier", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "manifest.json" in result.output
     assert "Traceback" not in result.output
+
+
+def test_bench_stream_writes_json_and_png(exported):
+    from pipeline.bench_stream import STREAM_JSON, STREAM_PNG
+    result = CliRunner().invoke(cli, ["bench", "--stream", "--model", "forecaster", "--out",
+                                      str(exported["out"]), "--budget", "0", "--min-reps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "recompute prefix" in result.output and "ORT call floor" in result.output
+    model_dir = exported["out"] / "forecaster"
+    saved = json.loads((model_dir / STREAM_JSON).read_text())
+    assert [r["T"] for r in saved["rows"]] == [50, 500, 5000]
+    for row in saved["rows"]:
+        assert row["stream_step"]["reps"] >= row["T"]          # every step of a stream timed
+        assert {"p50_us", "p90_us", "mean_us"} <= set(row["recompute_prefix"])
+        # the state carried over T one-step calls still gives model.onnx's answer
+        assert row["stream_vs_whole_max_abs"] <= 1e-4
+    assert {"step_over_floor", "flatness", "step_within_2x_floor"} <= set(saved["goals"])
+    assert (model_dir / STREAM_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -44,11 +44,12 @@ def test_default_matrix_passes_and_is_recorded(copy, name):
     report = main(VerifyConfig(name, copy, "cpu"), log=lambda s: None)
     saved = json.loads((copy / name / "verification.json").read_text())
     assert saved["passed"] is report["passed"] is True
-    shapes = {(r["batch"], r["seq"]) for r in saved["rows"]}
+    shapes = {(r["batch"], r["seq"]) for r in saved["rows"] if "check" not in r}   # not stream
     assert shapes == set(default_shapes(report_spec(copy, name)))
     assert {b for b, _ in shapes} == {1, 2, 64} and {s for _, s in shapes} == {1, 7, 70}
     assert {r["scale"] for r in saved["rows"]} == {1.0, 10.0}
-    assert {r["runtime"] for r in saved["rows"]} == {"torchscript", "onnx"}
+    assert {r["runtime"] for r in saved["rows"]} == {"torchscript", "onnx", "stream_torchscript",
+                                                     "stream_onnx"}
     assert {r["provider"] for r in saved["rows"] if r["runtime"] == "onnx"} == {"CPUExecutionProvider"}
     for file in ("model.onnx", "model.pt", "weights.safetensors"):
         assert saved["artifacts"][file] == file_entry(copy / name / file)
@@ -75,7 +76,7 @@ def test_perturbed_onnx_weights_fail(copy):
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy, init.name))
     onnx.save(model, str(folder / "model.onnx"))
     rewrite_manifest(folder, **{"model.onnx": file_entry(folder / "model.onnx")})
-    with pytest.raises(VerificationError, match=r"forecaster: \d+ of 36 checks failed; first: onnx") as info:
+    with pytest.raises(VerificationError, match=r"forecaster: \d+ of 90 checks failed; first: onnx") as info:
         main(VerifyConfig("forecaster", copy, "cpu"), log=lambda s: None)
     saved = json.loads((folder / "verification.json").read_text())
     assert saved["passed"] is False and info.value.report["passed"] is False
@@ -128,7 +129,8 @@ def test_cli_prints_table_and_fails_cleanly(copy):
                                       "--device", "cpu", "--shapes", "1x1,3x20"])
     assert result.exit_code == 0, result.output
     assert "max abs err" in result.output and "CPUExecutionProvider" in result.output
-    assert result.output.count(" pass\n") == 8   # 2 shapes x 2 scales x 2 runtimes
+    # 2 shapes x 2 scales x 2 runtimes, twice (plain and stream ragged), + 3 x 3 x 2 chunked
+    assert result.output.count(" pass\n") == 16 + 18
     (copy / "classifier" / "model.pt").write_bytes(b"tampered")
     one_line_error(CliRunner().invoke(cli, ["verify", "--model", "classifier", "--out", str(copy)]),
                    "model.pt")

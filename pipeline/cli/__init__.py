@@ -12,10 +12,12 @@ from __future__ import annotations
 import click
 
 from .publishing import publish
+from .release import keygen, verify_release
 from .serving import loadtest, serve
 from .stages import bench, export, predict, train, verify
 
-__all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish", "serve", "loadtest"]
+__all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish", "keygen",
+           "verify_release", "serve", "loadtest"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,5 +32,6 @@ def cli():
 
 
 # One module per command group; a new command is added here in the order `--help` lists it.
-for command in (train, export, verify, predict, bench, publish, serve, loadtest):
+for command in (train, export, verify, predict, bench, publish, keygen, verify_release, serve,
+                loadtest):
     cli.add_command(command)

@@ -1,4 +1,4 @@
-"""The publishing commands: publish."""
+"""The publishing command: publish (keygen and verify-release are in release.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,25 +15,35 @@ from .common import domain_errors, model_option, out_option, selected
               help="Triton model repository to publish into. Default: <out>/model_repository.")
 @click.option("--version", "version", type=click.IntRange(min=1), metavar="N",
               help="Version number to publish as. Default: one past the highest published.")
+@click.option("--signing-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM ECDSA private key (`keygen` makes one) that signs each version folder "
+              "(model.sig, OpenSSF model signing). Required unless --unsigned.")
+@click.option("--unsigned", is_flag=True,
+              help="Publish without a signature (the model card says so); consumers that "
+              "check signatures refuse such versions.")
 @domain_errors
-def publish(models, out, registry, version):
+def publish(models, out, registry, version, signing_key, unsigned):
     """Publish verified models as immutable versions of a Triton model repository.
 
     Each model becomes <registry>/<model>_onnx/N/ and <model>_torchscript/N/ (with
     config.pbtxt beside them) and <model>-N.tar.gz beside the repository. Refuses a build
     whose verification.json is missing, failed, or judged other files than those on disk.
-    Unchanged artifacts are a no-op; an existing version is never changed.
+    Unchanged artifacts are a no-op; an existing version is never changed. Each version
+    folder is signed with --signing-key; check it with `verify-release --public-key`.
 
     \b
     Example:
-      python -m pipeline publish --model forecaster --registry /srv/triton/models
+      python -m pipeline keygen .keys
+      python -m pipeline publish --model forecaster --signing-key .keys/signing.key
     """
     from ..publishing.publish import PublishConfig, main
 
     for name in selected(models):
-        r = main(PublishConfig(name, out, registry, version), log=lambda s: click.echo(s, err=True))
+        r = main(PublishConfig(name, out, registry, version, signing_key, unsigned),
+                 log=lambda s: click.echo(s, err=True))
+        signed = f"signed by {r['signed_by']}" if r["signed_by"] else "UNSIGNED"
         if r["published"]:
-            click.echo(f"{name}: published version {r['version']} -> "
+            click.echo(f"{name}: published version {r['version']} ({signed}) -> "
                        f"{', '.join(str(f) for f in r['folders'].values())}; {r['tarball']}")
         else:
             click.echo(f"{name}: unchanged, version {r['version']} already holds these artifacts "

@@ -44,7 +44,9 @@ def export(models, out, opset):
 
     Both artifacts must match the eager model at batch 1 and 64 and sequence lengths 1,
     the export example's and 10x it before they replace anything; manifest.json
-    (hashes, signature, versions) is written last.
+    (hashes, signature, versions) is written last. Also writes the stream artifacts
+    model_stream.pt / model_stream.onnx (input, lengths, h_in -> output, h_out), checked
+    on ragged batches and on a sequence fed in chunks with carried state.
 
     \b
     Example:
@@ -57,7 +59,7 @@ def export(models, out, opset):
         signature = manifest["signature"]
         click.echo(f"{name}: {signature['inputs'][0]['shape']} -> {signature['outputs'][0]['shape']}"
                    f", opset {manifest['onnx']['opset']} -> {out / name}/"
-                   f"{{model.pt,model.onnx,manifest.json}}")
+                   f"{{model.pt,model.onnx,model_stream.pt,model_stream.onnx,manifest.json}}")
 
 
 @click.command()
@@ -107,8 +109,10 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 
 @click.command(help=f"""Run an exported model on an array file and print or save its outputs.
 
-    The manifest is checked first (every file's size and sha256); then the input must
-    pass this policy before inference, or the command exits 1 with one line saying why:
+    The manifest is checked first (every file's size and sha256); a published version
+    (--version-dir) is loaded only after its signature checks out with --public-key. Then
+    the input must pass this policy before inference, or the command exits 1 with one
+    line saying why:
 
     \b
       .npy  one array of shape (batch, seq, features)
@@ -122,12 +126,22 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
     Prints one line per sequence (classifier: predicted class and logits; forecaster:
     the forecast), or with --output writes the (batch, outputs) array to a .npy file.
 
+    --stream runs the stream artifact (state carried, one length per row): an .npz with
+    'input' (batch, seq, features) padded past each row's length, 'lengths' (batch,)
+    integers in 1..seq, optionally 'h_in' (batch, hidden; zeros start a stream). Prints
+    each row's output and h_out, or with --output writes both to an .npz; feed h_out back
+    as h_in to continue the stream.
+
     \b
     Example:
       python -m pipeline predict --model classifier --input x.npy
       python -m pipeline predict --model forecaster --input x.csv --runtime torch --output y.npy
+      python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
+      python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub \\
+          --input x.npy
     """)
-@click.option("--model", required=True, type=click.Choice(MODEL_NAMES), help="Model to run.")
+@click.option("--model", type=click.Choice(MODEL_NAMES),
+              help="Model to run, from --out (or give --version-dir).")
 @click.option("--input", "input_path", required=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Input array: .npy, .npz or .csv (see the policy above).")
@@ -135,18 +149,34 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
               show_default=True, help="onnx: model.onnx on ONNX Runtime; torchscript: model.pt; "
               "torch: eager PyTorch from the weights.")
 @click.option("--output", metavar="FILE.npy", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the outputs here (.npy, atomically) instead of printing them.")
+              help="Write the outputs here (.npy, atomically; .npz with --stream) instead "
+                   "of printing them.")
+@click.option("--stream", is_flag=True,
+              help="Run the stream artifact (model_stream.*) on an .npz of input, lengths, h_in.")
 @out_option
+@click.option("--version-dir", metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A published version folder (<registry>/<model>_onnx/N) to run instead of "
+              "--model; its own runtime is used. Needs --public-key.")
+@click.option("--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="Publisher's PEM public key: --version-dir is loaded only if its signature "
+              "and every file's hash check out.")
 @domain_errors
-def predict(model, input_path, runtime, output, out):
+def predict(model, input_path, runtime, output, stream, out, version_dir, public_key):
     from ..predict import PredictConfig, format_rows, main
 
-    result = main(PredictConfig(model, input_path, runtime, output, out),
+    result = main(PredictConfig(model, input_path, runtime, output, out, version_dir, public_key,
+                                stream),
                   log=lambda s: click.echo(s, err=True))
     if output is None:
-        click.echo("\n".join(format_rows(result["output"], result["spec"])))
+        lines = format_rows(result["output"], result["spec"])
+        if stream:
+            lines = [f"{line}  h_out [{', '.join(f'{v:.6g}' for v in h)}]"
+                     for line, h in zip(lines, result["h_out"])]
+        click.echo("\n".join(lines))
     else:
-        click.echo(f"{model}: {result['output'].shape} outputs ({result['runtime']}) -> {output}")
+        click.echo(f"{result['spec'].name}: {result['output'].shape} outputs "
+                   f"({result['runtime']}) -> {output}")
 
 
 @click.command()
@@ -163,18 +193,27 @@ def predict(model, input_path, runtime, output, out):
               metavar="SECONDS", help="Timing budget per shape (all runtimes together).")
 @click.option("--min-reps", type=click.IntRange(min=1), default=20, show_default=True,
               help="Timed calls per runtime and shape, at least.")
+@click.option("--stream", is_flag=True,
+              help="Streaming mode: per-step latency with carried state (model_stream.onnx) "
+                   "vs recomputing the prefix (model.onnx) at T = 50, 500, 5000; --budget "
+                   "applies per T, --shapes and --device are not used.")
 @domain_errors
-def bench(models, out, threads, shapes, device, budget, min_reps):
+def bench(models, out, threads, shapes, device, budget, min_reps, stream):
     """Time eager PyTorch, TorchScript and ONNX Runtime on the exported artifacts.
 
     Prints p50/p90 latency, throughput and the speed-up over eager per shape, and writes
     DIR/<model>/benchmark.json (figures, machine, versions, settings) and benchmark.png.
-    Runtimes are called in interleaved rounds on one seeded input per shape.
+    Runtimes are called in interleaved rounds on one seeded input per shape. With
+    --stream: benchmark_stream.json and .png instead (see pipeline/bench_stream.py).
 
     \b
     Example:
       python -m pipeline bench --model classifier --threads 1 --shapes 1x1,64x500
+      python -m pipeline bench --model forecaster --stream
     """
+    if stream:
+        _bench_stream(models, out, threads, budget, min_reps)
+        return
     from ..bench import BenchConfig, main, table
 
     for name in selected(models):
@@ -182,3 +221,12 @@ def bench(models, out, threads, shapes, device, budget, min_reps):
         result = main(config, log=lambda s: click.echo(s, err=True))
         click.echo(table(result))
         click.echo(f"-> {out / name}/benchmark.json, benchmark.png")
+
+
+def _bench_stream(models, out, threads, budget, min_reps):
+    from ..bench_stream import StreamBenchConfig, main, table
+
+    for name in selected(models):
+        config = StreamBenchConfig(name, out, threads=threads, budget_s=budget, min_reps=min_reps)
+        click.echo(table(main(config, log=lambda s: click.echo(s, err=True))))
+        click.echo(f"-> {out / name}/benchmark_stream.json, benchmark_stream.png")

@@ -181,8 +181,11 @@ def _op_types(graph) -> set[str]:
     return ops
 
 
-def describe(path: Path, spec: ModelSpec) -> dict:
-    """Check the ONNX file (checker full_check, signature vs spec); return its facts."""
+def describe(path: Path, spec: ModelSpec, inputs=None, outputs=None) -> dict:
+    """Check the ONNX file (checker full_check, signature vs spec); return its facts.
+
+    `inputs`/`outputs`: the TensorSpecs the graph must declare, in order; default the
+    spec's one input and output (the stream graph passes spec.stream_inputs/outputs)."""
     import onnx
 
     try:
@@ -192,14 +195,16 @@ def describe(path: Path, spec: ModelSpec) -> dict:
         raise ExportError(f"{spec.name}: ONNX checker rejects the graph: "
                           f"{first_line(exc)}") from None
     dtype = onnx.helper.tensor_dtype_to_np_dtype
-    for got, want in ((model.graph.input, spec.input), (model.graph.output, spec.output)):
-        if len(got) != 1 or got[0].name != want.name:
+    for got, wants in ((model.graph.input, inputs or (spec.input,)),
+                       (model.graph.output, outputs or (spec.output,))):
+        if [v.name for v in got] != [w.name for w in wants]:
             raise ExportError(f"{spec.name}: graph tensors {[v.name for v in got]}, spec "
-                              f"wants [{want.name!r}]")
-        if _dims(got[0]) != list(want.shape) or \
-                str(dtype(got[0].type.tensor_type.elem_type)) != want.dtype:
-            raise ExportError(f"{spec.name}: {want.name} is {_dims(got[0])}, spec wants "
-                              f"{list(want.shape)} {want.dtype}")
+                              f"wants {[w.name for w in wants]}")
+        for value, want in zip(got, wants):
+            if _dims(value) != list(want.shape) or \
+                    str(dtype(value.type.tensor_type.elem_type)) != want.dtype:
+                raise ExportError(f"{spec.name}: {want.name} is {_dims(value)}, spec wants "
+                                  f"{list(want.shape)} {want.dtype}")
     return {
         "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         "ir_version": model.ir_version,

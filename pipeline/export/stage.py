@@ -3,12 +3,15 @@
     python -m pipeline export --model forecaster --opset 18
     python scripts/export.py
 
-Writes `<out>/<model>/model.pt` and `model.onnx`, then `manifest.json` last. Neither artifact
-replaces the previous one until it has passed the self-check: the ONNX graph passes
+Writes `<out>/<model>/model.pt` and `model.onnx`, the stream artifacts `model_stream.pt` and
+`model_stream.onnx` (stateful, length-aware; see stream.py), then `manifest.json` last. No
+artifact replaces the previous one until all have passed the self-check: the ONNX graph passes
 `onnx.checker` (full_check), declares symbolic `batch`/`seq` axes, loads in onnxruntime,
 and both artifacts match the eager model at sequence lengths 1, the export example's and
 10x it, at batch 1 and 64. A declared dynamic axis proves nothing (an unrolled graph
-declares one too); only outputs at other lengths do.
+declares one too); only outputs at other lengths do. The stream artifacts must match the
+eager row-by-row reference on ragged batches at those shapes (lengths drawn below seq,
+garbage padding, random h_in) and on a sequence fed in chunks with carried state.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from ..errors import ExportError, first_line
 from ..fsio import atomic_paths, json_bytes, model_lock, sweep_stale_temps
 from ..manifest import MANIFEST, build_manifest
 from ..provenance import source_commit, versions
-from ..runtimes import ARTIFACTS, load_runner
+from ..runtimes import ARTIFACTS, STREAM_ARTIFACTS, load_runner, load_stream_runner, \
+    stream_reference
 from ..specs import ModelSpec, to_dict
 
 DEFAULT_OPSET = 18
@@ -80,6 +84,20 @@ def self_check(paths: dict[str, Path], spec: ModelSpec, model) -> list[dict]:
     return rows
 
 
+def stream_self_check(paths: dict[str, Path], spec: ModelSpec, model) -> list[dict]:
+    """The stream artifacts ({runtime: path}) against the eager stream reference; ExportError
+    at the first failing check (see verify_stream for what is checked)."""
+    from ..verify_stream import stream_rows
+
+    runners = [load_stream_runner(runtime, spec, path) for runtime, path in paths.items()]
+    rows = stream_rows(spec, stream_reference(model, spec), runners, check_shapes(spec))
+    for r in rows:
+        if not r["passed"]:
+            raise ExportError(f"{spec.name} {r['runtime']}: {r['check']} wrong at batch "
+                              f"{r['batch']}, seq {r['seq']}: {r['reason']}")
+    return rows
+
+
 def main(config: ExportConfig, log: Callable[[str], None] = print,
          onnx_exporter: Callable | None = None) -> dict:
     """Export `config.model` from `<out>/<model>/`; return the manifest.
@@ -88,6 +106,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     deliberately unrolled one to prove the self-check can fail).
     """
     from .onnx_graph import describe, export_onnx
+    from .stream import export_stream_onnx, export_stream_torchscript
 
     onnx_exporter = onnx_exporter or export_onnx
     model_dir = Path(config.out) / config.model
@@ -96,22 +115,32 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
         sweep_stale_temps(model_dir)   # left by a killed run; see fsio
         model, cfg = load_checkpoint(model_dir)
         spec = cfg["recipe"].model
-        names = [*ARTIFACTS.values(), MANIFEST]
-        # All three files go to temp files and are renamed into place together, manifest
-        # last, only after both artifacts passed the self-check and every byte was flushed.
+        names = [*ARTIFACTS.values(), *STREAM_ARTIFACTS.values(), MANIFEST]
+        # All files go to temp files and are renamed into place together, manifest last,
+        # only after every artifact passed the self-check and every byte was flushed.
         with atomic_paths(*(model_dir / name for name in names)) as temps:
             tmp = dict(zip(ARTIFACTS, temps))
+            stream = dict(zip(STREAM_ARTIFACTS, temps[len(ARTIFACTS):-1]))
             export_torchscript(model, tmp["torchscript"])
             onnx_exporter(model, spec, tmp["onnx"], config.opset)
+            export_stream_torchscript(model, spec, stream["torchscript"])
+            export_stream_onnx(model, spec, stream["onnx"], config.opset)
             graph = describe(tmp["onnx"], spec)
+            stream_graph = describe(stream["onnx"], spec, spec.stream_inputs, spec.stream_outputs)
             rows = self_check(tmp, spec, model)
+            stream_checks = stream_self_check(stream, spec, model)
             manifest = build_manifest(
-                model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values()],
-                sources={ARTIFACTS[r]: path for r, path in tmp.items()},
+                model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values(), *STREAM_ARTIFACTS.values()],
+                sources={**{ARTIFACTS[r]: path for r, path in tmp.items()},
+                         **{STREAM_ARTIFACTS[r]: path for r, path in stream.items()}},
                 model=spec.name,
                 signature={"inputs": [to_dict(spec.input)], "outputs": [to_dict(spec.output)]},
+                stream_signature={"inputs": [to_dict(t) for t in spec.stream_inputs],
+                                  "outputs": [to_dict(t) for t in spec.stream_outputs]},
                 onnx=graph,
-                self_check={"tolerance": to_dict(spec.tolerance("cpu")), "rows": rows},
+                onnx_stream=stream_graph,
+                self_check={"tolerance": to_dict(spec.tolerance("cpu")), "rows": rows,
+                            "stream_rows": stream_checks},
                 metrics=cfg["metrics"],
                 versions=versions(),
                 source_commit=source_commit(),
@@ -119,5 +148,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
             temps[-1].write_bytes(json_bytes(manifest))
         log(f"{spec.name}: ONNX ops {', '.join(graph['ops'])}; self-check passed at "
             f"{len(rows) // len(ARTIFACTS)} shapes, max abs error "
-            f"{max(r['max_abs'] for r in rows):.2g}")
+            f"{max(r['max_abs'] for r in rows):.2g}; stream artifacts: "
+            f"{len(stream_checks) // len(STREAM_ARTIFACTS)} ragged/chunked checks, max abs "
+            f"error {max(r['max_abs'] for r in stream_checks):.2g}")
         return manifest

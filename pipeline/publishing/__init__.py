@@ -4,4 +4,6 @@
     triton.py    config.pbtxt per backend, from the spec
     card.py      the model card README.md of each version
     release.py   release tarballs and their safe extraction
+    signing.py   keygen, sign_version, verify_version (model-signing bundles, model.sig)
+    trust.py     what consumers call: verify_registry, verify_release, open_published
 """

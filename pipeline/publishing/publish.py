@@ -1,25 +1,30 @@
 """Stage 4: publish verified artifacts as an immutable, numbered release Triton can serve.
 
-    python -m pipeline publish --model forecaster [--registry DIR] [--version N]
-    python scripts/publish.py
+    python -m pipeline publish --model forecaster --signing-key .keys/signing.key \
+        [--registry DIR] [--version N]
 
-Version N of a model is two Triton models in the repository (default `<out>/model_repository`):
+Version N of a model is four Triton models in the repository (default `<out>/model_repository`):
 
     <model>_onnx/config.pbtxt           <model>_onnx/N/        model.onnx + the three below
     <model>_torchscript/config.pbtxt    <model>_torchscript/N/ model.pt, manifest.json,
-                                                               verification.json, README.md
+                                                               verification.json, README.md,
+                                                               model.sig (signing.py)
+    <model>_stream_onnx/, <model>_stream_torchscript/: the same for model_stream.onnx / .pt
+                                        (served as model.onnx / model.pt; see stream.py)
 
-plus `<model>-N.tar.gz` of both beside the repository (see release.py). Gates: the build
+plus `<model>-N.tar.gz` of all of them beside the repository (see release.py). Gates: the build
 passes `check_manifest`, and its `verification.json` passed and judged exactly the files
-now on disk (sha256). Immutability: a build already published (same sha256s) is a no-op
-naming its version; another build under an existing number is refused; config.pbtxt never
-changes. Publishers of one repository take turns on a lock, so of two racing for version N
-the second finds it taken: refused if its build differs, a no-op if it is the same build.
-Each version folder is staged beside its final place and renamed into it (atomic; the
-rename also fails on an existing version), so Triton never sees half a folder. Staging sits
-in the Triton model folder, not the repository root: Triton takes every subfolder of the
-root, dot-folders too, for a model (triton core, GetDirectorySubdirs), but skips
-non-integer version folders (model_lifecycle.cc, VersionsToLoad).
+now on disk (sha256), and a signing key is given (or `unsigned=True`, said in the card).
+Immutability: a build already published (same sha256s) is a no-op naming its version;
+another build under an existing number is refused; config.pbtxt never changes. Publishers
+of one repository take turns on a lock, so of two racing for version N the second finds it
+taken: refused if its build differs, a no-op if it is the same build.
+Each version folder is staged as `<model>_<runtime>/.staging-*/N/`, signed there, and renamed
+into place (atomic; the rename also fails on an existing version), so Triton never sees half
+a folder or an unsigned one; staged under its own number, the signed statement names it by
+that. Staging sits in the Triton model folder, not the repository root: Triton takes every
+subfolder of the root, dot-folders too, for a model (triton core, GetDirectorySubdirs), but
+skips non-integer version folders (model_lifecycle.cc, VersionsToLoad).
 """
 from __future__ import annotations
 
@@ -38,16 +43,19 @@ from ..checkpoint import CONFIG, read_config
 from ..errors import IntegrityError, PublishError
 from ..fsio import atomic_write_bytes, ensure_dir, model_lock
 from ..manifest import MANIFEST, check_manifest, file_entry, safe_member
-from ..runtimes import ARTIFACTS
+from ..runtimes import ARTIFACTS, STREAM_ARTIFACTS
 from ..specs import ModelSpec
 from .card import model_card
 from .release import write_tarball
+from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
 from .triton import BACKENDS, TRITON_CONFIG, config_pbtxt, parse_config, triton_name
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
 STAGING_PREFIX = ".staging-"
 VERSION_DIR = re.compile(r"0|[1-9][0-9]*")   # Triton ignores version folders with leading zeros
+# Triton runtime (triton.BACKENDS key) -> the build's file it serves
+SOURCES = {**ARTIFACTS, **{f"stream_{r}": name for r, name in STREAM_ARTIFACTS.items()}}
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class PublishConfig:
     out: Path = Path("exported")
     registry: Path | None = None      # None: <out>/model_repository
     version: int | None = None        # None: one past the highest published
+    signing_key: Path | None = None   # PEM ECDSA private key that signs each version folder
+    unsigned: bool = False            # publish without a signature; must be asked for
 
     @property
     def repository(self) -> Path:
@@ -131,18 +141,23 @@ def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: in
 
 
 def stage(repository: Path, model_dir: Path, spec: ModelSpec, runtime: str, version: int,
-          manifest: dict, report: dict, metrics: dict, published: str) -> Path:
-    """Write one version folder into `<model>_<runtime>/.staging-*`; return that folder."""
+          manifest: dict, report: dict, metrics: dict, published: str,
+          signing_key: Path | None = None) -> Path:
+    """Write (and sign) one version folder as `<model>_<runtime>/.staging-*/N`; return it."""
     root = ensure_dir(repository / triton_name(spec.name, runtime))
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    holder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    staging = holder / str(version)
     try:
-        os.chmod(staging, 0o755)    # mkdtemp makes 0700; Triton may run as another user
+        staging.mkdir(0o755)
+        os.chmod(staging, 0o755)    # whatever the umask; Triton may run as another user
         filename = BACKENDS[runtime][3]
-        shutil.copyfile(model_dir / ARTIFACTS[runtime], staging / filename)
-        if file_entry(staging / filename) != manifest["files"][ARTIFACTS[runtime]]:
-            raise IntegrityError(f"{model_dir / ARTIFACTS[runtime]}: changed while being copied")
+        shutil.copyfile(model_dir / SOURCES[runtime], staging / filename)
+        if file_entry(staging / filename) != manifest["files"][SOURCES[runtime]]:
+            raise IntegrityError(f"{model_dir / SOURCES[runtime]}: changed while being copied")
         shutil.copyfile(model_dir / VERIFICATION, staging / VERIFICATION)
-        (staging / CARD).write_text(model_card(spec, runtime, version, metrics, report))
+        signed_by = fingerprint(load_private_key(signing_key)) if signing_key else None
+        (staging / CARD).write_text(model_card(spec, runtime, version, metrics, report,
+                                               signed_by))
         release = {
             "files": {n: file_entry(staging / n) for n in (filename, VERIFICATION, CARD)},
             "model": spec.name, "version": version, "runtime": runtime,
@@ -150,14 +165,16 @@ def stage(repository: Path, model_dir: Path, spec: ModelSpec, runtime: str, vers
             "export": manifest,     # the build's own manifest: its files, signature, versions
         }
         (staging / MANIFEST).write_text(json.dumps(release, indent=2) + "\n")
+        check_manifest(staging)     # the release passes the same gate as the build
+        if signing_key:             # last: the signature covers every file above
+            sign_version(staging, signing_key)
         for path in staging.iterdir():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
             os.chmod(path, 0o444)   # a published file is never edited in place
-        check_manifest(staging)     # the release passes the same gate as the build
         return staging
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
         raise
 
 
@@ -190,8 +207,16 @@ def write_config(repository: Path, spec: ModelSpec, runtime: str) -> None:
 def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
     """Publish `<out>/<model>/` into the repository; return what happened.
 
-    {"model", "version", "published": False when the build was already there, "folders", "tarball"}
+    {"model", "version", "published": False when the build was already there, "folders",
+    "tarball", "signed_by": the key's fingerprint, None when unsigned}
     """
+    if config.signing_key is not None and config.unsigned:
+        raise PublishError("--signing-key and --unsigned contradict each other; give one")
+    if config.signing_key is None and not config.unsigned:
+        raise PublishError("no --signing-key: a published version must prove who built it; "
+                           "give --signing-key FILE (`python -m pipeline keygen DIR` makes "
+                           "one) or, to publish without a signature, --unsigned")
+    signed_by = fingerprint(load_private_key(config.signing_key)) if config.signing_key else None
     model_dir = Path(config.out) / config.model
     if not model_dir.is_dir():
         raise PublishError(f"{model_dir}: no such model folder; run train, export and verify first")
@@ -199,7 +224,7 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
     # The model lock keeps export/verify from replacing files mid-copy; the repository
     # lock makes publishers take turns, so "which version is free" stays true until rename.
     with model_lock(model_dir), model_lock(repository):
-        manifest = check_manifest(model_dir, require=(CONFIG, *ARTIFACTS.values()))
+        manifest = check_manifest(model_dir, require=(CONFIG, *SOURCES.values()))
         report = check_verification(model_dir, manifest)
         trained = read_config(model_dir)
         spec, metrics = trained["recipe"].model, dict(trained.get("metrics") or {})
@@ -221,16 +246,21 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
             for runtime in BACKENDS:
                 if runtime not in have:
                     staged[runtime] = stage(repository, model_dir, spec, runtime, version,
-                                            manifest, report, metrics, published)
+                                            manifest, report, metrics, published,
+                                            config.signing_key)
             for runtime in BACKENDS:
                 write_config(repository, spec, runtime)
             for runtime, folder in staged.items():
                 commit(folder, folders[runtime])
         finally:
-            for leftover in staged.values():
-                shutil.rmtree(leftover, ignore_errors=True)
+            for leftover in staged.values():   # the .staging-* holder, empty once committed
+                shutil.rmtree(leftover.parent, ignore_errors=True)
         if already and staged:
             log(f"{spec.name} version {version}: completed with the missing {', '.join(staged)}")
+        unsigned = [str(f) for f in have.values() if not (f / SIGNATURE).exists()]
+        if signed_by and unsigned:
+            log(f"{', '.join(unsigned)}: published unsigned before; versions are immutable, so "
+                "it stays unsigned (a new build is published signed)")
         tarball = write_tarball(repository, spec.name, version)
     return {"model": spec.name, "version": version, "published": not already,
-            "folders": folders, "tarball": tarball}
+            "folders": folders, "tarball": tarball, "signed_by": signed_by}

@@ -4,7 +4,8 @@
     >>> print(config_pbtxt(SPECS["classifier"], "onnx"))
 
 One Triton model per (model, runtime): `<model>_onnx` (onnxruntime backend, `model.onnx`)
-and `<model>_torchscript` (pytorch backend, `model.pt`). Names, data type and dims come from
+and `<model>_torchscript` (pytorch backend, `model.pt`), and the stream models
+`<model>_stream_onnx` / `<model>_stream_torchscript` (configured in stream.py). Names, data type and dims come from
 the spec; every symbolic axis ("batch", "seq") becomes -1, so any batch and any sequence
 length is accepted, as the exported graphs were proven to do.
 
@@ -34,6 +35,9 @@ from ..specs import ModelSpec, TensorSpec
 BACKENDS = {
     "onnx": ("onnx", "onnxruntime_onnx", "onnxruntime", "model.onnx"),
     "torchscript": ("torchscript", "pytorch_libtorch", "pytorch", "model.pt"),
+    # the stream artifacts (model_stream.*), configured by stream.py
+    "stream_onnx": ("stream_onnx", "onnxruntime_onnx", "onnxruntime", "model.onnx"),
+    "stream_torchscript": ("stream_torchscript", "pytorch_libtorch", "pytorch", "model.pt"),
 }
 
 # numpy / ONNX dtype name (ModelSpec.dtype) -> Triton DataType enum name (model_config.proto).
@@ -65,17 +69,24 @@ def io_names(spec: ModelSpec, runtime: str) -> tuple[str, str]:
     return spec.input_name, spec.output_name
 
 
-def _tensor(name: str, tensor: TensorSpec) -> str:
+def triton_dtype(tensor: TensorSpec) -> str:
     try:
-        dtype = TRITON_DTYPES[tensor.dtype]
+        return TRITON_DTYPES[tensor.dtype]
     except KeyError:
         raise PublishError(f"{tensor.name}: dtype {tensor.dtype!r} has no Triton type") from None
+
+
+def _tensor(name: str, tensor: TensorSpec) -> str:
+    dtype = triton_dtype(tensor)
     shape = ", ".join(str(d) for d in dims(tensor))
     return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {shape} ]\n  }}'
 
 
 def config_pbtxt(spec: ModelSpec, runtime: str) -> str:
     """The text of `<registry>/<model>_<runtime>/config.pbtxt` (protobuf text format)."""
+    if runtime.startswith("stream_"):
+        from .stream import stream_config_pbtxt
+        return stream_config_pbtxt(spec, runtime)
     _, platform, backend, filename = BACKENDS[runtime]
     in_name, out_name = io_names(spec, runtime)
     return "\n".join([

@@ -11,7 +11,7 @@ from pipeline.errors import ExportError
 from pipeline.export import ExportConfig, main
 from pipeline.fsio import TMP_PREFIX
 from pipeline.manifest import check_manifest
-from pipeline.specs import MODEL_NAMES
+from pipeline.specs import MODEL_NAMES, SPECS
 
 
 def snapshot(folder):
@@ -30,7 +30,8 @@ def copy(exported, tmp_path):
 def test_manifest_describes_the_files(exported, name):
     folder = exported["out"] / name
     manifest = check_manifest(folder)
-    assert set(manifest["files"]) == {"weights.safetensors", "config.json", "model.pt", "model.onnx"}
+    assert set(manifest["files"]) == {"weights.safetensors", "config.json", "model.pt", "model.onnx",
+                                      "model_stream.pt", "model_stream.onnx"}
     for file, entry in manifest["files"].items():
         data = (folder / file).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
@@ -43,6 +44,15 @@ def test_manifest_describes_the_files(exported, name):
     assert "source_commit" in manifest
     seqs = {row["seq"] for row in manifest["self_check"]["rows"]}
     assert min(seqs) == 1 and max(seqs) >= 70
+    stream = manifest["stream_signature"]   # the stream artifacts' contract, from the spec
+    assert [(t["name"], t["dtype"], t["shape"]) for t in stream["inputs"]] == [
+        ("input", "float32", sig["inputs"][0]["shape"]), ("lengths", "int64", ["batch"]),
+        ("h_in", "float32", ["batch", SPECS[name].hidden_size])]
+    assert [t["name"] for t in stream["outputs"]] == ["output", "h_out"]
+    checks = {row["check"] for row in manifest["self_check"]["stream_rows"]}
+    assert {"ragged", "chunked 1+7+50+242", "chunked 299+1", "chunked 300x1"} <= checks
+    assert all(row["passed"] for row in manifest["self_check"]["stream_rows"])
+    assert "If" not in manifest["onnx_stream"]["ops"]
 
 
 def legacy_unrolled(model, spec, path, opset):

@@ -38,7 +38,13 @@ def tree(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != ".lock"}
 
 
+def key_of(out: Path) -> Path:
+    """The publisher's private key of a `build` (keygen'd beside it, see the fixture)."""
+    return out.parent / "keys" / "signing.key"
+
+
 def publish(out: Path, model: str = MODEL, **kwargs) -> dict:
+    kwargs.setdefault("signing_key", None if kwargs.get("unsigned") else key_of(out))
     return main(PublishConfig(model, out, **kwargs), log=lambda s: None)
 
 
@@ -56,21 +62,15 @@ def rebuild(out: Path, model: str = MODEL, note: str = "rebuilt") -> None:
     verify_main(VerifyConfig(model, out, device="cpu"), log=lambda s: None)
 
 
-@pytest.fixture(scope="module")
-def verified(exported, tmp_path_factory):
-    """A copy of the exported root where both models also have a passing verification.json."""
-    out = tmp_path_factory.mktemp("verified")
-    for name in MODEL_NAMES:
-        shutil.copytree(exported["out"] / name, out / name, ignore=shutil.ignore_patterns(".lock"))
-        verify_main(VerifyConfig(name, out, device="cpu"), log=lambda s: None)
-    return out
-
-
 @pytest.fixture
 def build(verified, tmp_path):
-    """This test's own copy of `verified`, free to tamper with."""
+    """This test's own copy of `verified` (tmp/exported), free to tamper with, and a key pair
+    to sign with in tmp/keys (`key_of`)."""
+    from pipeline.publishing.signing import keygen
+
     out = tmp_path / "exported"
     shutil.copytree(verified, out, ignore=shutil.ignore_patterns(".lock"))
+    keygen(tmp_path / "keys")
     return out
 
 
@@ -122,16 +122,18 @@ def test_version_folders_match_their_manifests_and_the_build(build):
     for runtime, artifact in [("onnx", "model.onnx"), ("torchscript", "model.pt")]:
         folder = repo / f"{MODEL}_{runtime}" / "1"
         assert sorted(p.name for p in folder.iterdir()) == \
-            sorted([artifact, "manifest.json", "verification.json", "README.md"])
+            sorted([artifact, "manifest.json", "verification.json", "README.md", "model.sig"])
         check_manifest(folder)
         listed = json.loads((folder / "manifest.json").read_text())["files"]
         assert {n: e["sha256"] for n, e in listed.items()} == \
-            {p.name: sha(p) for p in folder.iterdir() if p.name != "manifest.json"}
+            {p.name: sha(p) for p in folder.iterdir() if p.name not in ("manifest.json",
+                                                                       "model.sig")}
         assert sha(folder / artifact) == sha(build / MODEL / artifact)
         assert (folder / "verification.json").read_bytes() == \
             (build / MODEL / "verification.json").read_bytes()
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == \
-        [f"{MODEL}_onnx", f"{MODEL}_torchscript"]   # nothing else Triton would take for a model
+        [f"{MODEL}_{r}" for r in ("onnx", "stream_onnx", "stream_torchscript", "torchscript")]
+    # nothing else Triton would take for a model
     assert result["tarball"] == build / f"{MODEL}-1.tar.gz"
 
 
@@ -297,7 +299,8 @@ def race(registry: Path, *outs: Path) -> list[subprocess.CompletedProcess]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pipeline", "publish", "--model", MODEL,
            "--registry", str(registry), "--version", "7"]
-    procs = [subprocess.Popen([*cmd, "--out", str(out)], env=env, text=True,
+    procs = [subprocess.Popen([*cmd, "--out", str(out), "--signing-key", str(key_of(out))],
+                              env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for out in outs]
     return [subprocess.CompletedProcess(p.args, p.wait(60), *p.communicate()) for p in procs]
 
@@ -338,9 +341,9 @@ def test_tarball_round_trips_through_the_safe_extractor(build, tmp_path):
     repo = build / "model_repository"
     unpacked = tmp_path / "unpacked"
     written = extract_release(result["tarball"], unpacked)
-    assert len(written) == 10   # 2 configs + 2 x 4 files
+    assert len(written) == 24   # 4 configs + 4 x 5 files (plain and stream; model.sig included)
     assert tree(unpacked) == {k: v for k, v in tree(repo).items()}
-    for runtime in ("onnx", "torchscript"):
+    for runtime in ("onnx", "torchscript", "stream_onnx", "stream_torchscript"):
         check_manifest(unpacked / f"{MODEL}_{runtime}" / "1")
     assert extract_release(result["tarball"], unpacked) == []   # identical files: untouched
     assert extract_release(result["tarball"], repo) == []
@@ -402,24 +405,26 @@ def run(*args):
 
 
 def test_cli_publishes_both_models_then_adds_nothing(build):
-    first = run("--out", build)
+    first = run("--out", build, "--signing-key", key_of(build))
     assert first.exit_code == 0, first.output
-    assert first.output.count("published version 1") == 2
+    assert first.output.count("published version 1 (signed by sha256:") == 2
     assert (build / "model_repository" / "classifier_torchscript" / "1" / "model.pt").is_file()
     before = tree(build)
-    second = run("--out", build)
+    second = run("--out", build, "--signing-key", key_of(build))
     assert second.exit_code == 0 and second.output.count("version 1 already holds") == 2
     assert tree(build) == before
 
 
 def test_cli_errors_are_one_line(build, tmp_path):
+    key = ("--signing-key", key_of(build))
     (build / MODEL / "verification.json").unlink()
-    one_line_error(run("--model", MODEL, "--out", build), "verification.json", "verify")
-    one_line_error(run("--model", MODEL, "--out", tmp_path / "nothing"), "no such model folder")
+    one_line_error(run("--model", MODEL, "--out", build, *key), "verification.json", "verify")
+    one_line_error(run("--model", MODEL, "--out", tmp_path / "nothing", *key),
+                   "no such model folder")
     one_line_error(run("--version", "0", "--out", build), "--version")
-    assert run("--model", "classifier", "--out", build, "--version", "3").exit_code == 0
+    assert run("--model", "classifier", "--out", build, "--version", "3", *key).exit_code == 0
     rebuild(build, "classifier")
-    one_line_error(run("--model", "classifier", "--out", build, "--version", "3"),
+    one_line_error(run("--model", "classifier", "--out", build, "--version", "3", *key),
                    "version 3", "already published")
 
 

@@ -1,0 +1,130 @@
+"""Verify the stream artifacts (model_stream.*): ragged batches and carried state.
+
+    rows = stream_rows(spec, reference, runners, shapes, seed)   # verify and export call it
+
+Runtime-agnostic: it only calls `runner.run(feeds)` with the spec's stream tensors
+(`input`, `lengths`, `h_in` -> `output`, `h_out`), so any runner that loads a stream
+artifact can be checked. The reference is the eager row-by-row form
+(`pipeline.export.stream.StreamReference`). Every feed passes the stream input policy
+(`predict.check_stream_feeds`) first. Checks, each a report row with measured errors:
+
+  ragged   at each (batch, seq) and scale: lengths drawn in 1..seq (row 0 full, row 1 of
+           length 1), a random h_in, and garbage (not zeros) past each row's length;
+           output and h_out against the reference run on each unpadded row.
+  chunked  one sequence of CHUNK_LENGTH steps fed in pieces (e.g. 1+7+50+242, 299+1, 300
+           single steps), h_out carried into h_in, at batch 1 and on each side of
+           model.onnx's If threshold; the final output and state against the reference
+           on the whole sequence from zeros.
+
+A row's max_abs / max_rel / worst_ratio are the worse of output and h_out; both must
+pass the spec's tolerance (pipeline.compare's rule; argmax too for a classifier).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .compare import compare
+from .errors import first_line
+from .predict import check_stream_feeds
+from .runtimes import STREAM_ARTIFACTS, on_cuda
+from .specs import ModelSpec
+
+CHUNK_LENGTH = 300
+CHUNKINGS = ((1, 7, 50, 242), (299, 1), (1,) * CHUNK_LENGTH)
+SCALES = (1.0, 10.0)      # x10 saturates tanh, as in verify
+GARBAGE = 1e3             # padding values: a read past a length would show at once
+
+
+def ragged_feeds(spec: ModelSpec, rng, batch: int, seq: int, scale: float = 1.0,
+                 lengths=None) -> dict[str, np.ndarray]:
+    """Seeded stream feeds: rows of their own lengths, garbage padding, a random h_in."""
+    if lengths is None:
+        lengths = rng.integers(1, seq + 1, batch)
+        lengths[0] = seq
+        if batch > 1:
+            lengths[1] = 1
+    lengths = np.asarray(lengths, dtype=np.int64)
+    x = (scale * rng.standard_normal((batch, seq, spec.input_size))).astype(np.float32)
+    pad = np.arange(seq)[None, :] >= lengths[:, None]                # (batch, seq)
+    x[pad] = (GARBAGE * rng.standard_normal((int(pad.sum()), spec.input_size)))
+    h_in = np.tanh(rng.standard_normal((batch, spec.hidden_size))).astype(np.float32)
+    names = [t.name for t in spec.stream_inputs]
+    return dict(zip(names, (x, lengths, h_in)))
+
+
+def compare_stream(spec: ModelSpec, actual: dict, expected: dict, tol) -> dict:
+    """Compare output and h_out; the worse of the two, reasons named by tensor."""
+    rows = {t.name: compare(actual[t.name], expected[t.name], tol,
+                            spec.task == "classification" and t.name == spec.output_name)
+            for t in spec.stream_outputs}
+    worst = max(rows.values(), key=lambda c: c.worst_ratio)
+    return {"passed": all(c.passed for c in rows.values()), "max_abs": worst.max_abs,
+            "max_rel": max(c.max_rel for c in rows.values()), "worst_ratio": worst.worst_ratio,
+            "argmax_agree": rows[spec.output_name].argmax_agree,
+            "reason": "; ".join(f"{n}: {c.reason}" for n, c in rows.items() if c.reason),
+            **{f"max_abs_{n}": c.max_abs for n, c in rows.items()}}
+
+
+def _failed(exc: Exception) -> dict:
+    return {"passed": False, "max_abs": float("inf"), "max_rel": float("inf"),
+            "worst_ratio": float("inf"), "argmax_agree": None,
+            "reason": f"runtime error: {first_line(exc)}"}
+
+
+def run_chunked(runner, spec: ModelSpec, x: np.ndarray, chunks) -> dict[str, np.ndarray]:
+    """Feed x (batch, sum(chunks), F) piece by piece, h_out -> h_in; the last outputs."""
+    x_name, len_name, h_name = (t.name for t in spec.stream_inputs)
+    h = np.zeros((x.shape[0], spec.hidden_size), np.float32)
+    start, result = 0, None
+    for n in chunks:
+        feeds = {x_name: x[:, start:start + n], h_name: h,
+                 len_name: np.full(x.shape[0], n, np.int64)}
+        result = runner.run(check_stream_feeds(feeds, spec, "chunked stream"))
+        h, start = result[spec.state_out_name], start + n
+    return result
+
+
+def _row(runner, tol, check: str, batch: int, seq: int, scale: float, c: dict) -> dict:
+    return {"runtime": f"stream_{runner.name}", "provider": runner.provider,
+            "artifact": STREAM_ARTIFACTS.get(runner.name), "check": check, "batch": batch,
+            "seq": seq, "scale": scale, "atol": tol.atol, "rtol": tol.rtol, **c}
+
+
+def chunk_batches(spec: ModelSpec) -> tuple[int, ...]:
+    """Batch 1, and each side of model.onnx's If threshold (the stream graph has none)."""
+    from .export.onnx_graph import small_batch
+    return tuple(dict.fromkeys((1, small_batch(spec.hidden_size),
+                                small_batch(spec.hidden_size) + 1)))
+
+
+def stream_rows(spec: ModelSpec, reference, runners, shapes, seed: int = 0,
+                chunkings=CHUNKINGS, batches=None) -> list[dict]:
+    """Every check above for every runner; rows shaped like verify's (plus check, artifact)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def judge(check, feeds, expected, run, scale):
+        batch, seq = feeds[spec.input_name].shape[:2]
+        for runner in runners:
+            tol = spec.tolerance("cuda" if on_cuda(runner.provider) else "cpu")
+            try:
+                c = compare_stream(spec, run(runner), expected, tol)
+            except Exception as exc:  # a runtime that cannot run a case fails that row
+                c = _failed(exc)
+            rows.append(_row(runner, tol, check, batch, seq, scale, c))
+
+    for batch, seq in shapes:
+        for scale in SCALES:
+            feeds = check_stream_feeds(ragged_feeds(spec, rng, batch, seq, scale), spec,
+                                       f"ragged {batch}x{seq}")
+            judge("ragged", feeds, reference.run(feeds), lambda r: r.run(feeds), scale)
+    for batch in batches or chunk_batches(spec):
+        x = rng.standard_normal((batch, sum(chunkings[0]), spec.input_size)).astype(np.float32)
+        whole = check_stream_feeds({spec.input_name: x, spec.lengths_name:
+                                    np.full(batch, x.shape[1], np.int64)}, spec, "whole")
+        expected = reference.run(whole)
+        for chunks in chunkings:
+            label = f"chunked {'+'.join(map(str, chunks))}" if len(chunks) < 10 else \
+                f"chunked {len(chunks)}x{chunks[0]}"
+            judge(label, whole, expected, lambda r: run_chunked(r, spec, x, chunks), 1.0)
+    return rows
