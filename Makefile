@@ -94,9 +94,11 @@ $(SERVE_STAMP): constraints-serve.txt
 	$(SERVE_PY) -m pip install -q --no-deps -c constraints-serve.txt nvidia-pytriton
 	touch $@
 
-# Foreground until Ctrl-C; serves what `make publish` wrote.
+# Foreground until Ctrl-C; serves what `make publish` wrote, every version checked against
+# $(KEYS)/signing.pub first.
 serve: $(STAMP) $(SERVE_STAMP)
-	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV)
+	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
+	  --public-key $(KEYS)/signing.pub
 
 serve-test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q tests/serving

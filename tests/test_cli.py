@@ -132,6 +132,7 @@ BAD_OPTIONS = [
     ("serve", ["--metrics-port", "x"], "--metrics-port"),
     ("serve", ["--serve-env", "{file}"], "--serve-env"),
     ("serve", ["--log", "{dir}"], "--log"),
+    ("serve", ["--public-key", "{file}"], "not a PEM public key"),
     ("loadtest", ["--registry", "{file}"], "--registry"),
     ("loadtest", ["--registry", "{dir}", "--url", "127.0.0.1:9", "--model-name", "gpt_onnx"],
      "gpt_onnx: no published version"),

@@ -25,10 +25,12 @@ def _port(name: str):
                         show_default=True, help=f"{name} port; 0 picks a free one.")
 
 
-def _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file=None):
+def _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file=None,
+                   public_key=None):
     from ..serving.server import ServeConfig
     extra = {"serve_env": serve_env} if serve_env else {}
-    return ServeConfig(registry, host, http_port, grpc_port, metrics_port, log_file=log_file, **extra)
+    return ServeConfig(registry, host, http_port, grpc_port, metrics_port, log_file=log_file,
+                       public_key=public_key, **extra)
 
 
 @click.command()
@@ -40,18 +42,21 @@ def _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env
 @env_option
 @click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Keep tritonserver's log in FILE (appended). Default: dropped at exit.")
+@click.option("--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="Serve only if every version is signed by this key (`keygen`'s signing.pub); "
+                   "checked at start and at every reload.")
 @domain_errors
-def serve(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file):
+def serve(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file, public_key):
     """Serve the published repository, unchanged, in a real tritonserver on the CPU.
 
-    Checks every published version (its manifest) first, starts tritonserver with this
+    Checks every published version (its manifest; its signature with --public-key) first, starts tritonserver with this
     package's onnxruntime and pytorch backends, prints the endpoints and models once every
     model is ready, and runs until Ctrl-C or SIGTERM (server, stubs and shared memory gone,
     exit 0). SIGHUP checks the repository again and loads newly published versions.
 
     \b
     Example:
-      python -m pipeline serve --registry exported/model_repository --http-port 8000
+      python -m pipeline serve --registry exported/model_repository --public-key .keys/signing.pub
     """
     from ..serving.server import TritonServer, server_failed
 
@@ -69,7 +74,8 @@ def serve(registry, host, http_port, grpc_port, metrics_port, serve_env, log_fil
     # SIGINT too: a shell may have started us with SIGINT ignored (`cmd &`), Ctrl-C must work.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    config = _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file)
+    config = _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file,
+                            public_key)
     with TritonServer(config, log=lambda s: click.echo(s, err=True)) as server:
         asked.add("ready")
         click.echo(f"tritonserver ready: HTTP {server.urls['http']}, gRPC {server.urls['grpc']}, "

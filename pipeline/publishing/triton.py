@@ -5,9 +5,9 @@
 
 One Triton model per (model, runtime): `<model>_onnx` (onnxruntime backend, `model.onnx`)
 and `<model>_torchscript` (pytorch backend, `model.pt`), and the stream models
-`<model>_stream_onnx` / `<model>_stream_torchscript` (configured in stream.py). Names, data type and dims come from
-the spec; every symbolic axis ("batch", "seq") becomes -1, so any batch and any sequence
-length is accepted, as the exported graphs were proven to do.
+`<model>_stream_onnx` / `<model>_stream_torchscript` (configured in stream.py). Names, data
+type and dims come from the spec; every symbolic axis ("batch", "seq") becomes -1, so any
+batch and any sequence length is accepted, as the exported graphs were proven to do.
 
 Choices, with their sources:
 - `max_batch_size: 64` with `dynamic_batching`, decided by measurement (README, "Serving"):

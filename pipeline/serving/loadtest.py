@@ -61,6 +61,9 @@ def reference(registry: Path, model: str, batch: int, seq: int):
     version_dir = folder / str(versions[-1])
     manifest = check_manifest(version_dir)
     spec, runtime = SPECS[manifest["model"]], manifest["runtime"]
+    if runtime not in ("onnx", "torchscript"):
+        raise ServeError(f"{model}: loadtest drives the stateless models (<model>_onnx, "
+                         "<model>_torchscript); a stream model also takes lengths and state")
     runner = load_runner(runtime, spec, version_dir / BACKENDS[runtime][3], threads=1)
     name_in, name_out = io_names(spec, runtime)
     rng = np.random.default_rng(0)

@@ -61,6 +61,7 @@ class ServeConfig:
     startup_timeout: float = 180.0
     exit_timeout: int = 3       # seconds tritonserver waits for open connections at stop
     log_file: Path | None = None   # None: a file in the run's workspace, removed at stop
+    public_key: Path | None = None  # every version must be signed by it (None: manifest only)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class TritonServer:
         why = can_listen_on(self.config.host)
         if why:
             raise ServeError(f"cannot listen on host {self.config.host!r}: {why}")
-        self.models = preflight(Path(self.config.registry))
+        self.models = preflight(Path(self.config.registry), self.config.public_key)
         installation = locate(self.config.serve_env)
         remove_stale_shm()
         wanted = {"http": self.config.http_port, "grpc": self.config.grpc_port,
@@ -226,7 +227,7 @@ class TritonServer:
     def reload(self) -> dict[str, list[int]]:
         """Check the repository again and (re)load every model: newly published versions and
         models are served from then on. A repository failing preflight changes nothing."""
-        models = preflight(Path(self.config.registry))
+        models = preflight(Path(self.config.registry), self.config.public_key)
         for name in models:
             status, body = http_post(self.urls["http"], f"/v2/repository/models/{name}/load",
                                      headers={RESTRICT_KEY: self._key})

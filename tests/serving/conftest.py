@@ -56,19 +56,24 @@ def stop_and_check(server: TritonServer) -> None:
 
 @pytest.fixture(scope="session")
 def published(exported, tmp_path_factory):
-    """{"out": a verified copy of the exported root, "registry": both models published there}."""
+    """{"out": a verified copy of the exported root, "registry": both models published there
+    (stateless and stream Triton models), signed with "keys" (keygen's {"private", "public"})}."""
+    from pipeline.publishing.signing import keygen
+
     out = tmp_path_factory.mktemp("serve-out")
-    registry = out / "registry"
+    registry, keys = out / "registry", keygen(out / "keys")
     for name in MODEL_NAMES:
         shutil.copytree(exported["out"] / name, out / name, ignore=shutil.ignore_patterns(".lock"))
         verify_main(VerifyConfig(name, out, device="cpu"), log=lambda s: None)
-        publish_main(PublishConfig(name, out, registry), log=lambda s: None)
-    return {"out": out, "registry": registry}
+        publish_main(PublishConfig(name, out, registry, signing_key=keys["private"]),
+                     log=lambda s: None)
+    return {"out": out, "registry": registry, "keys": keys}
 
 
 @pytest.fixture(scope="module")
 def server(published):
-    server = start(published["registry"])
+    """Serving only versions signed by the publisher's key."""
+    server = start(published["registry"], public_key=published["keys"]["public"])
     yield server
     stop_and_check(server)
 

@@ -57,6 +57,29 @@ def test_version_failing_its_manifest_is_refused_before_start(published, tmp_pat
     one_line_error(result, "forecaster_onnx version 1 is not served", "model.onnx")
 
 
+def test_signature_from_another_key_or_a_rewritten_manifest_is_refused(published, tmp_path):
+    """With --public-key, a version must be signed by that key: another key's signature, or
+    a model file swapped with its manifest rewritten to match (the manifest check alone
+    passes), is a one-line refusal before tritonserver starts."""
+    import json
+
+    from pipeline.manifest import file_entry
+    from pipeline.publishing.signing import keygen
+
+    other = keygen(tmp_path / "other")
+    result = serve("--registry", published["registry"], "--public-key", other["public"])
+    one_line_error(result, "version 1 is not served")
+    registry = copy_registry(published, tmp_path)
+    version = registry / "forecaster_onnx" / "1"
+    (version / "model.onnx").write_bytes((version / "model.onnx").read_bytes() + b"\0")
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["files"]["model.onnx"] = file_entry(version / "model.onnx")
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    result = serve("--registry", registry, "--public-key", published["keys"]["public"])
+    one_line_error(result, "forecaster_onnx version 1 is not served")
+    assert running_on(registry) == []
+
+
 def test_port_in_use_is_named(published):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

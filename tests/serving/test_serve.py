@@ -113,7 +113,8 @@ def test_reload_serves_a_newly_published_version(server, published, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(published["out"] / "forecaster", out / "forecaster")
     rebuild(out, "forecaster", note="version 2")      # another build, verified again
-    assert publish_main(PublishConfig("forecaster", out, published["registry"]),
+    assert publish_main(PublishConfig("forecaster", out, published["registry"],
+                                      signing_key=published["keys"]["private"]),
                         log=lambda s: None)["version"] == 2
     models = server.reload()
     assert models["forecaster_onnx"] == [1, 2]
@@ -124,6 +125,43 @@ def test_reload_serves_a_newly_published_version(server, published, tmp_path):
             in_name, out_name = names("forecaster", runtime)
             answer = infer(module, triton, f"forecaster_{runtime}", in_name, x, out_name)
             assert answer.get_response()["model_version"] == "2"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_stream_models_equal_the_eager_stream_reference(server, published, protocol, model):
+    """`<model>_stream_*` (issue 13): ragged rows padded with garbage, lengths, carried state;
+    both outputs equal the eager reference (row by row, unpadded) within the spec tolerance."""
+    from pipeline.runtimes import load_stream_runner
+
+    spec = SPECS[model]
+    reference = load_stream_runner("torch", spec, published["out"] / model)
+    tol = spec.tolerance("cpu")
+    module, triton = client(server, protocol)
+    rng = np.random.default_rng(5)
+    batch, seq = 4, 9
+    x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
+    lengths = np.array([9, 1, 5, 3], np.int64)
+    h = rng.standard_normal((batch, spec.hidden_size)).astype(np.float32)
+    feeds = {spec.input_name: x, spec.lengths_name: lengths, spec.state_in_name: h}
+    want = reference.run(feeds)
+    with triton:
+        for runtime in ("stream_onnx", "stream_torchscript"):
+            torchscript = runtime.endswith("torchscript")
+            tensors = []
+            for i, (name, value) in enumerate(feeds.items()):
+                value = value[:, None] if value.ndim == 1 else value   # lengths: dims [1]
+                wire = f"{spec.input_name}__{i}" if torchscript else name
+                tensors.append(module.InferInput(wire, list(value.shape), "INT64" if value.dtype == np.int64
+                                                 else "FP32"))
+                tensors[-1].set_data_from_numpy(value)
+            outs = [t.name for t in spec.stream_outputs]
+            wires = [f"{spec.output_name}__{i}" if torchscript else n for i, n in enumerate(outs)]
+            result = triton.infer(f"{model}_{runtime}", tensors,
+                                  outputs=[module.InferRequestedOutput(w) for w in wires])
+            for name, wire in zip(outs, wires):
+                np.testing.assert_allclose(result.as_numpy(wire), want[name], atol=tol.atol,
+                                           rtol=tol.rtol, err_msg=f"{runtime} {name}")
 
 
 def test_repository_api_is_closed_to_clients(server):
