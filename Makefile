@@ -13,6 +13,10 @@ PY      := $(VENV)/bin/python
 OUT     := exported
 MODELS  := forecaster classifier
 STAMP   := $(VENV)/.installed
+# The serving environment (see serve-env); defined here, before `test` names its stamp.
+SERVE_VENV  := .venv-serve
+SERVE_PY    := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed
 KEYS    ?= .keys
 
 # What each stage's output depends on besides the previous stage's files.
@@ -83,9 +87,6 @@ test: $(STAMP) $(SERVE_STAMP)
 # Serving: tritonserver (from the nvidia-pytriton wheel, --no-deps: its binary, libraries,
 # python backend and stubs only) and the numpy<2 Python its backends run in. Own venv,
 # own pins (constraints-serve.txt); torch first and pinned, as for .venv.
-SERVE_VENV  := .venv-serve
-SERVE_PY    := $(SERVE_VENV)/bin/python
-SERVE_STAMP := $(SERVE_VENV)/.installed
 serve-env: $(SERVE_STAMP)
 $(SERVE_STAMP): constraints-serve.txt
 	test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
