@@ -164,6 +164,30 @@ def test_stream_models_equal_the_eager_stream_reference(server, published, proto
                                            rtol=tol.rtol, err_msg=f"{runtime} {name}")
 
 
+def test_a_model_that_raises_answers_with_its_error(server):
+    """A stream TorchScript module refuses length 0 (issue 13): the backend answers that
+    request with the module's error, and the model keeps serving."""
+    import tritonclient.http as module
+    from tritonclient.utils import InferenceServerException
+
+    spec = SPECS["classifier"]
+    feeds = [np.zeros((1, 3, spec.input_size), np.float32), np.array([[0]], np.int64),
+             np.zeros((1, spec.hidden_size), np.float32)]
+
+    def call(triton, lengths):
+        tensors = []
+        for i, value in enumerate([feeds[0], lengths, feeds[2]]):
+            tensors.append(module.InferInput(f"input__{i}", list(value.shape),
+                                             "INT64" if value.dtype == np.int64 else "FP32"))
+            tensors[-1].set_data_from_numpy(value)
+        return triton.infer("classifier_stream_torchscript", tensors)
+
+    with module.InferenceServerClient(server.urls["http"]) as triton:
+        with pytest.raises(InferenceServerException, match="classifier_stream_torchscript: "):
+            call(triton, feeds[1])
+        assert call(triton, np.array([[3]], np.int64)).as_numpy("output__0").shape == (1, 2)
+
+
 def test_repository_api_is_closed_to_clients(server):
     """Loading is `serve`'s alone, after its checks: a client's load request is refused."""
     import tritonclient.http as module

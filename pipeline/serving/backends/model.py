@@ -131,8 +131,9 @@ class TritonPythonModel:
             try:
                 results = self._run_group([feeds[i] for i in members])
             except Exception as exc:   # one failed run answers its requests with the error
-                error = pb_utils.TritonError(f"{self.name}: {type(exc).__name__}: {exc}")
-                results = [pb_utils.InferenceResponse(output_tensors=[], error=error)] * len(members)
+                message = f"{self.name}: {type(exc).__name__}: {exc}"
+                results = [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+                           for _ in members]
             for i, response in zip(members, results):
                 responses[i] = response
         return responses
