@@ -17,7 +17,7 @@ What the command line and environment take care of (each found the hard way):
 - the python backend chmods the stub it runs, so the backend folder is a per-run copy;
 - ports: explicit free ports on 127.0.0.1 (tritonserver refuses all three ports 0);
 - shared memory: each run gets a unique `shm-region-prefix-name` carrying its pid; its
-  /dev/shm regions are removed at stop, and those of dead runs at the next start;
+  /dev/shm regions (and workspace) are removed at stop, those of dead runs at the next start;
 - stopping: SIGINT, then `--exit-timeout-secs` (short: an open keep-alive connection makes
   the server wait it out), then SIGKILL to the whole process group, stubs included.
 - model control mode `explicit`: nothing is loaded that `preflight` has not checked, at start
@@ -46,7 +46,8 @@ from .repository import preflight
 BACKEND_SOURCE = Path(__file__).parent / "backends" / "model.py"
 SERVED_BACKENDS = ("onnxruntime", "pytorch")     # config `backend:` names this stand-in serves
 DEFAULT_ENV = Path(__file__).resolve().parents[2] / ".venv-serve"
-SHM_PREFIX = "rnnpipe-"
+SHM_PREFIX = "rnnpipe-"                   # + <pid>-<random>-: /dev/shm regions of one run
+WORKSPACE_PREFIX = "rnn-pipeline-serve-"  # + <pid>-: a run's backend folder and log
 RESTRICT_KEY = "rnn-pipeline-repository-key"
 
 
@@ -99,12 +100,18 @@ def locate(serve_env: Path) -> Installation:
     return found
 
 
-def remove_stale_shm(shm: Path = Path("/dev/shm")) -> None:
-    """Remove the shared-memory regions of runs whose process is gone (crashed or killed)."""
-    for region in shm.glob(SHM_PREFIX + "*"):
-        pid = region.name[len(SHM_PREFIX):].split("-")[0]
+def remove_stale(shm: Path = Path("/dev/shm"), tmp: Path | None = None) -> None:
+    """Remove the shared-memory regions and workspaces of runs whose process is gone
+    (killed: SIGKILL leaves no chance to clean up). Both names carry the owner's pid."""
+    tmp = Path(tmp or tempfile.gettempdir())
+    for path in [*shm.glob(SHM_PREFIX + "*"), *tmp.glob(WORKSPACE_PREFIX + "*")]:
+        prefix = SHM_PREFIX if path.name.startswith(SHM_PREFIX) else WORKSPACE_PREFIX
+        pid = path.name[len(prefix):].split("-")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            region.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 class TritonServer:
@@ -142,7 +149,7 @@ class TritonServer:
             raise ServeError(f"cannot listen on host {self.config.host!r}: {why}")
         self.models = preflight(Path(self.config.registry), self.config.public_key)
         installation = locate(self.config.serve_env)
-        remove_stale_shm()
+        remove_stale()
         wanted = {"http": self.config.http_port, "grpc": self.config.grpc_port,
                   "metrics": self.config.metrics_port}
         for name, port in wanted.items():
@@ -165,7 +172,7 @@ class TritonServer:
                 self.log(f"port {busy.group(1)} was taken meanwhile; retrying with others")
 
     def _start_once(self, installation: Installation, ports: dict[str, int]) -> None:
-        self.workspace = Path(tempfile.mkdtemp(prefix="rnn-pipeline-serve-"))
+        self.workspace = Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
         backends = self._backend_dir(installation)
         log_path = Path(self.config.log_file or self.workspace / "tritonserver.log")
         command = [str(installation.binary), f"--model-repository={Path(self.config.registry).resolve()}",

@@ -121,17 +121,24 @@ def test_port_taken_after_the_check(published, monkeypatch):
             server_module.TritonServer(server_module.ServeConfig(published["registry"], http_port=port)).start()
 
 
-def test_stale_shared_memory_of_dead_runs_is_removed(tmp_path):
-    from pipeline.serving.server import remove_stale_shm
+def test_leftovers_of_dead_runs_are_removed(tmp_path):
+    """Shared-memory regions and workspaces named after a dead pid go; a live run's and
+    anything else's stay."""
+    from pipeline.serving.server import WORKSPACE_PREFIX, remove_stale
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    stale, live = tmp_path / f"{SHM_PREFIX}{dead}-ab-region", tmp_path / f"{SHM_PREFIX}{os.getpid()}-cd-r"
-    other = tmp_path / "someone-else"
-    for path in (stale, live, other):
+    shm, tmp = tmp_path / "shm", tmp_path / "tmp"
+    shm.mkdir(), tmp.mkdir()
+    for path in (shm / f"{SHM_PREFIX}{dead}-ab-region", shm / f"{SHM_PREFIX}{os.getpid()}-cd-r",
+                 shm / "someone-else"):
         path.write_bytes(b"x")
-    remove_stale_shm(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+    for path in (tmp / f"{WORKSPACE_PREFIX}{dead}-x1", tmp / f"{WORKSPACE_PREFIX}{os.getpid()}-x2"):
+        (path / "backends").mkdir(parents=True)
+    remove_stale(shm, tmp)
+    assert sorted(p.name for p in shm.iterdir()) == sorted([f"{SHM_PREFIX}{os.getpid()}-cd-r",
+                                                           "someone-else"])
+    assert [p.name for p in tmp.iterdir()] == [f"{WORKSPACE_PREFIX}{os.getpid()}-x2"]
 
 
 def test_tritonserver_failing_to_start_reports_its_errors_and_leaves_nothing(published, tmp_path):
@@ -187,10 +194,12 @@ def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
 
 def test_killed_serve_takes_tritonserver_with_it(published):
     """SIGKILL cannot be handled: tritonserver (own session) is told by the kernel
-    (parent-death signal) and stops with its stubs; the next start removes shm left behind."""
+    (parent-death signal) and stops with its stubs; the next start removes the shm regions
+    and the workspace left behind."""
+    import tempfile
     import time
 
-    from pipeline.serving.server import remove_stale_shm
+    from pipeline.serving.server import WORKSPACE_PREFIX, remove_stale
 
     before = shm_regions()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--registry",
@@ -208,8 +217,10 @@ def test_killed_serve_takes_tritonserver_with_it(published):
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in servers + stubs):
         time.sleep(0.2)
     assert [p for p in servers + stubs if Path(f"/proc/{p}").exists()] == []
-    remove_stale_shm()
-    assert shm_regions() == before
+    workspaces = lambda: list(Path(tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}{proc.pid}-*"))  # noqa: E731
+    assert workspaces()                 # SIGKILL: left behind...
+    remove_stale()                      # ...until the next start
+    assert shm_regions() == before and workspaces() == []
 
 
 def _children(pid):
