@@ -5,6 +5,8 @@
 # make bench - time eager PyTorch and every installed runtime side by side (not part of all)
 # make crossval - verify every runtime (ORT, OpenVINO, tract, ONNX reference) on both models,
 #                 time them, and regenerate README's cross-runtime table (not part of all)
+# make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all)
+# make serve-test - the Triton end-to-end tests alone (also part of make test)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
 PYTHON  ?= python3
@@ -14,6 +16,10 @@ OUT     := exported
 MODELS  := forecaster classifier
 STAMP   := $(VENV)/.installed
 CROSSVAL_SHAPE := 64x200
+# The serving environment (see serve-env); defined here, before `test` names its stamp.
+SERVE_VENV  := .venv-serve
+SERVE_PY    := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed
 KEYS    ?= .keys
 
 # What each stage's output depends on besides the previous stage's files.
@@ -26,7 +32,7 @@ VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compa
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
               pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
 
-.PHONY: all install train export verify publish bench crossval test clean
+.PHONY: all install train export verify publish bench crossval test clean serve-env serve serve-test
 
 all: verify
 
@@ -86,8 +92,28 @@ crossval: $(STAMP) $(MODELS:%=$(OUT)/%/manifest.json)
 	$(PY) -m pipeline bench --runtime all --out $(OUT) --threads 1 --shapes $(CROSSVAL_SHAPE)
 	$(PY) -m pipeline.crossval --out $(OUT) --readme README.md
 
-test: $(STAMP)
+test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q
+
+# Serving: tritonserver (from the nvidia-pytriton wheel, --no-deps: its binary, libraries,
+# python backend and stubs only) and the numpy<2 Python its backends run in. Own venv,
+# own pins (constraints-serve.txt); torch first and pinned, as for .venv.
+serve-env: $(SERVE_STAMP)
+$(SERVE_STAMP): constraints-serve.txt
+	test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install -q -c constraints-serve.txt torch==2.13.0
+	$(SERVE_PY) -m pip install -q -c constraints-serve.txt numpy onnxruntime
+	$(SERVE_PY) -m pip install -q --no-deps -c constraints-serve.txt nvidia-pytriton
+	touch $@
+
+# Foreground until Ctrl-C; serves what `make publish` wrote, every version checked against
+# $(KEYS)/signing.pub first.
+serve: $(STAMP) $(SERVE_STAMP)
+	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
+	  --public-key $(KEYS)/signing.pub
+
+serve-test: $(STAMP) $(SERVE_STAMP)
+	$(PY) -m pytest -q tests/serving
 
 clean:
 	find $(OUT) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -46,3 +46,7 @@ class SigningKeyError(PipelineError):
 class SignatureError(IntegrityError):
     """A published version's signature is missing, unreadable, from another key, or does not
     cover exactly the files in its folder (one altered, added, removed or moved)."""
+
+
+class ServeError(PipelineError):
+    """tritonserver cannot serve the repository: bad repository, busy port, failed start."""

@@ -13,16 +13,17 @@ import click
 
 from .publishing import publish
 from .release import keygen, verify_release
+from .serving import loadtest, serve
 from .stages import bench, export, predict, train, verify
 
 __all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish", "keygen",
-           "verify_release"]
+           "verify_release", "serve", "loadtest"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rnn-pipeline")
 def cli():
-    """Train, export, verify, benchmark and publish the two seed RNN models.
+    """Train, export, verify, benchmark, publish and serve the two seed RNN models.
 
     \b
     Example, the whole flow for both models into ./exported:
@@ -31,5 +32,6 @@ def cli():
 
 
 # One module per command group; a new command is added here in the order `--help` lists it.
-for command in (train, export, verify, predict, bench, publish, keygen, verify_release):
+for command in (train, export, verify, predict, bench, publish, keygen, verify_release, serve,
+                loadtest):
     cli.add_command(command)

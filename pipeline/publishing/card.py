@@ -94,8 +94,10 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
             f"    y = model(torch.from_numpy(x)).numpy()  # (4, {spec.output_size})"]
     io = [
         "## Inputs and outputs", "",
-        f"{axes} are free: any batch size and any sequence length (Triton `max_batch_size: "
-        f"{MAX_BATCH_SIZE}`, `-1` dims).", "",
+        f"{axes} are free in the files: any batch size and any sequence length. Through "
+        f"Triton (`max_batch_size: {MAX_BATCH_SIZE}`, dynamic batching) a request, or a merged "
+        "batch, holds at most that many; Triton dims leave the batch axis out (`-1`: any "
+        "length).", "",
         "| | name (file) | name (Triton) | dtype | shape | Triton dims |", "|---|---|---|---|---|---|",
         f"| input | `{spec.input_name}` | `{in_name}` | {spec.dtype} | {_shape(spec.input.shape)} "
         f"| {dims(spec.input)} |",

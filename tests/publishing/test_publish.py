@@ -102,11 +102,12 @@ def test_configs_parse_as_triton_model_config(build):
             config = text_format.Parse(text, pb.ModelConfig())
             assert (config.name, config.platform, config.backend) == \
                 (f"{name}_{runtime}", platform, backend)
-            assert config.max_batch_size == 0   # batch is the first of `dims`
+            # Dynamic batching: Triton owns the batch axis, so dims are the graph's without it.
+            assert config.max_batch_size == 64 and config.HasField("dynamic_batching")
             tensors = [*config.input, *config.output]
             assert [t.data_type for t in tensors] == [pb.TYPE_FP32, pb.TYPE_FP32]
-            assert [list(t.dims) for t in tensors] == [d for _, _, d in graph]
-            assert [list(t.dims)[:2] for t in config.input] == [[-1, -1]]   # batch, seq free
+            assert [[-1] + list(t.dims) for t in tensors] == [d for _, _, d in graph]
+            assert [list(t.dims)[:1] for t in config.input] == [[-1]]   # seq free
             names = [t.name for t in tensors]
             if runtime == "onnx":
                 assert names == [n for n, _, _ in graph]
@@ -248,7 +249,7 @@ def test_explicit_version_and_conflicting_content_refused(build):
 def test_changed_config_refused(build):
     publish(build)
     path = build / "model_repository" / f"{MODEL}_onnx" / "config.pbtxt"
-    path.write_text(path.read_text().replace("max_batch_size: 0", "max_batch_size: 8"))
+    path.write_text(path.read_text().replace("max_batch_size: 64", "max_batch_size: 8"))
     rebuild(build)
     with pytest.raises(PublishError, match="config.pbtxt: differs"):
         publish(build)

@@ -1,0 +1,159 @@
+"""The serving commands: serve (a real tritonserver on the repository) and loadtest."""
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from ..errors import PipelineError
+from .common import domain_errors
+
+registry_option = click.option(
+    "--registry", default="exported/model_repository", show_default=True, metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path), help="Published Triton model repository.")
+env_option = click.option(
+    "--serve-env", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+    help="Environment with tritonserver and the backends' Python (`make serve-env`). "
+         "Default: .venv-serve in the project.")
+
+
+def _port(name: str):
+    return click.option(f"--{name}-port", type=click.IntRange(0, 65535), default=0,
+                        show_default=True, help=f"{name} port; 0 picks a free one.")
+
+
+def _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file=None,
+                   public_key=None):
+    from ..serving.server import ServeConfig
+    extra = {"serve_env": serve_env} if serve_env else {}
+    return ServeConfig(registry, host, http_port, grpc_port, metrics_port, log_file=log_file,
+                       public_key=public_key, **extra)
+
+
+@click.command()
+@registry_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@_port("http")
+@_port("grpc")
+@_port("metrics")
+@env_option
+@click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Keep tritonserver's log in FILE (appended). Default: dropped at exit.")
+@click.option("--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="Serve only if every version is signed by this key (`keygen`'s signing.pub); "
+                   "checked at start and at every reload.")
+@domain_errors
+def serve(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file, public_key):
+    """Serve the published repository, unchanged, in a real tritonserver on the CPU.
+
+    Checks every published version (its manifest; its signature with --public-key) first, starts tritonserver with this
+    package's onnxruntime and pytorch backends, prints the endpoints and models once every
+    model is ready, and runs until Ctrl-C or SIGTERM (server, stubs and shared memory gone,
+    exit 0). SIGHUP checks the repository again and loads newly published versions.
+
+    \b
+    Example:
+      python -m pipeline serve --registry exported/model_repository --public-key .keys/signing.pub
+    """
+    from ..serving.server import TritonServer, server_failed
+
+    wake, asked = threading.Event(), set()
+
+    def on_signal(signum, _frame):
+        if signum == signal.SIGHUP:
+            asked.add("reload")
+        elif "ready" not in asked:   # still starting: abort start(), which stops what it began
+            raise KeyboardInterrupt
+        else:                        # serving: the loop below stops the server
+            asked.add("stop")
+        wake.set()
+
+    # SIGINT too: a shell may have started us with SIGINT ignored (`cmd &`), Ctrl-C must work.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    config = _server_config(registry, host, http_port, grpc_port, metrics_port, serve_env, log_file,
+                            public_key)
+    with TritonServer(config, log=lambda s: click.echo(s, err=True)) as server:
+        asked.add("ready")
+        click.echo(f"tritonserver ready: HTTP {server.urls['http']}, gRPC {server.urls['grpc']}, "
+                   f"metrics {server.urls['metrics']}")
+        for name, versions in server.models.items():
+            click.echo(f"  {name}: versions {', '.join(map(str, versions))}")
+        click.echo("Ctrl-C or SIGTERM stops it; SIGHUP loads newly published versions.", err=True)
+        while True:
+            wake.wait(0.5)
+            wake.clear()
+            if "reload" in asked:
+                asked.discard("reload")
+                try:
+                    models = server.reload()
+                    click.echo("reloaded: " + ", ".join(f"{n} v{max(v)}" for n, v in models.items()))
+                except PipelineError as exc:   # a bad new version: the old ones keep serving
+                    click.echo(f"reload refused: {exc}", err=True)
+            if "stop" in asked:
+                break
+            if not server.running():
+                raise click.ClickException(server_failed(server.log_text(), "exited by itself"))
+    click.echo("tritonserver stopped")
+
+
+@click.command()
+@registry_option
+@click.option("--model-name", "model", default="forecaster_onnx", show_default=True,
+              help="Triton model to load (e.g. classifier_torchscript).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--url", metavar="HOST:PORT",
+              help="A running server's endpoint for --protocol. Default: start one on --registry.")
+@click.option("--concurrency", default="1,16,64", show_default=True, metavar="N,N,...",
+              help="Concurrent clients per level, comma-separated.")
+@click.option("--duration", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="Seconds per level.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seq", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--out", "out", default="exported/loadtest", show_default=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path), help="Writes loadtest.json and .png here.")
+@env_option
+@domain_errors
+def loadtest(registry, model, protocol, url, concurrency, duration, batch, seq, out, serve_env):
+    """Load-test a served model: N concurrent clients, throughput and latency per level.
+
+    Every answer is checked against the same published artifact run in this process; any
+    error or wrong answer makes the exit status 1. Without --url a tritonserver is started
+    on --registry for the run and stopped after it.
+
+    \b
+    Example:
+      python -m pipeline loadtest --model-name classifier_onnx --protocol http --concurrency 1,8
+    """
+    from ..serving.loadtest import LoadConfig, main, table
+    from ..serving.server import TritonServer
+
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+        if not levels or min(levels) < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("comma-separated positive integers, e.g. 1,16,64",
+                                 param_hint="--concurrency") from None
+
+    if url and not re.fullmatch(r"[^\s:]+:\d{1,5}", url):
+        raise click.BadParameter(f"{url!r} is not HOST:PORT", param_hint="--url")
+
+    def run(endpoint):
+        config = LoadConfig(endpoint, registry, model, protocol, levels, duration, batch, seq, out)
+        return main(config, log=lambda s: click.echo(s, err=True))
+
+    if url:
+        report = run(url)
+    else:
+        with TritonServer(_server_config(registry, "127.0.0.1", 0, 0, 0, serve_env)) as server:
+            report = run(server.urls[protocol])
+    click.echo(table(report))
+    click.echo(f"-> {', '.join(report.get('files', []))}")
+    if report["errors"] or report["wrong"]:
+        first = next((lv["first_error"] for lv in report["levels"] if lv["first_error"]), None)
+        raise click.ClickException(f"{report['errors']} errors, {report['wrong']} wrong answers"
+                                   + (f"; first error: {first}" if first else ""))

@@ -1,0 +1,162 @@
+"""Triton python-based backend that serves `backend: "onnxruntime"` and `backend: "pytorch"`.
+
+Not imported by the pipeline: `pipeline.serving.server` copies this one file to
+`<backend dir>/onnxruntime/model.py` and `<backend dir>/pytorch/model.py`, and Triton's
+python backend runs it in a stub process (in .venv-serve, numpy<2) for every model whose
+config names one of those backends. It stands in for NVIDIA's C++ backends of the same
+names, which are not on PyPI: same configs, same tensor names, same protocol.
+
+Generic over the model config, nothing model-specific: every input and output the config
+lists, any data type, `max_batch_size` 0 (one run per request, the batch axis is in `dims`)
+or > 0 (requests the dynamic batcher hands over together are concatenated along the batch
+axis, run once, and the outputs split back per request), and `reshape`
+(Triton core applies an input's reshape before the backend sees it; an output's is applied
+here). Checks at load time that the config's names are the artifact's own:
+- onnxruntime: the config's inputs are exactly the graph's inputs, outputs among its outputs,
+  data types equal;
+- pytorch: the `<name>__<index>` convention (pytorch_backend "Ordinal Base I/O Names"):
+  input `__i` is forward's i-th argument, output `__j` the j-th element of what it returns.
+Outputs are returned in the data type the config promises, or the request fails: a model that
+returns another dtype is an error, never silently cast.
+"""
+import json
+import os
+import re
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+ORDINAL = re.compile(r"(.+)__(\d+)")
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+             "tensor(float16)": np.float16, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
+
+
+def _tensors(entries):
+    """[(name, numpy dtype, output reshape or None)] of a config's input or output list."""
+    return [(t["name"], pb_utils.triton_string_to_numpy(t["data_type"]),
+             [int(d) for d in t["reshape"]["shape"]] if "reshape" in t else None)
+            for t in entries]
+
+
+def _ordinals(tensors, kind):
+    """Positions of `<name>__<i>` tensors; refuses names outside the convention or gaps."""
+    found = {}
+    for name, _, _ in tensors:
+        match = ORDINAL.fullmatch(name)
+        if not match:
+            raise pb_utils.TritonModelException(
+                f"{kind} {name!r}: pytorch backend names are <name>__<index>")
+        found[int(match.group(2))] = name
+    if sorted(found) != list(range(len(found))):
+        raise pb_utils.TritonModelException(f"{kind} indices {sorted(found)}: not 0..{len(found) - 1}")
+    return [found[i] for i in range(len(found))]
+
+
+class OnnxRuntime:
+    def __init__(self, path, inputs, outputs):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        # One thread per run: these RNNs are tiny (a few KFLOP a step), and on a small CPU
+        # several model instances and the server's own threads share the cores.
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        graph_in = {i.name: i.type for i in self.session.get_inputs()}
+        graph_out = {o.name: o.type for o in self.session.get_outputs()}
+        if set(graph_in) != {n for n, _, _ in inputs}:
+            raise pb_utils.TritonModelException(
+                f"config inputs {sorted(n for n, _, _ in inputs)} != graph inputs {sorted(graph_in)}")
+        for kind, declared, graph in (("input", inputs, graph_in), ("output", outputs, graph_out)):
+            for name, dtype, _ in declared:
+                if name not in graph:
+                    raise pb_utils.TritonModelException(f"config {kind} {name!r} is not in the graph "
+                                                        f"(it has {sorted(graph)})")
+                if ORT_TYPES.get(graph[name]) is not np.dtype(dtype).type:
+                    raise pb_utils.TritonModelException(
+                        f"config {kind} {name!r} is {np.dtype(dtype)}, the graph says {graph[name]}")
+        self.output_names = [n for n, _, _ in outputs]
+
+    def __call__(self, feeds):
+        return self.session.run(self.output_names, feeds)
+
+
+class TorchScript:
+    def __init__(self, path, inputs, outputs):
+        import torch
+        torch.set_num_threads(1)   # see OnnxRuntime
+        self.torch = torch
+        self.module = torch.jit.load(path, map_location="cpu").eval()
+        self.input_order = _ordinals(inputs, "input")
+        self.output_count = len(_ordinals(outputs, "output"))
+        arity = len(self.module.forward.schema.arguments) - 1     # minus self
+        if arity != len(self.input_order):
+            raise pb_utils.TritonModelException(
+                f"forward takes {arity} inputs, the config lists {len(self.input_order)}")
+
+    def __call__(self, feeds):
+        with self.torch.inference_mode():
+            result = self.module(*(self.torch.tensor(feeds[n]) for n in self.input_order))
+        result = result if isinstance(result, (tuple, list)) else (result,)
+        if len(result) < self.output_count:
+            raise ValueError(f"forward returned {len(result)} outputs, the config lists "
+                             f"{self.output_count}")
+        return [t.numpy() for t in result[:self.output_count]]
+
+
+RUNTIMES = {"onnxruntime": OnnxRuntime, "pytorch": TorchScript}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.name = config["name"]
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.inputs, self.outputs = _tensors(config["input"]), _tensors(config["output"])
+        filename = config.get("default_model_filename") or {"onnxruntime": "model.onnx",
+                                                            "pytorch": "model.pt"}[config["backend"]]
+        path = os.path.join(args["model_repository"], args["model_version"], filename)
+        self.run = RUNTIMES[config["backend"]](path, self.inputs, self.outputs)
+
+    def execute(self, requests):
+        feeds = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy()
+                  for name, _, _ in self.inputs} for r in requests]
+        responses = [None] * len(requests)
+        # Only requests whose non-batch shapes agree share a run (the dynamic batcher already
+        # merges only equal shapes; grouping keeps this true whatever hands them over).
+        groups = {}
+        for i, feed in enumerate(feeds):
+            key = tuple(feed[n].shape[1:] if self.batched else i for n, _, _ in self.inputs)
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            try:
+                results = self._run_group([feeds[i] for i in members])
+            except Exception as exc:   # one failed run answers its requests with the error
+                message = f"{self.name}: {type(exc).__name__}: {exc}"
+                results = [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+                           for _ in members]
+            for i, response in zip(members, results):
+                responses[i] = response
+        return responses
+
+    def _run_group(self, feeds):
+        if len(feeds) == 1:
+            batch = feeds[0]
+        else:   # (sum of request batches, ...) per input
+            batch = {n: np.concatenate([f[n] for f in feeds]) for n, _, _ in self.inputs}
+        outputs = self.run(batch)
+        for (name, dtype, _), value in zip(self.outputs, outputs):
+            if value.dtype != dtype:
+                raise TypeError(f"output {name!r} came back {value.dtype}, the config says "
+                                f"{np.dtype(dtype)}")
+        sizes = [len(next(iter(f.values()))) for f in feeds] if self.batched else [None]
+        responses, start = [], 0
+        for size in sizes:
+            tensors = []
+            for (name, _, reshape), value in zip(self.outputs, outputs):
+                part = value[start:start + size] if self.batched else value
+                if reshape is not None:
+                    part = part.reshape(([len(part)] if self.batched else []) + reshape)
+                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(part)))
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            start += size or 0
+        return responses

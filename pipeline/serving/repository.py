@@ -1,0 +1,59 @@
+"""Pre-flight of a published model repository: what `serve` checks before tritonserver starts.
+
+    >>> preflight(Path("exported/model_repository"))
+    {'classifier_onnx': [1], 'classifier_torchscript': [1], ...}
+
+Every Triton model folder (one holding config.pbtxt) with at least one integer version folder
+is served; each of its version folders must pass `check_version` first, or nothing starts.
+`check_version` is the one place a version is admitted: the release manifest (every file it
+names, sha256 and size, the model file itself among them) and, with `serve --public-key FILE`,
+the release signature (`publishing.signing.verify_version`: signed by that key, every file
+re-hashed, the folder where its signed manifest says).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import PipelineError, ServeError
+from ..manifest import check_manifest
+from ..publishing.publish import VERSION_DIR
+from ..publishing.triton import TRITON_CONFIG
+
+DEFAULT_FILENAME = re.compile(r'^\s*default_model_filename\s*:\s*"([^"]+)"', re.M)
+
+
+def check_version(folder: Path, model_file: str | None, public_key: Path | None = None) -> None:
+    """Admit one published version folder, or raise PipelineError naming what fails."""
+    check_manifest(folder, require=(model_file,) if model_file else ())
+    if public_key is not None:
+        from ..publishing.signing import verify_version
+        verify_version(folder, public_key)
+
+
+def preflight(registry: Path, public_key: Path | None = None) -> dict[str, list[int]]:
+    """{Triton model: its published versions}, every version folder checked; ServeError if
+    the repository is missing, holds no published version, or a version fails its check."""
+    if public_key is not None:
+        from ..publishing.signing import load_public_key
+        load_public_key(public_key)      # a bad key file is named before any folder
+    if not registry.is_dir():
+        raise ServeError(f"{registry}: no such model repository; publish first "
+                         "(`python -m pipeline publish`, or `make publish`)")
+    models: dict[str, list[int]] = {}
+    for folder in sorted(p for p in registry.iterdir() if (p / TRITON_CONFIG).is_file()):
+        versions = sorted(int(v.name) for v in folder.iterdir()
+                          if v.is_dir() and VERSION_DIR.fullmatch(v.name))
+        if not versions:
+            continue     # a config without a version: nothing to serve (Triton would refuse it)
+        found = DEFAULT_FILENAME.search((folder / TRITON_CONFIG).read_text(errors="replace"))
+        for version in versions:
+            try:
+                check_version(folder / str(version), found and found.group(1), public_key)
+            except PipelineError as exc:
+                raise ServeError(f"{folder.name} version {version} is not served: {exc}") from None
+        models[folder.name] = versions
+    if not models:
+        raise ServeError(f"{registry}: no published model version in it; publish first "
+                         f"(`python -m pipeline publish --registry {registry}`)")
+    return models

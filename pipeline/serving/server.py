@@ -1,0 +1,314 @@
+"""Run a real tritonserver on a published model repository, on the CPU, and stop it cleanly.
+
+    python -m pipeline serve --registry exported/model_repository
+    with TritonServer(ServeConfig(registry)) as server:   # ready when this returns
+        server.urls["http"], server.urls["grpc"]
+
+tritonserver, its libraries, the python backend and one stub per Python version come from the
+`nvidia-pytriton` wheel in the serving environment (.venv-serve, `make serve-env`); the
+`onnxruntime` and `pytorch` backends are python-based (backends/model.py, run by the python
+backend's stub in that environment). The repository is served unchanged.
+
+What the command line and environment take care of (each found the hard way):
+- the stub's embedded Python needs numpy<2: the serving environment's bin/ goes first on PATH
+  (the stub finds its prefix there); `<wheel>/nvidia_pytriton.libs` and that Python's LIBDIR
+  go on LD_LIBRARY_PATH (without the first the stub cannot start and the server hangs in
+  model loading, without the second it may load another libpython);
+- the python backend chmods the stub it runs, so the backend folder is a per-run copy;
+- ports: explicit free ports on 127.0.0.1 (tritonserver refuses all three ports 0);
+- shared memory: each run gets a unique `shm-region-prefix-name` carrying its pid; its
+  /dev/shm regions (and workspace) are removed at stop, those of dead runs at the next start;
+- stopping: SIGINT, then `--exit-timeout-secs` (short: an open keep-alive connection makes
+  the server wait it out), then SIGKILL to the whole process group, stubs included.
+- model control mode `explicit`: nothing is loaded that `preflight` has not checked, at start
+  and at every `reload()`; the repository API (load/unload) is restricted to callers holding
+  this run's random key, so no client can load an unchecked version behind its back. (`poll`
+  would load whatever appears in the folder, unchecked.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ServeError
+from .net import can_listen_on, free_ports, http_get, http_post, port_in_use
+from .repository import preflight
+
+BACKEND_SOURCE = Path(__file__).parent / "backends" / "model.py"
+SERVED_BACKENDS = ("onnxruntime", "pytorch")     # config `backend:` names this stand-in serves
+DEFAULT_ENV = Path(__file__).resolve().parents[2] / ".venv-serve"
+SHM_PREFIX = "rnnpipe-"                   # + <pid>-<random>-: /dev/shm regions of one run
+WORKSPACE_PREFIX = "rnn-pipeline-serve-"  # + <pid>-: a run's backend folder and log
+RESTRICT_KEY = "rnn-pipeline-repository-key"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    registry: Path = Path("exported/model_repository")
+    host: str = "127.0.0.1"
+    http_port: int = 0          # 0: pick a free port
+    grpc_port: int = 0
+    metrics_port: int = 0
+    serve_env: Path = DEFAULT_ENV
+    startup_timeout: float = 180.0
+    exit_timeout: int = 3       # seconds tritonserver waits for open connections at stop
+    log_file: Path | None = None   # None: a file in the run's workspace, removed at stop
+    public_key: Path | None = None  # every version must be signed by it (None: manifest only)
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where tritonserver and the serving Python live."""
+    binary: Path
+    libs: Path
+    python_backend: Path
+    stub: Path
+    env_bin: Path
+    libdir: str
+
+
+def locate(serve_env: Path) -> Installation:
+    python = (Path(serve_env) / "bin" / "python").absolute()   # not resolve(): keep the venv link
+    if not python.exists():
+        raise ServeError(f"{serve_env}: no serving environment; run `make serve-env`")
+    probe = ("import json, sys, sysconfig, numpy; print(json.dumps([sysconfig.get_paths()['purelib'], "
+             "sysconfig.get_config_var('LIBDIR'), '%d.%d' % sys.version_info[:2], numpy.__version__]))")
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    if out.returncode:
+        raise ServeError(f"{python}: does not run ({(out.stderr.strip().splitlines() or ['?'])[-1]})")
+    purelib, libdir, version, numpy_version = json.loads(out.stdout)
+    if int(numpy_version.split(".")[0]) >= 2:   # models would load, and answer empty arrays
+        raise ServeError(f"{serve_env}: numpy {numpy_version}; the python backend's stub needs "
+                         "numpy<2 (rebuild it with `make serve-env`)")
+    dist = Path(purelib) / "pytriton" / "tritonserver"
+    found = Installation(binary=dist / "bin" / "tritonserver", libs=Path(purelib) / "nvidia_pytriton.libs",
+                         python_backend=dist / "backends" / "python",
+                         stub=dist / "python_backend_stubs" / version / "triton_python_backend_stub",
+                         env_bin=python.parent, libdir=libdir)
+    for path in (found.binary, found.libs, found.python_backend, found.stub):
+        if not path.exists():
+            raise ServeError(f"{path}: missing; rebuild the serving environment (`make serve-env`)")
+    return found
+
+
+def remove_stale(shm: Path = Path("/dev/shm"), tmp: Path | None = None) -> None:
+    """Remove the shared-memory regions and workspaces of runs whose process is gone
+    (killed: SIGKILL leaves no chance to clean up). Both names carry the owner's pid."""
+    tmp = Path(tmp or tempfile.gettempdir())
+    for path in [*shm.glob(SHM_PREFIX + "*"), *tmp.glob(WORKSPACE_PREFIX + "*")]:
+        prefix = SHM_PREFIX if path.name.startswith(SHM_PREFIX) else WORKSPACE_PREFIX
+        pid = path.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+class TritonServer:
+    """One tritonserver process; a context manager that starts it and always stops it."""
+
+    def __init__(self, config: ServeConfig, log=lambda line: None):
+        self.config, self.log = config, log
+        self.models: dict[str, list[int]] = {}
+        self.urls: dict[str, str] = {}
+        self.process: subprocess.Popen | None = None
+        self.workspace: Path | None = None
+        self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-"
+        self._key = secrets.token_hex(16)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Check every version, start tritonserver, return once every model is ready.
+        On any failure (Ctrl-C included) everything started is stopped before it raises."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        why = can_listen_on(self.config.host)
+        if why:
+            raise ServeError(f"cannot listen on host {self.config.host!r}: {why}")
+        self.models = preflight(Path(self.config.registry), self.config.public_key)
+        installation = locate(self.config.serve_env)
+        remove_stale()
+        wanted = {"http": self.config.http_port, "grpc": self.config.grpc_port,
+                  "metrics": self.config.metrics_port}
+        for name, port in wanted.items():
+            if port and port_in_use(self.config.host, port):
+                raise ServeError(f"{self.config.host}:{port} ({name} port) is already in use; "
+                                 f"choose another --{name}-port, or 0 for a free one")
+        # Free ports are picked, then bound by tritonserver: another process may take one
+        # in between, so a start that fails on a busy port is retried with new ones.
+        for attempt in range(3):
+            ports = free_ports(self.config.host, wanted)
+            try:
+                self._start_once(installation, ports)
+                return
+            except ServeError as exc:
+                # tritonserver: "Socket 'H:P' already in use"; retry only for a port we picked
+                busy = re.search(r":(\d+)' already in use", str(exc))
+                if not busy or int(busy.group(1)) in wanted.values() or attempt == 2:
+                    raise
+                self.stop()
+                self.log(f"port {busy.group(1)} was taken meanwhile; retrying with others")
+
+    def _start_once(self, installation: Installation, ports: dict[str, int]) -> None:
+        self.workspace = Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
+        backends = self._backend_dir(installation)
+        log_path = Path(self.config.log_file or self.workspace / "tritonserver.log")
+        command = [str(installation.binary), f"--model-repository={Path(self.config.registry).resolve()}",
+                   f"--backend-directory={backends}", "--model-control-mode=explicit",
+                   *(f"--load-model={name}" for name in self.models),
+                   "--disable-auto-complete-config", "--strict-readiness=true",
+                   f"--http-address={self.config.host}", f"--http-port={ports['http']}",
+                   f"--grpc-address={self.config.host}", f"--grpc-port={ports['grpc']}",
+                   "--allow-metrics=true", "--allow-gpu-metrics=false",
+                   f"--metrics-address={self.config.host}", f"--metrics-port={ports['metrics']}",
+                   f"--exit-timeout-secs={self.config.exit_timeout}",
+                   f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+                   f"--http-restricted-api=model-repository:{RESTRICT_KEY}={self._key}",
+                   f"--grpc-restricted-protocol=model-repository:{RESTRICT_KEY}={self._key}"]
+        env = dict(os.environ)
+        env["PATH"] = f"{installation.env_bin}{os.pathsep}{env.get('PATH', '')}"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(installation.libs), installation.libdir, env.get("LD_LIBRARY_PATH")) if p)
+        env.pop("PYTHONPATH", None)    # the stub's Python is the serving env's, not the caller's
+        env.pop("PYTHONHOME", None)
+        self.log_path = log_path
+        with open(log_path, "ab") as sink:
+            self._log_start = sink.tell()     # a kept --log file holds earlier runs too
+            # Own session: Ctrl-C in a terminal reaches only us, and stop() can signal the
+            # server and every stub it started as one process group.
+            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env,
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_stop_with_parent)
+        host = self.config.host
+        self.urls = {"http": f"{host}:{ports['http']}", "grpc": f"{host}:{ports['grpc']}",
+                     "metrics": f"http://{host}:{ports['metrics']}/metrics"}
+        self._wait_ready()
+
+    def _backend_dir(self, installation: Installation) -> Path:
+        """<workspace>/backends: python/ (library, utils, this Python's stub), and this
+        package's backend as onnxruntime/model.py and pytorch/model.py."""
+        backends = self.workspace / "backends"
+        shutil.copytree(installation.python_backend, backends / "python",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(installation.stub, backends / "python" / "triton_python_backend_stub")
+        for name in SERVED_BACKENDS:
+            (backends / name).mkdir()
+            shutil.copy(BACKEND_SOURCE, backends / name / "model.py")
+        return backends
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServeError(server_failed(self.log_text(), f"exited with status {self.process.returncode}"))
+            if http_get(self.urls["http"], "/v2/health/ready") == 200 and self._all_ready():
+                return
+            time.sleep(0.2)
+        raise ServeError(server_failed(self.log_text(), f"not ready after {self.config.startup_timeout:.0f} s"))
+
+    def _all_ready(self) -> bool:
+        return all(http_get(self.urls["http"], f"/v2/models/{name}/ready") == 200 for name in self.models)
+
+    def reload(self) -> dict[str, list[int]]:
+        """Check the repository again and (re)load every model: newly published versions and
+        models are served from then on. A repository failing preflight changes nothing."""
+        models = preflight(Path(self.config.registry), self.config.public_key)
+        for name in models:
+            status, body = http_post(self.urls["http"], f"/v2/repository/models/{name}/load",
+                                     headers={RESTRICT_KEY: self._key})
+            if status != 200:
+                raise ServeError(f"reloading {name}: {body or status}")
+        self.models = models
+        return models
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace")
+        except (AttributeError, OSError):
+            return ""
+
+    def stop(self) -> None:
+        """Stop the server and its stubs, remove this run's shared memory and workspace."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)   # tritonserver's graceful shutdown
+                try:
+                    process.wait(self.config.exit_timeout + 10)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:   # stubs left behind (or a server that would not stop): the whole group
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            process.wait()
+            _wait_group_gone(process.pid)
+        for region in Path("/dev/shm").glob(self.shm_prefix + "*"):
+            region.unlink(missing_ok=True)
+        if self.workspace is not None:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+            self.workspace = None
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGINT (a graceful stop) when the process that started
+    tritonserver dies, even by SIGKILL; its own session would otherwise outlive it."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGINT)   # 1 = PR_SET_PDEATHSIG (linux/prctl.h)
+
+
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    """Wait until no process of the group is left (killed stubs are reaped by init)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.05)
+
+
+def error_lines(log: str) -> list[str]:
+    """tritonserver's error lines (glog `E<mmdd> ... file.cc:N] "message"`, or `error: ...`),
+    messages only; else its last lines. "CudaDriverHelper has not been initialized" is
+    logged by every start on a host without a GPU and says nothing about a failure."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [re.sub(r"^E\d{4} [\d:.]+\s+\d+ \S+\] ", "", line).strip('" ') for line in lines
+              if re.match(r"E\d{4} ", line) or line.lower().startswith("error")]
+    errors = [line for line in errors if "CudaDriverHelper" not in line]
+    return errors or lines[-3:]
+
+
+def server_failed(log: str, what: str) -> str:
+    """One line: what happened to tritonserver, and its own error lines."""
+    found = error_lines(log)
+    return f"tritonserver {what}" + (": " + " | ".join(found) if found else " (no output)")

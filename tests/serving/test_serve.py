@@ -1,0 +1,237 @@
+"""tritonserver on a published repository, over HTTP and gRPC: health, metadata against the
+spec, answers against eager PyTorch, Triton's own refusals of bad requests, and reload."""
+import numpy as np
+import pytest
+
+from pipeline.publishing.publish import PublishConfig
+from pipeline.publishing.publish import main as publish_main
+from pipeline.runtimes import load_runner
+from pipeline.specs import MODEL_NAMES, SPECS
+from tests.publishing.test_publish import rebuild
+
+PROTOCOLS = ("http", "grpc")
+RUNTIMES = ("onnx", "torchscript")
+SHAPES = [(1, 1), (1, 7), (3, 25), (64, 40)]   # (batch, seq); 64: the largest Triton batch
+
+
+def client(server, protocol):
+    if protocol == "http":
+        import tritonclient.http as module
+    else:
+        import tritonclient.grpc as module
+    return module, module.InferenceServerClient(server.urls[protocol])
+
+
+def names(model, runtime):
+    """The names a client uses: the graph's for ONNX; pytorch backend `<name>__<index>`."""
+    spec = SPECS[model]
+    if runtime == "onnx":
+        return spec.input_name, spec.output_name
+    return f"{spec.input_name}__0", f"{spec.output_name}__0"
+
+
+def infer(module, triton, model_name, input_name, x, output_name, datatype="FP32"):
+    tensor = module.InferInput(input_name, list(x.shape), datatype)
+    tensor.set_data_from_numpy(x)
+    return triton.infer(model_name, [tensor], outputs=[module.InferRequestedOutput(output_name)])
+
+
+def metadata(triton, protocol, name):
+    meta = triton.get_model_metadata(name)
+    if protocol == "grpc":
+        from google.protobuf.json_format import MessageToDict
+        meta = MessageToDict(meta, preserving_proto_field_name=True)
+    return meta
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_health_and_metadata_match_the_spec(server, protocol):
+    module, triton = client(server, protocol)
+    with triton:
+        assert triton.is_server_live() and triton.is_server_ready()
+        for model in MODEL_NAMES:
+            spec = SPECS[model]
+            for runtime in RUNTIMES:
+                name = f"{model}_{runtime}"
+                assert triton.is_model_ready(name)
+                meta = metadata(triton, protocol, name)
+                in_name, out_name = names(model, runtime)
+                # Triton reports the batch axis as -1 in front of the dims: the spec's shape.
+                want = [(in_name, "FP32", [-1, -1, spec.input_size])], \
+                       [(out_name, "FP32", [-1, spec.output_size])]
+                got = tuple([(t["name"], t["datatype"], [int(d) for d in t["shape"]])
+                             for t in meta[kind]] for kind in ("inputs", "outputs"))
+                assert got == want, name
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_answers_equal_eager_pytorch(server, published, protocol, model):
+    spec = SPECS[model]
+    eager = load_runner("torch", spec, published["out"] / model)
+    tol = spec.tolerance("cpu")
+    module, triton = client(server, protocol)
+    rng = np.random.default_rng(12)
+    with triton:
+        for batch, seq in SHAPES:
+            x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
+            want = eager.run({spec.input_name: x})[spec.output_name]
+            for runtime in RUNTIMES:
+                in_name, out_name = names(model, runtime)
+                got = infer(module, triton, f"{model}_{runtime}", in_name, x, out_name).as_numpy(out_name)
+                assert got.shape == want.shape and got.dtype == np.float32
+                np.testing.assert_allclose(got, want, atol=tol.atol, rtol=tol.rtol,
+                                           err_msg=f"{runtime} at {batch}x{seq}")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_requests_get_tritons_error_and_the_server_stays_healthy(server, protocol):
+    from tritonclient.utils import InferenceServerException
+
+    module, triton = client(server, protocol)
+    spec = SPECS["classifier"]
+    good = np.zeros((2, 5, spec.input_size), np.float32)
+    bad = {   # what Triton says, in part, for each
+        "feature size": (np.zeros((2, 5, spec.input_size + 1), np.float32), "input", "FP32",
+                         "unexpected shape"),
+        "dtype": (good.astype(np.float64), "input", "FP64", "data-type"),
+        "input name": (good, "inputs", "FP32", "unexpected inference input 'inputs'"),
+        "batch over max_batch_size": (np.zeros((65, 5, spec.input_size), np.float32), "input", "FP32",
+                                      "batch-size must be <= 64"),
+    }
+    with triton:
+        for what, (x, name, datatype, message) in bad.items():
+            with pytest.raises(InferenceServerException, match=message):
+                infer(module, triton, "classifier_onnx", name, x, "output", datatype)
+        assert triton.is_server_live() and triton.is_server_ready()
+        assert infer(module, triton, "classifier_onnx", "input", good, "output").as_numpy("output").shape == (2, 2)
+
+
+def test_reload_serves_a_newly_published_version(server, published, tmp_path):
+    import shutil
+    import tritonclient.http as module
+    out = tmp_path / "out"
+    shutil.copytree(published["out"] / "forecaster", out / "forecaster")
+    rebuild(out, "forecaster", note="version 2")      # another build, verified again
+    assert publish_main(PublishConfig("forecaster", out, published["registry"],
+                                      signing_key=published["keys"]["private"]),
+                        log=lambda s: None)["version"] == 2
+    models = server.reload()
+    assert models["forecaster_onnx"] == [1, 2]
+    x = np.ones((1, 3, 10), np.float32)
+    with module.InferenceServerClient(server.urls["http"]) as triton:
+        for runtime in RUNTIMES:
+            assert triton.get_model_metadata(f"forecaster_{runtime}")["versions"] == ["2"]
+            in_name, out_name = names("forecaster", runtime)
+            answer = infer(module, triton, f"forecaster_{runtime}", in_name, x, out_name)
+            assert answer.get_response()["model_version"] == "2"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_stream_models_equal_the_eager_stream_reference(server, published, protocol, model):
+    """`<model>_stream_*` (issue 13): ragged rows padded with garbage, lengths, carried state;
+    both outputs equal the eager reference (row by row, unpadded) within the spec tolerance."""
+    from pipeline.runtimes import load_stream_runner
+
+    spec = SPECS[model]
+    reference = load_stream_runner("torch", spec, published["out"] / model)
+    tol = spec.tolerance("cpu")
+    module, triton = client(server, protocol)
+    rng = np.random.default_rng(5)
+    batch, seq = 4, 9
+    x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
+    lengths = np.array([9, 1, 5, 3], np.int64)
+    h = rng.standard_normal((batch, spec.hidden_size)).astype(np.float32)
+    feeds = {spec.input_name: x, spec.lengths_name: lengths, spec.state_in_name: h}
+    want = reference.run(feeds)
+    with triton:
+        for runtime in ("stream_onnx", "stream_torchscript"):
+            torchscript = runtime.endswith("torchscript")
+            tensors = []
+            for i, (name, value) in enumerate(feeds.items()):
+                value = value[:, None] if value.ndim == 1 else value   # lengths: dims [1]
+                wire = f"{spec.input_name}__{i}" if torchscript else name
+                tensors.append(module.InferInput(wire, list(value.shape), "INT64" if value.dtype == np.int64
+                                                 else "FP32"))
+                tensors[-1].set_data_from_numpy(value)
+            outs = [t.name for t in spec.stream_outputs]
+            wires = [f"{spec.output_name}__{i}" if torchscript else n for i, n in enumerate(outs)]
+            result = triton.infer(f"{model}_{runtime}", tensors,
+                                  outputs=[module.InferRequestedOutput(w) for w in wires])
+            for name, wire in zip(outs, wires):
+                np.testing.assert_allclose(result.as_numpy(wire), want[name], atol=tol.atol,
+                                           rtol=tol.rtol, err_msg=f"{runtime} {name}")
+
+
+def test_a_model_that_raises_answers_with_its_error(server):
+    """A stream TorchScript module refuses length 0 (issue 13): the backend answers that
+    request with the module's error, and the model keeps serving."""
+    import tritonclient.http as module
+    from tritonclient.utils import InferenceServerException
+
+    spec = SPECS["classifier"]
+    feeds = [np.zeros((1, 3, spec.input_size), np.float32), np.array([[0]], np.int64),
+             np.zeros((1, spec.hidden_size), np.float32)]
+
+    def call(triton, lengths):
+        tensors = []
+        for i, value in enumerate([feeds[0], lengths, feeds[2]]):
+            tensors.append(module.InferInput(f"input__{i}", list(value.shape),
+                                             "INT64" if value.dtype == np.int64 else "FP32"))
+            tensors[-1].set_data_from_numpy(value)
+        return triton.infer("classifier_stream_torchscript", tensors)
+
+    with module.InferenceServerClient(server.urls["http"]) as triton:
+        with pytest.raises(InferenceServerException, match="classifier_stream_torchscript: "):
+            call(triton, feeds[1])
+        assert call(triton, np.array([[3]], np.int64)).as_numpy("output__0").shape == (1, 2)
+
+
+def test_repository_api_is_closed_to_clients(server):
+    """Loading is `serve`'s alone, after its checks: a client's load request is refused."""
+    import tritonclient.http as module
+    from tritonclient.utils import InferenceServerException
+
+    with module.InferenceServerClient(server.urls["http"]) as triton:
+        with pytest.raises(InferenceServerException, match="restricted|denied|not allowed|unauth"):
+            triton.load_model("forecaster_onnx")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_loadtest_reports_and_checks_answers(server, published, protocol, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, [
+        "loadtest", "--registry", str(published["registry"]), "--url", server.urls[protocol],
+        "--protocol", protocol, "--model-name", "classifier_torchscript", "--concurrency", "1,4",
+        "--duration", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "loadtest.json").read_text())
+    assert (tmp_path / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
+    assert [lv["concurrency"] for lv in report["levels"]] == [1, 4]
+    assert all(lv["answers"] > 0 and lv["errors"] == 0 and lv["wrong"] == 0 for lv in report["levels"])
+    assert report["errors"] == report["wrong"] == 0
+    assert "p99 ms" in result.output
+
+
+def test_loadtest_fails_on_errors(published, tmp_path):
+    """Nothing listens at --url: every request fails, and so does the run, in one line."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from tests.test_cli import one_line_error
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(cli, [
+        "loadtest", "--registry", str(published["registry"]), "--url", f"127.0.0.1:{port}",
+        "--concurrency", "1", "--duration", "0.5", "--out", str(tmp_path)])
+    one_line_error(result, "errors, 0 wrong answers; first error:")
