@@ -32,6 +32,7 @@ as `h_in` to continue.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
                          f"give {', '.join(SUFFIXES)}")
-    try:
+    with _reading(path):
         if suffix == ".csv":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)   # "input contained no data"
@@ -87,6 +88,13 @@ def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
                 return archive[spec.input_name]
             raise InputError(f"{path}: holds arrays {names}; give exactly one, or name one "
                              f"{spec.input_name!r}")
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """Turn a numpy reader's failures into one-line InputErrors; pickles are never loaded."""
+    try:
+        yield
     except InputError:
         raise
     except ValueError as exc:
@@ -174,22 +182,15 @@ def load_stream_input(path: str | Path, spec: ModelSpec) -> dict[str, np.ndarray
     if path.suffix.lower() != ".npz":
         raise InputError(f"{path}: --stream takes an .npz holding {names[0]!r}, {names[1]!r} "
                          f"and optionally {names[2]!r}")
-    with open(path, "rb") as f:
-        if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
-            raise InputError(f"{path}: not a .npz file (it does not start like one)")
-    try:
+    with _reading(path):
+        with open(path, "rb") as f:
+            if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
+                raise InputError(f"{path}: not a .npz file (it does not start like one)")
         with np.load(path, allow_pickle=False) as archive:
             extra = sorted(set(archive.files) - set(names))
             if extra:
                 raise InputError(f"{path}: unexpected arrays {extra}; give {names}")
             feeds = {name: archive[name] for name in archive.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise InputError(f"{path}: holds pickled Python objects; only numeric arrays "
-                             "are loaded") from None
-        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
     return check_stream_feeds(feeds, spec, str(path))
 
 
