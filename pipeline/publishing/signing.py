@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import SignatureError, SigningKeyError, first_line
-from ..manifest import MANIFEST, check_manifest
+from ..manifest import check_manifest
 
 SIGNATURE = "model.sig"          # model-signing's own default name for the bundle
 PRIVATE_KEY, PUBLIC_KEY = "signing.key", "signing.pub"

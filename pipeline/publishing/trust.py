@@ -29,7 +29,6 @@ from .signing import load_public_key, verify_version
 from .triton import BACKENDS, triton_name
 
 
-
 def _versions(model_folder: Path) -> list[Path]:
     """The folders Triton takes for versions of a model, in version order."""
     return sorted((d for d in model_folder.iterdir()

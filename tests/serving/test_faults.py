@@ -9,15 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.errors import ServeError
-from pipeline.manifest import write_manifest
 from pipeline.serving.server import SHM_PREFIX
-from tests.serving.conftest import leftovers, start, stop_and_check
+from tests.serving.conftest import stop_and_check
 from tests.test_cli import one_line_error
 
 ROOT = Path(__file__).resolve().parents[2]
