@@ -23,7 +23,7 @@ from pipeline.errors import PublishError, SignatureError, SigningKeyError
 from pipeline.manifest import check_manifest, read_manifest, write_manifest
 from pipeline.publishing.publish import PublishConfig, main
 from pipeline.publishing.release import extract_release
-from pipeline.publishing.signing import fingerprint, keygen, load_public_key, sign_version, \
+from pipeline.publishing.signing import fingerprint, load_public_key, sign_version, \
     verify_version
 from pipeline.publishing.trust import verify_registry
 from tests.seeds import seed_model
