@@ -12,6 +12,7 @@ from pipeline.manifest import MANIFEST, file_entry
 from pipeline.specs import MODEL_NAMES
 from pipeline.verify import VerifyConfig, default_shapes, main
 
+from .perturb import noisy_onnx_weights
 from .test_cli import one_line_error
 
 
@@ -64,17 +65,8 @@ def report_spec(out, name):
 def test_perturbed_onnx_weights_fail(copy):
     """An export bug: every ONNX weight off by ~1e-3. Hashes are re-signed, so only the
     numbers can give it away."""
-    import onnx
-    from onnx import numpy_helper
     folder = copy / "forecaster"
-    model = onnx.load(str(folder / "model.onnx"))
-    rng = np.random.default_rng(0)
-    for i, init in enumerate(model.graph.initializer):
-        array = numpy_helper.to_array(init)
-        if array.dtype == np.float32 and array.size > 1:
-            noisy = array + 1e-3 * rng.standard_normal(array.shape).astype(np.float32)
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy, init.name))
-    onnx.save(model, str(folder / "model.onnx"))
+    noisy_onnx_weights(folder / "model.onnx", folder / "model.onnx", np.random.default_rng(0))
     rewrite_manifest(folder, **{"model.onnx": file_entry(folder / "model.onnx")})
     with pytest.raises(VerificationError, match=r"forecaster: \d+ of 90 checks failed; first: onnx") as info:
         main(VerifyConfig("forecaster", copy, "cpu"), log=lambda s: None)

@@ -1,13 +1,13 @@
 """compare()'s float32-drift rule: it widens the bound only by drift_factor x the drift
 measured on the input, and a real change (1e-3 weight noise) still fails at long sequences."""
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from pipeline.compare import compare
 from pipeline.runtimes import load_runner
 from pipeline.runtimes.pytorch import float64_twin
 from pipeline.specs import SPECS, Tolerance
+
+from ..perturb import noisy_onnx_weights
 
 
 def test_bound_is_the_larger_of_tolerance_and_k_times_measured_drift():
@@ -30,14 +30,8 @@ def test_weight_noise_still_fails_at_long_sequences(exported, tmp_path):
     its weights fails, in every ONNX runtime."""
     folder = exported["out"] / "classifier"
     spec = SPECS["classifier"]
-    model = onnx.load(str(folder / "model.onnx"))
     rng = np.random.default_rng(0)
-    for i, init in enumerate(model.graph.initializer):
-        array = numpy_helper.to_array(init)
-        if array.dtype == np.float32 and array.size > 1:
-            noisy = array + 1e-3 * rng.standard_normal(array.shape).astype(np.float32)
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy, init.name))
-    onnx.save(model, str(tmp_path / "noisy.onnx"))
+    noisy_onnx_weights(folder / "model.onnx", tmp_path / "noisy.onnx", rng)
     eager = load_runner("torch", spec, folder)
     exact_model = float64_twin(eager)
     for batch in (13, 1):
