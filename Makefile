@@ -4,7 +4,7 @@
 #                (not in all); the key is $(KEYS)/signing.key, generated on first use
 # make bench - time eager PyTorch and every installed runtime side by side (not part of all)
 # make crossval - verify every runtime (ORT, OpenVINO, tract, ONNX reference) on both models,
-#                 time them, and regenerate README's cross-runtime table (not part of all)
+#                 time them, and regenerate the cross-runtime table of docs/verification.md (not part of all)
 # make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all)
 # make serve-test - the Triton end-to-end tests alone (also part of make test)
 # Stage targets are files under exported/, so make reruns only what is out of date.
@@ -85,12 +85,12 @@ bench: $(MODELS:%=$(OUT)/%/verification.json)
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1 --stream
 
 # Every runtime against eager PyTorch on the default matrix (verification.json gets one entry
-# per runtime), one timing shape for all of them, then README's table from those two files.
+# per runtime), one timing shape for all of them, then the table of docs/verification.md from those two files.
 crossval: $(STAMP) $(MODELS:%=$(OUT)/%/manifest.json)
 	$(PY) -m pipeline verify --runtime all --out $(OUT) || \
 	  { for m in $(MODELS); do touch -d @0 $(OUT)/$$m/verification.json 2>/dev/null; done; exit 1; }
 	$(PY) -m pipeline bench --runtime all --out $(OUT) --threads 1 --shapes $(CROSSVAL_SHAPE)
-	$(PY) -m pipeline.crossval --out $(OUT) --readme README.md
+	$(PY) -m pipeline.crossval --out $(OUT) --readme docs/verification.md
 
 test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q

@@ -1,11 +1,11 @@
-"""README's cross-runtime table, rendered from what `make crossval` just measured.
+"""docs/verification.md's cross-runtime table, rendered from what `make crossval` measured.
 
-    python -m pipeline.crossval --out exported --readme README.md
+    python -m pipeline.crossval --out exported --readme docs/verification.md
     python -m pipeline.crossval --out exported          # print the table only
 
 Reads each model's verification.json (written by `verify --runtime all`) and
 benchmark.json (written by `bench --runtime all --shapes 64x200`), and writes one
-Markdown table between the README markers below: per runtime its version, the precision
+Markdown table between the page's markers below: per runtime its version, the precision
 it really computed in, whether it passed and its worst |error| against eager PyTorch per
 model (over the whole verify matrix), and its p50 latency at the benchmarked shape. No
 figure is typed by hand; a missing or failed report shows as such in the table.
@@ -88,7 +88,7 @@ def update_readme(readme: Path, table: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("exported"))
-    parser.add_argument("--readme", type=Path, help="rewrite this README's table")
+    parser.add_argument("--readme", type=Path, help="rewrite the table in this Markdown page")
     args = parser.parse_args(argv)
     try:
         table = render(args.out)

@@ -1,4 +1,4 @@
-"""pipeline.crossval renders README's table from verification.json and benchmark.json."""
+"""pipeline.crossval renders the cross-runtime table from verification.json and benchmark.json."""
 import json
 import shutil
 
