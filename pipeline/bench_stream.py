@@ -39,7 +39,7 @@ import numpy as np
 
 from .checkpoint import read_config
 from .fsio import atomic_path, atomic_write_json, model_lock
-from .manifest import check_manifest, read_manifest
+from .manifest import check_manifest, read_manifest, require_listed
 from .provenance import source_commit, versions
 from .runtimes import ARTIFACTS, STREAM_ARTIFACTS
 
@@ -96,17 +96,21 @@ def _times(fn, reps: int) -> np.ndarray:
 def time_stream(session, spec, x: np.ndarray, budget_s: float):
     """Per-step times (µs) of streaming x (1, T, F) one step at a time, state swapped between
     two bindings; and the last pass's final output."""
-    x_name, len_name, h_name = (t.name for t in spec.stream_inputs)
     step = np.zeros((1, 1, spec.input_size), np.float32)
-    states = [np.zeros((1, spec.hidden_size), np.float32) for _ in range(2)]
+    shape = (1, *spec.state[1:])                              # (1, [layers,] hidden)
+    # two buffers per state (h, + c for an LSTM): one call reads one and writes the other
+    states = {pair: [np.zeros(shape, np.float32) for _ in range(2)] for pair in spec.state_names}
     y = np.zeros((1, spec.output_size), np.float32)
-    outs = (spec.output_name, spec.state_out_name)
-    bindings = [_binding(session, {x_name: step, len_name: np.ones(1, np.int64),
-                                   h_name: states[a], outs[0]: y, outs[1]: states[1 - a]}, outs)
+    outs = (spec.output_name, *(o for _, o in spec.state_names))
+    bindings = [_binding(session, {spec.input_name: step, spec.lengths_name: np.ones(1, np.int64),
+                                   spec.output_name: y,
+                                   **{i: buf[a] for (i, _), buf in states.items()},
+                                   **{o: buf[1 - a] for (_, o), buf in states.items()}}, outs)
                 for a in (0, 1)]
     times, deadline = [], time.perf_counter() + budget_s
     while not times or time.perf_counter() < deadline:
-        states[0][:] = 0.0                                    # a new stream
+        for buf in states.values():
+            buf[0][:] = 0.0                                   # a new stream
         for t in range(x.shape[1]):
             step[0, 0] = x[0, t]          # the client's new row; not timed, as for the floor
             t0 = time.perf_counter_ns()
@@ -124,14 +128,16 @@ def main(config: StreamBenchConfig, log: Callable[[str], None] = print) -> dict:
     """Benchmark streaming for `config.model`; write benchmark_stream.json (+ .png); return it."""
     import torch
 
-    from .runtimes import load_stream_runner
+    from .runtimes import load_stream_runner, require_stream
     from .runtimes.ort import ort_session
 
     model_dir = Path(config.out) / config.model
     read_manifest(model_dir)        # a clear error (run export first) before the lock's mkdir
     with model_lock(model_dir):
-        check_manifest(model_dir, require=(ARTIFACTS["onnx"], *STREAM_ARTIFACTS.values()))
+        manifest = check_manifest(model_dir, require=(ARTIFACTS["onnx"],))
         spec = read_config(model_dir)["recipe"].model
+        require_stream(spec)              # a bidirectional model: the reason, in one line
+        require_listed(model_dir, manifest, STREAM_ARTIFACTS.values())
         torch.set_num_threads(config.threads)
         stream = ort_session(model_dir / STREAM_ARTIFACTS["onnx"], "cpu", config.threads)
         whole = ort_session(model_dir / ARTIFACTS["onnx"], "cpu", config.threads)
@@ -140,7 +146,7 @@ def main(config: StreamBenchConfig, log: Callable[[str], None] = print) -> dict:
         rng = np.random.default_rng(config.seed)
         one = {spec.input_name: np.zeros((1, 1, spec.input_size), np.float32),
                spec.lengths_name: np.ones(1, np.int64),
-               spec.state_in_name: np.zeros((1, spec.hidden_size), np.float32)}
+               **{i: np.zeros((1, *spec.state[1:]), np.float32) for i, _ in spec.state_names}}
         fx, fy = np.zeros((1, 1, spec.input_size), np.float32), np.zeros((1, 1, spec.input_size),
                                                                          np.float32)
         fb = _binding(floor, {"x": fx, "y": fy}, ("y",))

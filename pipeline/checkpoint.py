@@ -59,7 +59,7 @@ def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models import build_model
+    from .families import build_model
 
     path = Path(model_dir) / WEIGHTS
     model = build_model(spec)

@@ -68,6 +68,13 @@ def safe_member(model_dir: Path, name: str) -> Path:
     return path
 
 
+def require_listed(model_dir: Path, manifest: dict, names) -> None:
+    """IntegrityError unless the manifest lists every file in `names`."""
+    for name in names:
+        if name not in manifest["files"]:
+            raise IntegrityError(f"{Path(model_dir) / MANIFEST}: does not list {name}")
+
+
 def check_manifest(model_dir: str | os.PathLike, require: tuple[str, ...] = ()) -> dict:
     """Check every file the manifest names (path, size, sha256); return the manifest.
 
@@ -76,9 +83,7 @@ def check_manifest(model_dir: str | os.PathLike, require: tuple[str, ...] = ()) 
     """
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    for name in require:
-        if name not in manifest["files"]:
-            raise IntegrityError(f"{model_dir / MANIFEST}: does not list {name}")
+    require_listed(model_dir, manifest, require)
     for name, entry in manifest["files"].items():
         path = safe_member(model_dir, name)
         try:

@@ -25,10 +25,11 @@ file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
 
 `--stream` runs the stream artifact (model_stream.*, carried state and per-row lengths):
 the .npz holds `input` (batch, seq, features) zero-padded past each row's length,
-`lengths` (batch,) integers in 1..seq and optionally `h_in` (batch, hidden), zeros when
-absent (a new stream); out-of-range lengths, a batch mismatch and seq 0 are refused
-(`check_stream_feeds`). It prints or saves (.npz) `output` and `h_out`; feed `h_out` back
-as `h_in` to continue.
+`lengths` (batch,) integers in 1..seq and optionally the state, `h_in` (batch, hidden),
+or (batch, layers, hidden) for several layers, + `c_in` for an LSTM, zeros when absent (a
+new stream); out-of-range lengths, a batch mismatch and seq 0 are refused
+(`check_stream_feeds`). It prints or saves (.npz) `output` and the state (`h_out`[,
+`c_out`]); feed it back as `h_in`[, `c_in`] to continue.
 """
 from __future__ import annotations
 
@@ -143,14 +144,16 @@ def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
 
 def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np.ndarray]:
     """Enforce the stream contract (spec.stream_inputs) on {name: array}; return the feeds
-    converted (input as `check_input`, lengths int64, h_in the spec's dtype, zeros if absent).
+    converted (input as `check_input`, lengths int64, states in the spec's dtype, zeros
+    where absent: a new stream).
 
     The graph itself cannot refuse a bad length (a 0 would gather index -1, the last step),
     so every caller of a stream artifact passes here first: InputError, never a number."""
-    x_spec, len_spec, h_spec = spec.stream_inputs
+    x_spec, len_spec, *state_specs = spec.stream_inputs
     if x_spec.name not in feeds or len_spec.name not in feeds:
+        optional = " and ".join(repr(t.name) for t in state_specs)
         raise InputError(f"{where}: needs arrays {x_spec.name!r} and {len_spec.name!r} "
-                         f"(and optionally {h_spec.name!r}); got {sorted(feeds)}")
+                         f"(and optionally {optional}); got {sorted(feeds)}")
     x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq, F)
     batch, seq, _ = x.shape
     lengths = np.asarray(feeds[len_spec.name])
@@ -160,19 +163,21 @@ def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np
     if (bad := np.flatnonzero((lengths < 1) | (lengths > seq))).size:
         raise InputError(f"{where}: {len_spec.name}[{bad[0]}] = {lengths[bad[0]]} is out of "
                          f"range; every length must be in 1..{seq} (the input's seq)")
-    h = feeds.get(h_spec.name)
-    if h is None:
-        h = np.zeros((batch, spec.hidden_size), np.dtype(spec.dtype))   # a new stream
-    h = np.asarray(h)
-    if h.shape != (batch, spec.hidden_size):
-        raise InputError(f"{where}: {h_spec.name} has shape {h.shape}; the model takes "
-                         f"({batch}, {spec.hidden_size}): batch as the input's, hidden size")
-    if h.dtype.kind != "f":
-        raise InputError(f"{where}: {h_spec.name} dtype {h.dtype}; give {spec.dtype}")
-    if (at := _first_bad(h)) is not None:
-        raise InputError(f"{where}: {h_spec.name} is not finite at index {at}")
-    return {x_spec.name: x, len_spec.name: lengths.astype(np.int64),
-            h_spec.name: np.ascontiguousarray(h, dtype=np.dtype(spec.dtype))}
+    checked = {x_spec.name: x, len_spec.name: lengths.astype(np.int64)}
+    for t in state_specs:
+        shape = (batch, *t.shape[1:])                  # (batch, [layers,] hidden)
+        state = feeds.get(t.name)
+        state = np.zeros(shape, np.dtype(t.dtype)) if state is None else np.asarray(state)
+        if state.shape != shape:
+            layers = "layers, " if len(shape) == 3 else ""
+            raise InputError(f"{where}: {t.name} has shape {state.shape}; the model takes "
+                             f"{shape}: (batch as the input's, {layers}hidden size)")
+        if state.dtype.kind != "f":
+            raise InputError(f"{where}: {t.name} dtype {state.dtype}; give {t.dtype}")
+        if (at := _first_bad(state)) is not None:
+            raise InputError(f"{where}: {t.name} is not finite at index {at}")
+        checked[t.name] = np.ascontiguousarray(state, dtype=np.dtype(t.dtype))
+    return checked
 
 
 def load_stream_input(path: str | Path, spec: ModelSpec) -> dict[str, np.ndarray]:
@@ -181,7 +186,7 @@ def load_stream_input(path: str | Path, spec: ModelSpec) -> dict[str, np.ndarray
     names = [t.name for t in spec.stream_inputs]
     if path.suffix.lower() != ".npz":
         raise InputError(f"{path}: --stream takes an .npz holding {names[0]!r}, {names[1]!r} "
-                         f"and optionally {names[2]!r}")
+                         f"and optionally {' and '.join(map(repr, names[2:]))}")
     with _reading(path):
         with open(path, "rb") as f:
             if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
@@ -261,11 +266,13 @@ def _main_stream(runner, config: PredictConfig, log: Callable[[str], None]) -> d
 
     spec = runner.spec
     feeds = load_stream_input(config.input, spec)
-    result = runner.run(feeds)                          # {output: (batch, O), h_out: (batch, H)}
-    y, h = result[spec.output_name], result[spec.state_out_name]
+    result = runner.run(feeds)               # {output: (batch, O), h_out: (batch, [L,] H), ...}
+    y = result[spec.output_name]
+    states = {o: result[o] for _, o in spec.state_names}
     log(f"{spec.name} ({runner.name}, stream): {feeds[spec.input_name].shape}, lengths "
-        f"{feeds[spec.lengths_name].tolist()} -> {y.shape}, {spec.state_out_name} {h.shape}")
+        f"{feeds[spec.lengths_name].tolist()} -> {y.shape}, "
+        + ", ".join(f"{name} {s.shape}" for name, s in states.items()))
     if config.output is not None:
         with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{spec.output_name: y, spec.state_out_name: h})
-    return {"spec": spec, "runtime": runner.name, "output": y, "h_out": h}
+            np.savez(f, **{spec.output_name: y, **states})
+    return {"spec": spec, "runtime": runner.name, "output": y, **states}

@@ -1,9 +1,17 @@
 """Model, data and training specs: each model's whole contract as data.
 
-A `ModelSpec` says what the network is (sizes) and what its exported artifacts promise
-(input/output names, dtype, symbolic axes, tolerances, the export example shape). It is
-saved in `config.json` beside the weights and the model is rebuilt from it, so every
-later stage reads the contract from disk instead of from literals in the code.
+A `ModelSpec` says what the network is (cell family, form, layers, directions, sizes) and
+what its exported artifacts promise (input/output names, dtype, symbolic axes, state
+tensors, tolerances, the export example shape). It is saved in `config.json` beside the
+weights and the model is rebuilt from it (pipeline.families.build_model), so every later
+stage reads the contract from disk instead of from literals in the code.
+
+A model is: a `cell` (rnn_tanh, rnn_relu, gru, lstm) in a `form` ("stack": one
+nn.RNN/GRU/LSTM(batch_first=True) of `num_layers` layers, optionally bidirectional;
+"cell_loop": one nn.RNNCell/GRUCell/LSTMCell stepped over the sequence), and a linear
+head on the last step's top-layer output (`out[:, -1, :]`; both directions' for a
+bidirectional stack). The seed models are two instances: forecaster (rnn_tanh cell_loop)
+and classifier (rnn_tanh stack).
 
     >>> from pipeline.specs import SPECS
     >>> SPECS["forecaster"].input.shape
@@ -34,14 +42,24 @@ class Tolerance:
     rtol: float
 
 
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
+FORMS = ("stack", "cell_loop")
+# config.json files written before the families (issue 17) name the seeds' `arch`.
+LEGACY_ARCHS = {"rnn_cell_loop": {"cell": "rnn_tanh", "form": "cell_loop"},
+                "rnn": {"cell": "rnn_tanh", "form": "stack"}}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    arch: Literal["rnn_cell_loop", "rnn"]       # seed 000 / seed 001
     task: Literal["regression", "classification"]
     input_size: int
     hidden_size: int
     output_size: int
+    cell: Literal["rnn_tanh", "rnn_relu", "gru", "lstm"] = "rnn_tanh"
+    form: Literal["stack", "cell_loop"] = "stack"
+    num_layers: int = 1
+    bidirectional: bool = False
     input_name: str = "input"
     output_name: str = "output"
     # The stream artifacts' extra tensors (issue 13): per-row valid lengths, state in/out.
@@ -49,6 +67,8 @@ class ModelSpec:
     lengths_name: str = "lengths"
     state_in_name: str = "h_in"
     state_out_name: str = "h_out"
+    cell_state_in_name: str = "c_in"      # LSTM only: the cell state beside h
+    cell_state_out_name: str = "c_out"
     dtype: str = "float32"
     # Shape of the example given to the exporter; the artifacts must serve any other.
     example_batch: int = 2
@@ -64,6 +84,42 @@ class ModelSpec:
     # pipeline/compare.py: honest runtimes reached 4.8 D at most, 1e-3 weight noise >= 434 D.
     drift_factor: float = 8.0
 
+    def __post_init__(self):
+        problems = [
+            self.cell not in CELLS and f"cell {self.cell!r} is not one of {', '.join(CELLS)}",
+            self.form not in FORMS and f"form {self.form!r} is not one of {', '.join(FORMS)}",
+            self.num_layers < 1 and "num_layers must be >= 1",
+            self.form == "cell_loop" and (self.num_layers != 1 or self.bidirectional)
+            and "a cell_loop is one unidirectional layer",
+            min(self.input_size, self.hidden_size, self.output_size) < 1 and "sizes must be >= 1",
+        ]
+        if any(problems):
+            raise ValueError(f"model {self.name}: {next(p for p in problems if p)}")
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def has_stream(self) -> bool:
+        """A stream form carries state forward; a backward direction would need the future."""
+        return not self.bidirectional
+
+    @property
+    def state(self) -> tuple[Axis, ...]:
+        """One state tensor's shape, batch-major (Triton's batcher concatenates on dim 0):
+        (batch, H) for one layer (the seeds' contract), (batch, layers, H) for more."""
+        layers = () if self.num_layers == 1 else (self.num_layers,)
+        return ("batch", *layers, self.hidden_size)
+
+    @property
+    def state_names(self) -> tuple[tuple[str, str], ...]:
+        """(state input, state output) pairs: h, and c for an LSTM; h_out feeds h_in."""
+        pairs = ((self.state_in_name, self.state_out_name),)
+        if self.cell == "lstm":
+            pairs += ((self.cell_state_in_name, self.cell_state_out_name),)
+        return pairs
+
     @property
     def input(self) -> TensorSpec:
         return TensorSpec(self.input_name, self.dtype, ("batch", "seq", self.input_size))
@@ -75,15 +131,15 @@ class ModelSpec:
     @property
     def stream_inputs(self) -> tuple[TensorSpec, ...]:
         """model_stream.*: input zero-padded past each row's length, lengths in 1..seq,
-        h_in the state to continue from (zeros start a stream)."""
+        then the state to continue from (h_in, + c_in for an LSTM; zeros start a stream)."""
         return (self.input, TensorSpec(self.lengths_name, "int64", ("batch",)),
-                TensorSpec(self.state_in_name, self.dtype, ("batch", self.hidden_size)))
+                *(TensorSpec(i, self.dtype, self.state) for i, _ in self.state_names))
 
     @property
     def stream_outputs(self) -> tuple[TensorSpec, ...]:
-        """output: the head on each row's state at its own last valid step; h_out: that state."""
-        return (self.output,
-                TensorSpec(self.state_out_name, self.dtype, ("batch", self.hidden_size)))
+        """output: the head on each row's top-layer state at its own last valid step; then
+        the state there (h_out, + c_out for an LSTM), fed back as the next call's state."""
+        return (self.output, *(TensorSpec(o, self.dtype, self.state) for _, o in self.state_names))
 
     def tolerance(self, device: str = "cpu") -> Tolerance:
         return self.cuda_tolerance if device == "cuda" else self.cpu_tolerance
@@ -111,22 +167,24 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that determines a trained model."""
+    """Everything that determines a model: trained here (data + train), or imported from a
+    user's state dict (`source`: the file, its sha256, what was read from it)."""
     model: ModelSpec
-    data: DataSpec
-    train: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=8))
+    data: DataSpec | None = None
+    train: TrainSpec | None = field(default_factory=lambda: TrainSpec(epochs=8))
+    source: dict | None = None
 
 
 RECIPES: dict[str, Recipe] = {
     "forecaster": Recipe(
-        model=ModelSpec("forecaster", "rnn_cell_loop", "regression",
-                        input_size=10, hidden_size=20, output_size=1),
+        model=ModelSpec("forecaster", "regression", input_size=10, hidden_size=20,
+                        output_size=1, cell="rnn_tanh", form="cell_loop"),
         data=DataSpec(seq_min=8, seq_max=40),
         train=TrainSpec(epochs=8),
     ),
     "classifier": Recipe(
-        model=ModelSpec("classifier", "rnn", "classification",
-                        input_size=5, hidden_size=8, output_size=2,
+        model=ModelSpec("classifier", "classification", input_size=5, hidden_size=8,
+                        output_size=2, cell="rnn_tanh", form="stack",
                         # Its trained recurrence is expansive (W_hh spectral radius ~1.85), so
                         # rounding grows along the sequence: over 60 random shapes up to
                         # (256, 1000), eager float32 itself drifts up to 2.9e-5 from float64,
@@ -155,13 +213,19 @@ def _build(cls, data: dict):
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
     for key, value in data.items():
+        if cls is Recipe and key == "model" and isinstance(value, dict):
+            kwargs[key] = model_spec_from_dict(value)
+            continue
         nested = {"cpu_tolerance": Tolerance, "cuda_tolerance": Tolerance,
-                  "model": ModelSpec, "data": DataSpec, "train": TrainSpec}.get(key)
+                  "data": DataSpec, "train": TrainSpec}.get(key)
         kwargs[key] = _build(nested, value) if nested and isinstance(value, dict) else value
     return cls(**kwargs)
 
 
 def model_spec_from_dict(data: dict) -> ModelSpec:
+    data = dict(data)
+    if "arch" in data:                       # a seed config.json from before the families
+        data.update(LEGACY_ARCHS[data.pop("arch")])
     return _build(ModelSpec, data)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from .checkpoint import save_checkpoint
 from .data import Chunk, baseline, make_split
 from .fsio import ensure_dir, model_lock, sweep_stale_temps
-from .models import build_model
+from .families import build_model
 from .specs import RECIPES, Recipe
 
 

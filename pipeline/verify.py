@@ -73,7 +73,10 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
                                     if f))
         manifest = check_manifest(model_dir, require=files)
         spec = read_config(model_dir)["recipe"].model
-        reference = load_runner("torch", spec, model_dir, "cpu")
+        # One thread for the eager reference (and so for torch here): these networks are a
+        # few KFLOP a step, and a second OpenMP thread spinning on a busy 2-core machine
+        # made a row-by-row LSTM reference 13x slower (measured, issue 17).
+        reference = load_runner("torch", spec, model_dir, "cpu", threads=1)
         runners = [load_runner(r, spec, model_dir / artifact(r) if artifact(r) else model_dir,
                                _device_for(r, device)) for r in runtimes]
         shapes = list(config.shapes or default_shapes(spec))

@@ -3,20 +3,20 @@
     rows = stream_rows(spec, reference, runners, shapes, seed)   # verify and export call it
 
 Runtime-agnostic: it only calls `runner.run(feeds)` with the spec's stream tensors
-(`input`, `lengths`, `h_in` -> `output`, `h_out`), so any runner that loads a stream
-artifact can be checked. The reference is the eager row-by-row form
-(`pipeline.export.stream.StreamReference`). Every feed passes the stream input policy
+(`input`, `lengths`, states -> `output`, states; states are h, and c for an LSTM), so any
+runner that loads a stream artifact can be checked. The reference is the eager row-by-row
+form (`pipeline.families.StreamReference`). Every feed passes the stream input policy
 (`predict.check_stream_feeds`) first. Checks, each a report row with measured errors:
 
   ragged   at each (batch, seq) and scale: lengths drawn in 1..seq (row 0 full, row 1 of
-           length 1), a random h_in, and garbage (not zeros) past each row's length;
-           output and h_out against the reference run on each unpadded row.
+           length 1), random states, and garbage (not zeros) past each row's length;
+           output and states against the reference run on each unpadded row.
   chunked  one sequence of CHUNK_LENGTH steps fed in pieces (e.g. 1+7+50+242, 299+1, 300
-           single steps), h_out carried into h_in, at batch 1 and on each side of
-           model.onnx's If threshold; the final output and state against the reference
-           on the whole sequence from zeros.
+           single steps), the states carried, at batch 1 and on each side of the graphs'
+           If threshold; the final output and states against the reference on the whole
+           sequence from zeros.
 
-A row's max_abs / max_rel / worst_ratio are the worse of output and h_out; both must
+A row's max_abs / max_rel / worst_ratio are the worst over output and states; all must
 pass the spec's tolerance (pipeline.compare's rule; argmax too for a classifier).
 """
 from __future__ import annotations
@@ -47,13 +47,15 @@ def ragged_feeds(spec: ModelSpec, rng, batch: int, seq: int, scale: float = 1.0,
     x = (scale * rng.standard_normal((batch, seq, spec.input_size))).astype(np.float32)
     pad = np.arange(seq)[None, :] >= lengths[:, None]                # (batch, seq)
     x[pad] = (GARBAGE * rng.standard_normal((int(pad.sum()), spec.input_size)))
-    h_in = np.tanh(rng.standard_normal((batch, spec.hidden_size))).astype(np.float32)
-    names = [t.name for t in spec.stream_inputs]
-    return dict(zip(names, (x, lengths, h_in)))
+    x_spec, len_spec, *states = spec.stream_inputs
+    feeds = {x_spec.name: x, len_spec.name: lengths}
+    for t in states:    # h in tanh's range; an LSTM's c is unbounded, but this is typical
+        feeds[t.name] = np.tanh(rng.standard_normal((batch, *t.shape[1:]))).astype(np.float32)
+    return feeds
 
 
 def compare_stream(spec: ModelSpec, actual: dict, expected: dict, tol) -> dict:
-    """Compare output and h_out; the worse of the two, reasons named by tensor."""
+    """Compare output and every state; the worst of them, reasons named by tensor."""
     rows = {t.name: compare(actual[t.name], expected[t.name], tol,
                             spec.task == "classification" and t.name == spec.output_name)
             for t in spec.stream_outputs}
@@ -72,15 +74,15 @@ def _failed(exc: Exception) -> dict:
 
 
 def run_chunked(runner, spec: ModelSpec, x: np.ndarray, chunks) -> dict[str, np.ndarray]:
-    """Feed x (batch, sum(chunks), F) piece by piece, h_out -> h_in; the last outputs."""
-    x_name, len_name, h_name = (t.name for t in spec.stream_inputs)
-    h = np.zeros((x.shape[0], spec.hidden_size), np.float32)
-    start, result = 0, None
+    """Feed x (batch, sum(chunks), F) piece by piece, each state output fed back as the
+    next call's state input (zeros first); the last outputs."""
+    start, result, states = 0, None, {}
     for n in chunks:
-        feeds = {x_name: x[:, start:start + n], h_name: h,
-                 len_name: np.full(x.shape[0], n, np.int64)}
+        feeds = {spec.input_name: x[:, start:start + n], **states,
+                 spec.lengths_name: np.full(x.shape[0], n, np.int64)}
         result = runner.run(check_stream_feeds(feeds, spec, "chunked stream"))
-        h, start = result[spec.state_out_name], start + n
+        states = {i: result[o] for i, o in spec.state_names}
+        start += n
     return result
 
 
@@ -91,10 +93,10 @@ def _row(runner, tol, check: str, batch: int, seq: int, scale: float, c: dict) -
 
 
 def chunk_batches(spec: ModelSpec) -> tuple[int, ...]:
-    """Batch 1, and each side of model.onnx's If threshold (the stream graph has none)."""
-    from .export.onnx_graph import small_batch
-    return tuple(dict.fromkeys((1, small_batch(spec.hidden_size),
-                                small_batch(spec.hidden_size) + 1)))
+    """Batch 1, and each side of the graphs' If between the native operator and the Scan."""
+    from .families import family
+    limit = family(spec).native_batch_limit(spec.hidden_size)
+    return tuple(dict.fromkeys((1, *((limit, limit + 1) if limit else ()))))
 
 
 def stream_rows(spec: ModelSpec, reference, runners, shapes, seed: int = 0,

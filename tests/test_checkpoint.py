@@ -47,4 +47,5 @@ def test_bad_config_is_a_clean_error(copy, text):
 
 def test_config_is_plain_json(copy):
     data = json.loads((copy / "config.json").read_text())
-    assert data["recipe"]["model"]["arch"] == "rnn_cell_loop"
+    assert (data["recipe"]["model"]["cell"], data["recipe"]["model"]["form"]) == (
+        "rnn_tanh", "cell_loop")

@@ -11,27 +11,30 @@ from __future__ import annotations
 
 import click
 
+from .importing import import_model
 from .publishing import publish
 from .release import keygen, verify_release
 from .serving import loadtest, serve
 from .stages import bench, export, predict, train, verify
 
-__all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish", "keygen",
+__all__ = ["cli", "train", "import_model", "export", "verify", "predict", "bench", "publish", "keygen",
            "verify_release", "serve", "loadtest"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rnn-pipeline")
 def cli():
-    """Train, export, verify, benchmark, publish and serve the two seed RNN models.
+    """Train (or import), export, verify, benchmark, publish and serve RNN models.
 
     \b
-    Example, the whole flow for both models into ./exported:
+    Example, the whole flow for the two built-in models into ./exported:
       python -m pipeline train && python -m pipeline export && python -m pipeline verify
+    Your own nn.LSTM/GRU/RNN, from its state dict:
+      python -m pipeline import mylstm --weights lstm.pt --task classification
     """
 
 
 # One module per command group; a new command is added here in the order `--help` lists it.
-for command in (train, export, verify, predict, bench, publish, keygen, verify_release, serve,
+for command in (train, import_model, export, verify, predict, bench, publish, keygen, verify_release, serve,
                 loadtest):
     cli.add_command(command)

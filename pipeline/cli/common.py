@@ -12,8 +12,9 @@ from ..specs import MODEL_NAMES
 
 def model_option(fn):
     return click.option(
-        "--model", "models", multiple=True, type=click.Choice(MODEL_NAMES),
-        help="Model to process; repeat for several. Default: all models.")(fn)
+        "--model", "models", multiple=True, metavar="NAME",
+        help="Model to process: a built-in recipe or any model under --out (trained or "
+             "imported); repeat for several. Default: every model under --out.")(fn)
 
 
 def out_option(fn):
@@ -37,5 +38,20 @@ def domain_errors(fn):
     return wrapper
 
 
-def selected(models: tuple[str, ...]) -> tuple[str, ...]:
-    return models or MODEL_NAMES
+def found_models(out: Path) -> tuple[str, ...]:
+    """Model folders under `out`: those holding a config.json (trained or imported)."""
+    out = Path(out)
+    return tuple(sorted(p.parent.name for p in out.glob("*/config.json"))) if out.is_dir() else ()
+
+
+def selected(models: tuple[str, ...], out: Path, choices: tuple[str, ...] | None = None
+             ) -> tuple[str, ...]:
+    """The --model names, checked against the known ones (default: the built-in recipes
+    and every model under `out`); none given: the models under `out`, else the recipes."""
+    found = found_models(out)
+    known = choices if choices is not None else tuple(dict.fromkeys([*MODEL_NAMES, *found]))
+    for name in models:
+        if name not in known:
+            raise click.BadParameter(f"unknown model {name!r}; known: {', '.join(known)}",
+                                     param_hint="'--model'")
+    return models or (found if choices is None and found else MODEL_NAMES)

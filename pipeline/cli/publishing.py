@@ -38,7 +38,7 @@ def publish(models, out, registry, version, signing_key, unsigned):
     """
     from ..publishing.publish import PublishConfig, main
 
-    for name in selected(models):
+    for name in selected(models, out):
         r = main(PublishConfig(name, out, registry, version, signing_key, unsigned),
                  log=lambda s: click.echo(s, err=True))
         signed = f"signed by {r['signed_by']}" if r["signed_by"] else "UNSIGNED"

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-from ..specs import MODEL_NAMES
 from .common import domain_errors
 
 
@@ -37,7 +36,7 @@ def keygen(folder):
 @click.option("--public-key", required=True, metavar="FILE",
               type=click.Path(dir_okay=False, path_type=Path),
               help="PEM public key of the publisher (keygen's signing.pub).")
-@click.option("--model", type=click.Choice(MODEL_NAMES),
+@click.option("--model", metavar="NAME",
               help="Only this model's versions (when PATH is a registry or a tarball).")
 @domain_errors
 def verify_release(path, public_key, model):

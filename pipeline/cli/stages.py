@@ -33,7 +33,7 @@ def train(models, out, epochs, seed):
     from ..train import TrainConfig, main
 
     ensure_dir(out)
-    for name in selected(models):
+    for name in selected(models, out, MODEL_NAMES):
         m = main(TrainConfig(name, out, epochs, seed), log=lambda s: click.echo(s, err=True))
         click.echo(f"{name}: test {m['metric']} {m['test']:.4f}, baseline ({m['baseline_kind']}) "
                    f"{m['baseline']:.4f}; trained in {m['train_seconds']:.1f}s -> {out / name}")
@@ -60,7 +60,7 @@ def export(models, out, opset):
     """
     from ..export import ExportConfig, main
 
-    for name in selected(models):
+    for name in selected(models, out):
         manifest = main(ExportConfig(name, out, opset), log=lambda s: click.echo(s, err=True))
         signature = manifest["signature"]
         click.echo(f"{name}: {signature['inputs'][0]['shape']} -> {signature['outputs'][0]['shape']}"
@@ -99,7 +99,7 @@ def verify(models, out, device, shapes, runtimes):
     from ..verify import VerifyConfig, format_table, main
 
     failures = []
-    for name in selected(models):
+    for name in selected(models, out):
         try:
             report = main(VerifyConfig(name, out, device, tuple(shapes) if shapes else None,
                                        runtimes=runtimes or DEFAULT_VERIFY))
@@ -117,8 +117,6 @@ def verify(models, out, device, shapes, runtimes):
 
 # Help text from the specs (cheap to import), so the stated contract is the enforced one.
 _FEATURES = ", ".join(f"{name} {SPECS[name].input_size}" for name in MODEL_NAMES)
-_INPUT_NAMES = " or ".join(sorted({repr(SPECS[name].input_name) for name in MODEL_NAMES}))
-_DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 
 
 @click.command(help=f"""Run an exported model on an array file and print or save its outputs.
@@ -130,11 +128,11 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 
     \b
       .npy  one array of shape (batch, seq, features)
-      .npz  exactly one array, or one named {_INPUT_NAMES}
+      .npz  exactly one array, or one named as the model's input ('input')
       .csv  one sequence: a row per time step, a column per feature, no header
             (read as batch 1)
-      rank 3; batch >= 1 and seq >= 1; features = the model's ({_FEATURES});
-      dtype {_DTYPES} (float64 is converted, other dtypes refused); no NaN or Inf
+      rank 3; batch >= 1 and seq >= 1; features = the model's (its config.json; built-in:
+      {_FEATURES}); dtype float32 (float64 is converted, other dtypes refused); no NaN or Inf
       (the index of the first is reported); pickled (object) arrays are never loaded.
 
     Prints one line per sequence (classifier: predicted class and logits; forecaster:
@@ -142,9 +140,10 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 
     --stream runs the stream artifact (state carried, one length per row): an .npz with
     'input' (batch, seq, features) padded past each row's length, 'lengths' (batch,)
-    integers in 1..seq, optionally 'h_in' (batch, hidden; zeros start a stream). Prints
-    each row's output and h_out, or with --output writes both to an .npz; feed h_out back
-    as h_in to continue the stream.
+    integers in 1..seq, optionally the state 'h_in' (batch, hidden), or (batch, layers,
+    hidden), and for an LSTM 'c_in' (zeros start a stream). Prints each row's output and
+    state, or with --output writes them to an .npz; feed h_out (c_out) back as h_in (c_in)
+    to continue the stream.
 
     \b
     Example:
@@ -155,7 +154,7 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
       python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub \\
           --input x.npy
     """)
-@click.option("--model", type=click.Choice(MODEL_NAMES),
+@click.option("--model", metavar="NAME",
               help="Model to run, from --out (or give --version-dir).")
 @click.option("--input", "input_path", required=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -179,14 +178,19 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 def predict(model, input_path, runtime, output, stream, out, version_dir, public_key):
     from ..predict import PredictConfig, format_rows, main
 
+    if model is not None:
+        selected((model,), out)
+
     result = main(PredictConfig(model, input_path, runtime, output, out, version_dir, public_key,
                                 stream),
                   log=lambda s: click.echo(s, err=True))
     if output is None:
         lines = format_rows(result["output"], result["spec"])
         if stream:
-            lines = [f"{line}  h_out [{', '.join(f'{v:.6g}' for v in h)}]"
-                     for line, h in zip(lines, result["h_out"])]
+            spec = result["spec"]
+            for _, o in spec.state_names:   # the state per row, flattened over layers
+                lines = [f"{line}  {o} [{', '.join(f'{v:.6g}' for v in h.ravel())}]"
+                         for line, h in zip(lines, result[o])]
         click.echo("\n".join(lines))
     else:
         click.echo(f"{result['spec'].name}: {result['output'].shape} outputs "
@@ -238,7 +242,7 @@ def bench(models, out, threads, shapes, device, budget, min_reps, runtimes, stre
         return
     from ..bench import BenchConfig, main, table
 
-    for name in selected(models):
+    for name in selected(models, out):
         config = BenchConfig(name, out, tuple(shapes), threads, device, budget, min_reps,
                              runtimes=runtimes or None)
         result = main(config, log=lambda s: click.echo(s, err=True))
@@ -249,7 +253,7 @@ def bench(models, out, threads, shapes, device, budget, min_reps, runtimes, stre
 def _bench_stream(models, out, threads, budget, min_reps):
     from ..bench_stream import StreamBenchConfig, main, table
 
-    for name in selected(models):
+    for name in selected(models, out):
         config = StreamBenchConfig(name, out, threads=threads, budget_s=budget, min_reps=min_reps)
         click.echo(table(main(config, log=lambda s: click.echo(s, err=True))))
         click.echo(f"-> {out / name}/benchmark_stream.json, benchmark_stream.png")

@@ -1,170 +1,306 @@
-"""ONNX export with truly dynamic `batch` and `seq` axes, through torch.export (dynamo=True).
+"""model.onnx and model_stream.onnx, written op by op from the weights and the family.
 
-Why not the obvious calls (measured on torch 2.13): `torch.onnx.export(dynamo=True)` on the
-models as written specializes `seq` to the example length (the loop and nn.RNN are
-unrolled while tracing), and the deprecated TorchScript-based exporter and `jit.trace`
-unroll the forecaster's loop behind a symbolic-looking `seq` axis. So we export an
-equivalent module that expresses the recurrence in forms torch.export keeps symbolic:
+    model = build_onnx(spec, model.state_dict())            # input -> output
+    stream = build_stream_onnx(spec, model.state_dict())    # input, lengths, states -> output, states
 
-  If(batch <= small_batch(H))            (H x batch <= ~100: batch 1-12 / 1-5 here)
-    then: the standard ONNX `RNN` operator, reached through a custom op
-          (`rnnpipe::rnn_tanh`) given an ONNX translation; one kernel for all steps at
-          ~0.2 us a step, the least per-call overhead: fastest at small batch
-    else: feature-major: one 2-D Transpose of x, one MatMul projecting every step's input
-          (bias folded in through a ones row), then a `Scan` whose body is one Gemm + Tanh
-          (from torch's `scan` higher-order op; ORT fuses them into one kernel per step);
-          onnxruntime's RNN kernel slows with batch x H (0.4x eager at batch 512), this
-          form keeps ~2-3 us a step.
-  Gemm: the linear head on the last hidden state.
+Why not torch.onnx.export (measured on torch 2.13): `dynamo=True` specializes `seq` to the
+example length (the loop and nn.RNN/GRU/LSTM are unrolled while tracing), the legacy
+exporter and `jit.trace` unroll the cell loop behind a symbolic-looking `seq` axis, and the
+legacy exporter's native-op graphs are not portable (tract refuses its 2-layer LSTM: the
+initial state it bakes clashes with a symbolic batch; tract computes tanh for its ReLU RNN
+and the ONNX reference evaluator refuses it). So the graph is written here, from the same
+weights, in forms chosen per family by measurement (see pipeline/families/), and proved
+like any export: the self-check and `verify` run it at lengths other than any example.
 
-Every op is a standard ONNX op (If, RNN, Scan, Gemm, MatMul, Tanh, Transpose, Concat,
-shape ops), so any conformant runtime can run the graph; nothing relies on onnxruntime's
-contrib ops (an offline-optimized ORT model would contain com.microsoft FusedGemm, so we
-ship the plain graph and let each session fuse at load). Both branches are proved at
-several lengths by the export self-check. Measured by `python -m pipeline bench`; the
-numbers behind each choice (one thread, ratio to eager in the same run) are in the
-comments below and the closing note of issue 6.
+Both graphs, for every family, layer count and direction:
+
+  If(batch x H <= family.native_max_elements)       (absent when the family has one form)
+    then: the standard RNN / GRU / LSTM operator per layer, weights reordered to ONNX's gate
+          order, initial states explicit (tract needs them with a symbolic batch), no
+          `sequence_lens` (OpenVINO ignores it, tract refuses a non-constant one), layout 0
+          (OpenVINO ignores layout=1 and onnxruntime refuses it); fastest at small batch.
+    else: feature-major Scan per layer and direction: one 2-D Transpose of the input, the
+          input projection of every step hoisted into one MatMul (bias folded in by a ones
+          row), then a Scan whose body is the family's step (Gemm + activations) on states
+          kept as (H, batch); a backward direction scans the time-reversed input.
+  model.onnx: Gemm head on the last step's top-layer output.
+  model_stream.onnx: each layer's states at each row's own last valid step, gathered from
+          the per-step outputs (GatherElements at lengths - 1), and the head on the top one.
+          No batch If here: the operator for one-state families (a streaming step pays no
+          If), the Scan for relu, and for an LSTM an If on "every row full length" (the
+          operator gives c only after its last step).
+
+Only standard ONNX operators (If, RNN, GRU, LSTM, Scan, Gemm, MatMul, Sigmoid, Tanh, Relu,
+Mul, Add, Sub, Split, GatherElements, shape ops), so any conformant runtime runs it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch import nn
+import numpy as np
 
 from ..errors import ExportError, first_line
+from ..families import family, head_weights, layer_weights
+from ..families.graph import GraphBuilder, value_info
 from ..specs import ModelSpec
 
-# batch <= small_batch(H) runs the RNN-operator branch, larger batches the Scan branch.
-# onnxruntime's RNN kernel costs ~0.2 us per step at batch 1 but grows with batch x H,
-# while a Scan step costs ~1-2 us of fixed dispatch plus a well-blocked Gemm; measured
-# (seq 100, one thread) they cross at batch ~12 for H = 8 and ~5 for H = 20, i.e. near
-# batch x H = 100.
-RNN_OP_MAX_ELEMENTS = 100
+IR_VERSIONS = {18: 8, 19: 9, 20: 9, 21: 10}     # the IR each opset came with
 
 
-def small_batch(hidden_size: int) -> int:
-    return max(1, RNN_OP_MAX_ELEMENTS // hidden_size)
+def _fill(value: float):
+    from onnx import helper
+    return helper.make_tensor("value", 1, [1], [value])     # float32 ConstantOfShape value
 
 
-@torch.library.custom_op("rnnpipe::rnn_tanh", mutates_args=())
-def rnn_tanh(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
-             b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-    """Last hidden state of a one-layer tanh RNN from a zero state; x (batch, seq, F) -> (batch, H).
-
-    The eager body is the reference semantics; the exporter replaces the whole op by
-    `_rnn_tanh_onnx`, so the sequence length never reaches the tracer.
-    """
-    h = x.new_zeros(x.size(0), w_hh.size(0))
-    for t in range(x.size(1)):
-        h = torch.tanh(torch.addmm(b_ih, x[:, t], w_ih.t()) + torch.addmm(b_hh, h, w_hh.t()))
-    return h
+def _fill_int(value: int):
+    from onnx import helper
+    return helper.make_tensor("value", 7, [1], [value])     # int64
 
 
-@rnn_tanh.register_fake
-def _(x, w_ih, w_hh, b_ih, b_hh):
-    return x.new_empty(x.size(0), w_hh.size(0))
+class _Net:
+    """The recurrent layers of one spec, written into a GraphBuilder in either form."""
+
+    def __init__(self, spec: ModelSpec, state: dict):
+        self.spec, self.fam = spec, family(spec)
+        self.layers = layer_weights(spec, state)
+        self.H, self.D = spec.hidden_size, spec.directions
+
+    def native(self, b: GraphBuilder, x: str, init=None):
+        """Per layer: (Y (S, D, B, H), [final state (D, B, H)...]). init: per layer, per
+        state, (D, B, H) names; None: zeros."""
+        fam, H, D = self.fam, self.H, self.D
+        xs = b.op("Transpose", [x], perm=[1, 0, 2])                      # (S, B, F)
+        if init is None:
+            batch = b.op("Shape", [x], start=0, end=1)
+            zeros = b.op("ConstantOfShape", [b.op("Concat", [b.ints(D), batch, b.ints(H)],
+                                                  axis=0)], value=_fill(0.0))
+            init = [[zeros] * fam.states for _ in self.layers]
+        direction = {"direction": "bidirectional"} if D == 2 else {}
+        out = []
+        for k, dirs in enumerate(self.layers):
+            ws = [w.gates(fam.onnx_order) for w in dirs]
+            w = b.const(np.stack([w.w_ih for w in ws]))                   # (D, G*H, F_in)
+            r = b.const(np.stack([w.w_hh for w in ws]))                   # (D, G*H, H)
+            bias = b.const(np.stack([np.concatenate([w.b_ih, w.b_hh]) for w in ws]))
+            y, *finals = b.op(fam.native_op, [xs, w, r, bias, "", *init[k]],
+                              1 + fam.states, **direction, **fam.native_attrs(H))
+            out.append((y, finals))
+            xs = b.op("Squeeze", [y, b.ints(1)]) if D == 1 else \
+                b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), b.ints(0, 0, -1)])
+        return out
+
+    def scan(self, b: GraphBuilder, x: str, init=None, emit_top: tuple[int, ...] = (),
+             emit_lower: tuple[int, ...] = (0,)):
+        """Per layer, per direction: (final states [(H, B)...], {state index: (S, H, B) steps}).
+        Layers below the top emit the states in `emit_lower` per step (h at least: the next
+        layer's input), the top layer those in `emit_top`. init: per layer, per state, (H, B)
+        names; None: zeros."""
+        fam, H, spec = self.fam, self.H, self.spec
+        batch = b.op("Shape", [x], start=0, end=1)
+        seq = b.op("Shape", [x], start=1, end=2)
+        # A ones row per step carries the bias through the projection (no Add over (S, G*H,
+        # B)). (B, S, F + 1) -> (B, S*(F+1)) -> (S*(F+1), B) -> (S, F + 1, B): one 2-D
+        # transpose, batch-wide rows.
+        ones_bs = b.op("ConstantOfShape", [b.op("Concat", [batch, seq, b.ints(1)], axis=0)],
+                       value=_fill(1.0))                                  # (B, S, 1)
+        flat = b.op("Reshape", [b.op("Concat", [x, ones_bs], axis=2),
+                                b.op("Concat", [batch, b.ints(-1)], axis=0)])
+        xa = b.op("Reshape", [b.op("Transpose", [flat], perm=[1, 0]),
+                              b.op("Concat", [seq, b.ints(spec.input_size + 1), batch], axis=0)])
+        if init is None:
+            zeros = b.op("ConstantOfShape", [b.op("Concat", [b.ints(H), batch], axis=0)],
+                         value=_fill(0.0))
+            init = [[zeros] * fam.states for _ in self.layers]
+        rev = []
+
+        def reverse(b):      # seq-1, ..., 0: the Gather index that reverses time (axis 0);
+            if not rev:      # a reversed exclusive CumSum of ones (tract cannot type Range)
+                ones_s = b.op("ConstantOfShape", [seq], value=_fill_int(1))
+                rev.append(b.op("CumSum", [ones_s, b.const(0, "axis", np.int64)], exclusive=1,
+                                reverse=1))
+            return rev[0]
+
+        out = []
+        for k, dirs in enumerate(self.layers):
+            emit = emit_top if k == len(self.layers) - 1 else emit_lower
+            if k > 0:   # the ones row by Pad: tract fails to declutter MatMul(W, Concat(...))
+                xa = b.op("Pad", [xf, b.ints(0, 0, 0, 0, 1, 0), b.const(1.0, "one")])
+            per_dir = []
+            for d, w in enumerate(dirs):
+                w_aug, consts = fam.scan_weights(w)
+                # the backward direction scans the time-reversed sequence and reverses its
+                # per-step outputs back (the reference evaluator has no scan directions)
+                xd = xa if d == 0 else b.op("Gather", [xa, reverse(b)], axis=0)
+                p = b.op("MatMul", [b.const(w_aug), xd])                  # (S, G*H, B)
+                finals, steps = self._scan_one(b, p, init[k], consts, emit)
+                if d == 1:
+                    steps = {i: b.op("Gather", [y, reverse(b)], axis=0) for i, y in steps.items()}
+                per_dir.append((finals, steps))
+            out.append(per_dir)
+            if k < len(self.layers) - 1:     # the next layer's input: h of every direction
+                xf = per_dir[0][1][0] if len(dirs) == 1 else \
+                    b.op("Concat", [per_dir[0][1][0], per_dir[1][1][0]], axis=1)   # (S, D*H, B)
+        return out
+
+    def _scan_one(self, b, p, init, consts, emit):
+        fam, H = self.fam, self.H
+        body = b.sub()
+        states = [body.fresh("state") for _ in range(fam.states)]
+        p_t = body.fresh("p_t")
+        names = {k: b.const(v) for k, v in consts.items()}
+        new = fam.scan_step(body, p_t, states, names, H)
+        steps = [body.op("Identity", [new[i]]) for i in emit]           # per-step outputs
+        graph = body.graph("step", [value_info(n) for n in [*states, p_t]],
+                           [value_info(n) for n in [*new, *steps]])
+        res = b.op("Scan", [*init, p], fam.states + len(emit), body=graph, num_scan_inputs=1)
+        res = [res] if isinstance(res, str) else list(res)
+        return res[:fam.states], dict(zip(emit, res[fam.states:]))
+
+    # the two forms side by side, behind an If when the family has both -------------------
+    def choose(self, b: GraphBuilder, x: str, native, scan) -> list[str]:
+        """model.onnx: the outputs of native(sub) while batch x H is small, else of scan(sub);
+        only the Scan when the family has no portable operator."""
+        limit = self.fam.native_batch_limit(self.H)
+        if limit < 1:
+            return scan(b)
+        batch = b.op("Shape", [x], start=0, end=1)
+        return _if(b, b.op("LessOrEqual", [batch, b.ints(limit)]), native, scan)
 
 
-def _rnn_tanh_onnx(hidden_size: int):
-    """ONNX translation of `rnn_tanh`: the standard RNN operator with an explicit zero state."""
-    from onnxscript import opset18 as op
-
-    def rnn_tanh_onnx(x, w_ih, w_hh, b_ih, b_hh):
-        xt = op.Transpose(x, perm=[1, 0, 2])                      # (seq, batch, F): layout 0
-        w = op.Unsqueeze(w_ih, [0])                               # (1, H, F), 1 = num_directions
-        r = op.Unsqueeze(w_hh, [0])                               # (1, H, H)
-        b = op.Unsqueeze(op.Concat(b_ih, b_hh, axis=0), [0])      # (1, 2H) = [Wb | Rb]
-        # initial_h is given explicitly (zeros), though the operator defaults to them:
-        # runtimes differ in how they treat omitted optional inputs, and an explicit state
-        # costs ~1-2 us (Shape, Concat, ConstantOfShape) of a ~15-25 us batch-1 call.
-        batch = op.Shape(x, start=0, end=1)
-        h0 = op.ConstantOfShape(op.Concat(op.Constant(value_ints=[1]), batch,
-                                          op.Constant(value_ints=[hidden_size]), axis=0))
-        _, h_last = op.RNN(xt, w, r, b, None, h0, hidden_size=hidden_size)  # (1, batch, H)
-        return op.Squeeze(h_last, [0])                            # (batch, H)
-
-    return rnn_tanh_onnx
+def _if(b: GraphBuilder, cond: str, then, otherwise) -> list[str]:
+    """If(cond) then(sub) else otherwise(sub); cond a one-element bool tensor."""
+    branches = []
+    for form in (then, otherwise):
+        sub = b.sub()
+        outs = form(sub)
+        branches.append(sub.graph(f"{form.__name__}_branch", [], [value_info(o) for o in outs]))
+    res = b.op("If", [b.op("Squeeze", [cond, b.ints(0)])], len(outs),
+               then_branch=branches[0], else_branch=branches[1])
+    return [res] if isinstance(res, str) else list(res)
 
 
-def _scan_rnn(x, w_aug, w_hh):
-    """Same recurrence as `rnn_tanh`, feature-major, input projection hoisted out of the loop.
+def build_onnx(spec: ModelSpec, state: dict, opset: int = 18):
+    """model.onnx: input (batch, seq, F) -> output (batch, O)."""
+    net, x = _Net(spec, state), spec.input_name
+    H, D = spec.hidden_size, spec.directions
 
-    x (batch, seq, F); w_aug (H, F+1) = [W_ih | b_ih + b_hh]; w_hh (H, H). The state is
-    kept as (H, batch): each step is one (H, H) x (H, batch) Gemm, batch-wide rows for the
-    SIMD lanes, and x needs a single 2-D transpose. The batch-major form (state (batch, H))
-    needed a 3-D (B, S, .) -> (S, B, .) Transpose, which onnxruntime copies one F- or
-    H-float row at a time (ORT profile, classifier (512, 100): as long as all 100 steps).
-    Measured against it in the same run (one thread): 1.35x / 1.2x faster for the
-    forecaster at (64, 200) / (512, 100), 1.4x / 1.95x for the classifier.
-    """
-    from torch._higher_order_ops import scan
+    def native(b):
+        y, finals = net.native(b, x)[-1]
+        if D == 1:
+            return [b.op("Squeeze", [finals[0], b.ints(0)])]              # (B, H)
+        last = _last_step(b, y, x)                                       # (2, B, H)
+        return [b.op("Reshape", [b.op("Transpose", [last], perm=[1, 0, 2]),
+                                 b.ints(-1, 2 * H)])]                     # (B, 2H)
 
-    batch, seq, features = x.shape
-    xf = x.reshape(batch, seq * features).t().contiguous().reshape(seq, features, batch)
-    # a ones row per step carries the bias through the product: no Add over (S, H, B)
-    xf1 = torch.cat([xf, x.new_ones(seq, 1, batch)], dim=1)        # (S, F+1, B)
-    proj = torch.matmul(w_aug, xf1)                                 # (S, H, B), one MatMul
+    def scan(b):
+        top = net.scan(b, x, emit_top=() if D == 1 else (0,))[-1]
+        h = top[0][0][0]                                                 # forward final (H, B)
+        if D == 2:   # the backward direction's output at the last step: its first step
+            back = _last_step(b, top[1][1][0], x)                        # (H, B)
+            h = b.op("Concat", [h, back], axis=0)                        # (2H, B)
+        return [b.op("Transpose", [h], perm=[1, 0])]                     # (B, D*H)
 
-    def step(h, p_t):                       # h, p_t: (H, batch)
-        # Gemm with C=p_t, fused with Tanh by ORT; no per-step output (only the last state
-        # is used), so the Scan body is this one node
-        return torch.tanh(torch.addmm(p_t, w_hh, h)), []
-
-    h = scan(step, x.new_zeros(w_hh.size(0), batch), proj, dim=0)[0]   # (H, batch)
-    return h.t().contiguous()               # (batch, H); both If branches must be contiguous
-
-
-def rnn_parameters(model: nn.Module, spec: ModelSpec):
-    """(w_ih, w_hh, b_ih, b_hh, head) of either seed architecture."""
-    if spec.arch == "rnn_cell_loop":
-        c = model.rnn_cell
-        return c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh, model.linear
-    r = model.rnn
-    return r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, model.fc
+    b = GraphBuilder()
+    (features,) = net.choose(b, x, native, scan)
+    w, bias = head_weights(spec, state)
+    b.op("Gemm", [features, b.const(w), b.const(bias)], [spec.output_name], transB=1)
+    return b.model([value_info(x, list(spec.input.shape))],
+                   [value_info(spec.output_name, list(spec.output.shape))],
+                   opset=opset, ir_version=IR_VERSIONS[opset])
 
 
-class ExportForm(nn.Module):
-    """The model's computation in export-friendly form; shares (does not copy) its parameters."""
+def build_stream_onnx(spec: ModelSpec, state: dict, opset: int = 18):
+    """model_stream.onnx: (input, lengths, *states) -> (output, *states); see stream.py."""
+    net, fam = _Net(spec, state), family(spec)
+    H, L = spec.hidden_size, spec.num_layers
+    x, lengths = spec.input_name, spec.lengths_name
+    ins = [t.name for t in spec.stream_inputs[2:]]          # h_in (+ c_in), (B, [L,] H)
 
-    def __init__(self, model: nn.Module, spec: ModelSpec):
-        super().__init__()
-        self.model, self.spec = model, spec
+    def layer_state(b, name, k, layout):
+        s = name if L == 1 else b.op("Gather", [name, b.const(k, "k", np.int64)], axis=1)
+        return b.op("Unsqueeze", [s, b.ints(0)]) if layout == "native" else \
+            b.op("Transpose", [s], perm=[1, 0])                           # (1, B, H) | (H, B)
 
-    def forward(self, x):                   # x: (batch, seq, F)
-        w_ih, w_hh, b_ih, b_hh, head = rnn_parameters(self.model, self.spec)
-        # w_aug is built outside torch.cond (it folds to one initializer): a view made
-        # inside a branch fails export with "cond_true might be aliasing the input or the output".
-        w_aug = torch.cat([w_ih, (b_ih + b_hh).unsqueeze(1)], dim=1)      # (H, F+1)
-        h = torch.cond(
-            x.size(0) <= small_batch(self.spec.hidden_size),
-            lambda x, wi, wh, bi, bh, wa: rnn_tanh(x, wi, wh, bi, bh),
-            lambda x, wi, wh, bi, bh, wa: _scan_rnn(x, wa, wh),
-            (x, w_ih, w_hh, b_ih, b_hh, w_aug))
-        return head(h)                      # (batch, outputs)
+    def index(b, rows, minus_shape):   # lengths - 1 broadcast over H: one Add with -1s
+        return b.op("Add", [b.op("Reshape", [lengths, b.ints(*rows)]),
+                            b.const(-np.ones(minus_shape, np.int64), "minus1", np.int64)])
+
+    def native(b):
+        init = [[layer_state(b, n, k, "native") for n in ins] for k in range(L)]
+        res, idx, outs = net.native(b, x, init), None, []
+        for y, finals in res:
+            if fam.states == 1:     # h at each row's last step, gathered from every step's h
+                idx = idx or index(b, (1, 1, -1, 1), (H,))               # (1, 1, B, H)
+                outs.append([b.op("Reshape", [b.op("GatherElements", [y, idx], axis=0),
+                                              b.ints(-1, H)])])
+            else:                   # every row is full length in this branch (below)
+                outs.append([b.op("Squeeze", [f, b.ints(0)]) for f in finals])
+        return _stack_layers(b, outs, L)
+
+    def scan(b):
+        init = [[layer_state(b, n, k, "scan") for n in ins] for k in range(L)]
+        every = tuple(range(fam.states))      # each layer's h (and c) at every step
+        res = net.scan(b, x, init, emit_top=every, emit_lower=every)
+        idx = index(b, (1, 1, -1), (H, 1))                               # (1, H, B)
+        outs = []
+        for per_dir in res:
+            steps = per_dir[0][1]                                        # {state: (S, H, B)}
+            gathered = [b.op("GatherElements", [steps[i], idx], axis=0) for i in every]
+            outs.append([b.op("Transpose", [b.op("Squeeze", [g, b.ints(0)])], perm=[1, 0])
+                         for g in gathered])                             # (B, H) each
+        return _stack_layers(b, outs, L)
+
+    # Which form: where the family has no portable operator, the Scan; where its state is
+    # h alone, the operator (every step's h is in its Y; as the seeds' stream graphs, with no
+    # If, whose ~2 us would double a streaming step, measured); an LSTM's operator outputs c
+    # only after the last step, so it runs when every row is full length (a streaming
+    # step, a chunk) and the Scan, which emits c per step, when rows are ragged.
+    b = GraphBuilder()
+    if not fam.native_op:
+        states = scan(b)
+    elif fam.states == 1:
+        states = native(b)
+    else:
+        shortest = b.op("ReduceMin", [lengths], keepdims=1)
+        full = b.op("Equal", [shortest, b.op("Shape", [x], start=1, end=2)])
+        states = _if(b, full, native, scan)
+    top = states[0] if L == 1 else b.op("Gather", [states[0], b.const(L - 1, "k", np.int64)],
+                                         axis=1)
+    w, bias = head_weights(spec, state)
+    b.op("Gemm", [top, b.const(w), b.const(bias)], [spec.output_name], transB=1)
+    outputs = [b.op("Identity", [s], [name]) for s, name in
+               zip(states, [t.name for t in spec.stream_outputs[1:]])]
+    return b.model([value_info(t.name, list(t.shape), t.dtype) for t in spec.stream_inputs],
+                   [value_info(spec.output_name, list(spec.output.shape)),
+                    *(value_info(o, list(t.shape)) for o, t in
+                      zip(outputs, spec.stream_outputs[1:]))],
+                   opset=opset, ir_version=IR_VERSIONS[opset])
 
 
-def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> None:
-    """Write `model` as ONNX with input (batch, seq, F) and output (batch, O) symbolic."""
-    import logging
-    import warnings
+def _last_step(b, y: str, x: str) -> str:
+    """y[seq - 1] along axis 0, the axis dropped. A Gather at an index computed from the
+    input's shape: tract cannot run a Slice to a huge constant end, nor one from a computed
+    start inside an If branch."""
+    seq = b.op("Shape", [x], start=1, end=2)
+    last = b.op("Squeeze", [b.op("Sub", [seq, b.ints(1)]), b.ints(0)])   # a scalar index
+    return b.op("Gather", [y, last], axis=0)
 
-    # The exporter logs a warning per torchvision op it cannot register; we use none.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    # The Scan has no per-step output, so scan_output_directions is an empty list, which
-    # onnx_ir warns is ambiguous before typing it INTS, the type the Scan spec wants.
-    logging.getLogger("onnx_ir._convenience").setLevel(logging.ERROR)
-    example = torch.zeros(spec.example_batch, spec.example_seq, spec.input_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")    # exporter-internal deprecation chatter
-        program = torch.onnx.export(
-            ExportForm(model, spec).eval(), (example,), dynamo=True, opset_version=opset,
-            input_names=[spec.input_name], output_names=[spec.output_name],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")}},
-            custom_translation_table={
-                torch.ops.rnnpipe.rnn_tanh.default: _rnn_tanh_onnx(spec.hidden_size)},
-            verbose=False, report=False)
-    program.save(str(path), external_data=False)   # one self-contained file, hashed whole
+
+def _stack_layers(b, per_layer: list[list[str]], layers: int) -> list[str]:
+    """[layer][state] (B, H) -> per state (B, H) for one layer, (B, L, H) for more."""
+    if layers == 1:
+        return per_layer[0]
+    return [b.op("Concat", [b.op("Unsqueeze", [layer[i], b.ints(1)]) for layer in per_layer],
+                 axis=1) for i in range(len(per_layer[0]))]
+
+
+def export_onnx(model, spec: ModelSpec, path: Path, opset: int) -> None:
+    """Write model.onnx for `model` (the canonical eager module) to `path`."""
+    Path(path).write_bytes(build_onnx(spec, model.state_dict(), opset).SerializeToString())
+
+
+def export_stream_onnx(model, spec: ModelSpec, path: Path, opset: int) -> None:
+    Path(path).write_bytes(build_stream_onnx(spec, model.state_dict(), opset).SerializeToString())
 
 
 def _dims(value_info) -> list:

@@ -4,7 +4,8 @@
     python scripts/export.py
 
 Writes `<out>/<model>/model.pt` and `model.onnx`, the stream artifacts `model_stream.pt` and
-`model_stream.onnx` (stateful, length-aware; see stream.py), then `manifest.json` last. No
+`model_stream.onnx` (stateful, length-aware; see stream.py; none for a bidirectional
+model), then `manifest.json` last. No
 artifact replaces the previous one until all have passed the self-check: each ONNX graph is
 normalised for portability (normalize.py: typed ConstantOfShape values, no exporter
 symbols, strict shape inference), passes `onnx.checker` (full_check), declares symbolic
@@ -111,50 +112,63 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     from .onnx_graph import describe, export_onnx
     from .stream import export_stream_onnx, export_stream_torchscript
 
+    import torch
+
     onnx_exporter = onnx_exporter or export_onnx
+    torch.set_num_threads(1)   # the eager references are tiny; see verify.main
     model_dir = Path(config.out) / config.model
     read_config(model_dir)    # a clear error (run train first) before the lock's mkdir
     with model_lock(model_dir):
         sweep_stale_temps(model_dir)   # left by a killed run; see fsio
         model, cfg = load_checkpoint(model_dir)
         spec = cfg["recipe"].model
-        names = [*ARTIFACTS.values(), *STREAM_ARTIFACTS.values(), MANIFEST]
+        streams = STREAM_ARTIFACTS if spec.has_stream else {}
+        if not spec.has_stream:
+            log(f"{spec.name}: bidirectional, so no stream artifacts (the backward direction "
+                "needs the whole sequence); writing model.pt and model.onnx")
+        names = [*ARTIFACTS.values(), *streams.values(), MANIFEST]
         # All files go to temp files and are renamed into place together, manifest last,
         # only after every artifact passed the self-check and every byte was flushed.
         with atomic_paths(*(model_dir / name for name in names)) as temps:
             tmp = dict(zip(ARTIFACTS, temps))
-            stream = dict(zip(STREAM_ARTIFACTS, temps[len(ARTIFACTS):-1]))
+            stream = dict(zip(streams, temps[len(ARTIFACTS):-1]))
             export_torchscript(model, tmp["torchscript"])
             onnx_exporter(model, spec, tmp["onnx"], config.opset)
-            export_stream_torchscript(model, spec, stream["torchscript"])
-            export_stream_onnx(model, spec, stream["onnx"], config.opset)
             # portable to tract, OpenVINO, ... (normalize.py): every ONNX file goes through it
             normalize_file(tmp["onnx"], spec)
-            normalize_file(stream["onnx"], spec)
             graph = describe(tmp["onnx"], spec)
-            stream_graph = describe(stream["onnx"], spec, spec.stream_inputs, spec.stream_outputs)
             rows = self_check(tmp, spec, model)
-            stream_checks = stream_self_check(stream, spec, model)
+            extra, stream_checks = {}, []
+            if stream:
+                export_stream_torchscript(model, spec, stream["torchscript"])
+                export_stream_onnx(model, spec, stream["onnx"], config.opset)
+                normalize_file(stream["onnx"], spec)
+                extra["onnx_stream"] = describe(stream["onnx"], spec, spec.stream_inputs,
+                                                spec.stream_outputs)
+                extra["stream_signature"] = {
+                    "inputs": [to_dict(t) for t in spec.stream_inputs],
+                    "outputs": [to_dict(t) for t in spec.stream_outputs]}
+                stream_checks = stream_self_check(stream, spec, model)
             manifest = build_manifest(
-                model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values(), *STREAM_ARTIFACTS.values()],
+                model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values(), *streams.values()],
                 sources={**{ARTIFACTS[r]: path for r, path in tmp.items()},
                          **{STREAM_ARTIFACTS[r]: path for r, path in stream.items()}},
                 model=spec.name,
+                spec=to_dict(spec),      # a published version's contract travels with it
                 signature={"inputs": [to_dict(spec.input)], "outputs": [to_dict(spec.output)]},
-                stream_signature={"inputs": [to_dict(t) for t in spec.stream_inputs],
-                                  "outputs": [to_dict(t) for t in spec.stream_outputs]},
                 onnx=graph,
-                onnx_stream=stream_graph,
+                **extra,
                 self_check={"tolerance": to_dict(spec.tolerance("cpu")), "rows": rows,
                             "stream_rows": stream_checks},
-                metrics=cfg["metrics"],
+                metrics=cfg.get("metrics") or {},
                 versions=versions(),
                 source_commit=source_commit(),
             )
             temps[-1].write_bytes(json_bytes(manifest))
+        streamed = (f"; stream artifacts: {len(stream_checks) // len(streams)} ragged/chunked "
+                    f"checks, max abs error {max(r['max_abs'] for r in stream_checks):.2g}"
+                    if stream else "")
         log(f"{spec.name}: ONNX ops {', '.join(graph['ops'])}; self-check passed at "
             f"{len(rows) // len(ARTIFACTS)} shapes, max abs error "
-            f"{max(r['max_abs'] for r in rows):.2g}; stream artifacts: "
-            f"{len(stream_checks) // len(STREAM_ARTIFACTS)} ragged/chunked checks, max abs "
-            f"error {max(r['max_abs'] for r in stream_checks):.2g}")
+            f"{max(r['max_abs'] for r in rows):.2g}{streamed}")
         return manifest

@@ -3,26 +3,27 @@
     >>> text = model_card(spec, "onnx", version=3, metrics=config["metrics"], report=verification,
     ...                   signed_by="sha256:9f2c...")
 
-Everything in it comes from the model's spec (`config.json`'s recipe), its training metrics,
-its `verification.json` and the signing key's fingerprint, so the card cannot drift from the
-artifact beside it. The card is itself one of the signed files.
+Everything in it comes from the model's spec (`config.json`'s recipe: the network from its
+family's sentence, pipeline/families), its training metrics or, for an imported model, the
+state dict it came from, its `verification.json` and the signing key's fingerprint, so the
+card cannot drift from the artifact beside it. The card is itself one of the signed files.
 """
 from __future__ import annotations
 
+from ..families import family
 from ..specs import ModelSpec
-from .triton import BACKENDS, MAX_BATCH_SIZE, dims, io_names, triton_name
+from .triton import (BACKENDS, MAX_BATCH_SIZE, batched_dims, dims, io_names, stream_io_names,
+                     triton_name)
 
-WHAT = {  # spec.task -> what the model answers (the synthetic tasks of pipeline/data.py)
+WHAT = {  # spec.task -> what a built-in recipe's model answers (the tasks of pipeline/data.py)
     "regression": "forecasts the next value of channel 0 of a noisy {n}-channel sinusoid "
                   "from the sequence so far",
     "classification": "tells which of {k} AR(1) processes (smooth or alternating) produced a "
                       "{n}-channel sequence; the output holds one logit per class",
 }
-HOW = {  # spec.arch -> the network
-    "rnn_cell_loop": "`nn.RNNCell` ({n} -> {h}, tanh) stepped over the sequence, then a linear "
-                     "head on the last hidden state ({h} -> {o})",
-    "rnn": "`nn.RNN(batch_first=True)` ({n} -> {h}, tanh); the last step's output feeds a "
-           "linear head ({h} -> {o})",
+IMPORTED = {  # spec.task -> what an imported model's output is
+    "regression": "a regression model ({o} output values)",
+    "classification": "a classifier (one logit for each of {o} classes)",
 }
 
 
@@ -68,16 +69,77 @@ def _signature(name: str, version: int, signed_by: str | None) -> list[str]:
             "--public-key signing.pub", "```"]
 
 
+def _origin(spec: ModelSpec, metrics: dict, source: dict | None) -> tuple[str, list[str]]:
+    """(what the model is, its "where it comes from" section): training metrics for a
+    built-in recipe, the state dict it was read from for an imported model."""
+    sizes = dict(n=spec.input_size, o=spec.output_size, k=spec.output_size)
+    if source is not None:
+        return (f"`{spec.name}` is {IMPORTED[spec.task].format(**sizes)} trained outside this "
+                "pipeline and imported from its state dict", [
+                    "## Origin (imported)", "",
+                    f"Imported by `python -m pipeline import` from `{source.get('file')}` "
+                    f"(sha256 `{source.get('sha256')}`); trained elsewhere, so no training "
+                    "metrics here. "
+                    + ("Its own module's forward was checked to compute the same outputs "
+                       f"(`{source.get('module')}`)." if source.get("module") else
+                       "The last-step head was assumed (no `--module` was given to check it)."),
+                    ""])
+    better = "lower" if metrics.get("metric") == "mse" else "higher"
+    return f"`{spec.name}` {WHAT[spec.task].format(**sizes)}", [
+        "## Training metrics (held-out test split)", "",
+        f"| metric | model | baseline ({metrics.get('baseline_kind')}) |", "|---|---|---|",
+        f"| {metrics.get('metric')} ({better} is better) | {metrics.get('test', float('nan')):.4f} "
+        f"| {metrics.get('baseline', float('nan')):.4f} |", ""]
+
+
+def _stream_sections(spec: ModelSpec, runtime: str, version: int) -> tuple[list[str], list[str]]:
+    """The "Inputs and outputs" section and "Load it" code of a stream model's card."""
+    ins, outs = stream_io_names(spec, runtime)
+    rows = []
+    for kind, names, tensors in (("input", ins, spec.stream_inputs),
+                                 ("output", outs, spec.stream_outputs)):
+        for name, t in zip(names, tensors):
+            shape, reshape = batched_dims(t)
+            rows.append(f"| {kind} | `{t.name}` | `{name}` | {t.dtype} | {_shape(t.shape)} "
+                        f"| {shape}{' reshape []' if reshape else ''} |")
+    path = f"{triton_name(spec.name, 'stream_onnx')}/{version}/{BACKENDS['stream_onnx'][3]}"
+    state_in = " and ".join(f"`{i}`" for i, _ in spec.state_names)
+    state_out = " and ".join(f"`{o}`" for _, o in spec.state_names)
+    zeros = ", ".join(f"np.zeros({_shape((1, *spec.state[1:]))}, dtype=np.float32)"
+                      for _ in spec.state_names)
+    names = ", ".join(i for i, _ in spec.state_names)
+    return [
+        "## Inputs and outputs (stream model)", "",
+        f"Row i runs from its state ({state_in}, row i) over its first `{spec.lengths_name}[i]` "
+        f"steps (1 <= length <= seq; padding after them is ignored); {state_out} are the "
+        "state after its last valid step (every layer's), `output` the head on the top "
+        f"layer's. Feed {state_out} back as {state_in} to continue a stream; zeros start one. "
+        "Lengths outside 1..seq are refused by the TorchScript model and by `python -m "
+        "pipeline predict --stream`; the ONNX graph cannot check them, so clients must (a "
+        "length of 0 reads the last step).", "",
+        f"Triton: `max_batch_size: {MAX_BATCH_SIZE}`, `dynamic_batching`; dims omit the "
+        "batch axis. Requests batch together only at one padded length: pad to length buckets.",
+        "",
+        "| | name (file) | name (Triton) | dtype | shape | Triton dims |", "|---|---|---|---|---|---|",
+        *rows, ""], [
+        "import numpy as np, onnxruntime as ort", "",
+        f'session = ort.InferenceSession("{path}", providers=["CPUExecutionProvider"])',
+        f"{names} = {zeros}  # a new stream",
+        "for step in range(5):  # one step at a time, state carried by the caller",
+        f"    x = np.full((1, 1, {spec.input_size}), 0.1 * step, dtype=np.float32)",
+        f'    y, {names} = session.run(None, {{"{spec.input_name}": x, '
+        f'"{spec.lengths_name}": np.array([1]), '
+        + ", ".join(f'"{i}": {i}' for i, _ in spec.state_names) + "})"]
+
+
 def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, report: dict,
-               signed_by: str | None = None) -> str:
+               signed_by: str | None = None, source: dict | None = None) -> str:
+    """The card's text; `source`: the recipe's import record (None for a built-in recipe)."""
     name = triton_name(spec.name, runtime)
     filename = BACKENDS[runtime][3]
     in_name, out_name = io_names(spec, runtime)
-    sizes = dict(n=spec.input_size, h=spec.hidden_size, o=spec.output_size, k=spec.output_size)
     axes = " and ".join(f"`{a}`" for a in dict.fromkeys(
         a for a in spec.input.shape + spec.output.shape if isinstance(a, str)))
-    is_mse = metrics.get("metric") == "mse"
-    better = "lower" if is_mse else "higher"
     check_first = "check the signature" if signed_by else \
         "check each file against its `manifest.json`"
     # Both runtimes, with paths from the repository root (or an unpacked release tarball).
@@ -105,19 +167,16 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
         f"{_shape(spec.output.shape)} | {dims(spec.output)} |", ""]
     stream = runtime.startswith("stream_")
     if stream:
-        from .stream import stream_card_sections
-        io, load = stream_card_sections(spec, runtime, version)
+        io, load = _stream_sections(spec, runtime, version)
+    what, origin = _origin(spec, metrics, source)
     return "\n".join([
         f"# {name}, version {version}", "",
-        f"`{spec.name}` {WHAT[spec.task].format(**sizes)}. Network: {HOW[spec.arch].format(**sizes)}.",
+        f"{what}. Network: {family(spec).describe(spec)}.",
         f"This folder is version {version} of the Triton model `{name}` "
         f"(`{filename}`, platform `{BACKENDS[runtime][1]}`). It never changes: a new build is "
         "published as a new version.", "",
         *io,
-        "## Training metrics (held-out test split)", "",
-        f"| metric | model | baseline ({metrics.get('baseline_kind')}) |", "|---|---|---|",
-        f"| {metrics.get('metric')} ({better} is better) | {metrics.get('test', float('nan')):.4f} "
-        f"| {metrics.get('baseline', float('nan')):.4f} |", "",
+        *origin,
         "## Verification (`verification.json`)", "",
         *_verification(report, stream), "",
         "## Signature", "",

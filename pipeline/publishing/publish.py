@@ -3,14 +3,15 @@
     python -m pipeline publish --model forecaster --signing-key .keys/signing.key \
         [--registry DIR] [--version N]
 
-Version N of a model is four Triton models in the repository (default `<out>/model_repository`):
+Version N of a model is four Triton models in the repository (default `<out>/model_repository`),
+two for a bidirectional model (no stream artifacts):
 
     <model>_onnx/config.pbtxt           <model>_onnx/N/        model.onnx + the three below
     <model>_torchscript/config.pbtxt    <model>_torchscript/N/ model.pt, manifest.json,
                                                                verification.json, README.md,
                                                                model.sig (signing.py)
     <model>_stream_onnx/, <model>_stream_torchscript/: the same for model_stream.onnx / .pt
-                                        (served as model.onnx / model.pt; see stream.py)
+                                        (served as model.onnx / model.pt; see triton.py)
 
 plus `<model>-N.tar.gz` of all of them beside the repository (see release.py). Gates: the build
 passes `check_manifest`, and its `verification.json` passed and judged exactly the files
@@ -42,13 +43,14 @@ from typing import Callable
 from ..checkpoint import CONFIG, read_config
 from ..errors import IntegrityError, PublishError
 from ..fsio import atomic_write_bytes, ensure_dir, model_lock
-from ..manifest import MANIFEST, check_manifest, file_entry, safe_member
+from ..manifest import MANIFEST, check_manifest, file_entry, require_listed, safe_member
 from ..runtimes import ARTIFACTS, STREAM_ARTIFACTS
-from ..specs import ModelSpec
+from ..specs import ModelSpec, Recipe
 from .card import model_card
 from .release import write_tarball
 from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
-from .triton import BACKENDS, TRITON_CONFIG, config_pbtxt, parse_config, triton_name
+from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, parse_config, runtimes_for,
+                     triton_name)
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
@@ -140,10 +142,11 @@ def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: in
     return wanted or max(existing, default=0) + 1, False
 
 
-def stage(repository: Path, model_dir: Path, spec: ModelSpec, runtime: str, version: int,
+def stage(repository: Path, model_dir: Path, recipe: Recipe, runtime: str, version: int,
           manifest: dict, report: dict, metrics: dict, published: str,
           signing_key: Path | None = None) -> Path:
     """Write (and sign) one version folder as `<model>_<runtime>/.staging-*/N`; return it."""
+    spec = recipe.model
     root = ensure_dir(repository / triton_name(spec.name, runtime))
     holder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
     staging = holder / str(version)
@@ -157,7 +160,7 @@ def stage(repository: Path, model_dir: Path, spec: ModelSpec, runtime: str, vers
         shutil.copyfile(model_dir / VERIFICATION, staging / VERIFICATION)
         signed_by = fingerprint(load_private_key(signing_key)) if signing_key else None
         (staging / CARD).write_text(model_card(spec, runtime, version, metrics, report,
-                                               signed_by))
+                                               signed_by, recipe.source))
         release = {
             "files": {n: file_entry(staging / n) for n in (filename, VERIFICATION, CARD)},
             "model": spec.name, "version": version, "runtime": runtime,
@@ -224,10 +227,12 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
     # The model lock keeps export/verify from replacing files mid-copy; the repository
     # lock makes publishers take turns, so "which version is free" stays true until rename.
     with model_lock(model_dir), model_lock(repository):
-        manifest = check_manifest(model_dir, require=(CONFIG, *SOURCES.values()))
-        report = check_verification(model_dir, manifest)
+        manifest = check_manifest(model_dir, require=(CONFIG, *ARTIFACTS.values()))
         trained = read_config(model_dir)
-        spec, metrics = trained["recipe"].model, dict(trained.get("metrics") or {})
+        recipe, metrics = trained["recipe"], dict(trained.get("metrics") or {})
+        spec, runtimes = recipe.model, runtimes_for(recipe.model)
+        require_listed(model_dir, manifest, [SOURCES[r] for r in runtimes])
+        report = check_verification(model_dir, manifest)
         for runtime in BACKENDS:      # leftovers of a killed run; only lock holders stage
             root = repository / triton_name(spec.name, runtime)
             for old in root.glob(STAGING_PREFIX + "*") if root.is_dir() else ():
@@ -240,15 +245,15 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
         for folder in have.values():
             check_manifest(folder)    # a damaged published version is reported, not reused
         published = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        folders = {rt: repository / triton_name(spec.name, rt) / str(version) for rt in BACKENDS}
+        folders = {rt: repository / triton_name(spec.name, rt) / str(version) for rt in runtimes}
         staged: dict[str, Path] = {}
         try:
-            for runtime in BACKENDS:
+            for runtime in runtimes:
                 if runtime not in have:
-                    staged[runtime] = stage(repository, model_dir, spec, runtime, version,
+                    staged[runtime] = stage(repository, model_dir, recipe, runtime, version,
                                             manifest, report, metrics, published,
                                             config.signing_key)
-            for runtime in BACKENDS:
+            for runtime in runtimes:
                 write_config(repository, spec, runtime)
             for runtime, folder in staged.items():
                 commit(folder, folders[runtime])

@@ -31,11 +31,13 @@ def tarball_path(repository: Path, model: str, version: int) -> Path:
 
 
 def release_tar(repository: Path, model: str, version: int) -> bytes:
-    """Deterministic .tar.gz of both version folders and their configs (paths from the root)."""
+    """Deterministic .tar.gz of the version folders and their configs (paths from the root)."""
     names = []
     for runtime in BACKENDS:
         base = triton_name(model, runtime)
         folder = repository / base / str(version)
+        if not folder.is_dir():        # a bidirectional model has no stream models
+            continue
         names += [f"{base}/{TRITON_CONFIG}", f"{base}/{version}"]
         names += [f"{base}/{version}/{p.name}" for p in sorted(folder.iterdir())]
     published = json.loads((repository / names[1] / MANIFEST).read_text())["published"]

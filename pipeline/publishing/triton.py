@@ -4,10 +4,11 @@
     >>> print(config_pbtxt(SPECS["classifier"], "onnx"))
 
 One Triton model per (model, runtime): `<model>_onnx` (onnxruntime backend, `model.onnx`)
-and `<model>_torchscript` (pytorch backend, `model.pt`), and the stream models
-`<model>_stream_onnx` / `<model>_stream_torchscript` (configured in stream.py). Names, data
-type and dims come from the spec; every symbolic axis ("batch", "seq") becomes -1, so any
-batch and any sequence length is accepted, as the exported graphs were proven to do.
+and `<model>_torchscript` (pytorch backend, `model.pt`), and, for a model with stream
+artifacts (every unidirectional one), the stream models `<model>_stream_onnx` /
+`<model>_stream_torchscript`. Names, data type and dims come from the spec; every symbolic
+axis ("batch", "seq") becomes -1, so any batch and any sequence length is accepted, as the
+exported graphs were proven to do.
 
 Choices, with their sources:
 - `max_batch_size: 64` with `dynamic_batching`, decided by measurement (README, "Serving"):
@@ -24,6 +25,19 @@ Choices, with their sources:
   src/pt/model_instance_state.cc `GetNamingConvention`; README "Ordinal Base I/O Names").
   The seeds' forward arguments are `inputs` / `x`, not the spec's `input`, so both sides use
   `<spec name>__<position>`: `input__0`, `output__0`. ONNX keeps the graph's own names.
+
+Stream models (model_stream.onnx / .pt, issue 13) take (input, lengths, h_in[, c_in]) and
+return (output, h_out[, c_out]). They are served with `max_batch_size: 64` and
+`dynamic_batching` too: Triton merges concurrent requests into one call, which is the point
+of a per-row `lengths`. `lengths`, a scalar per row, is sent as `dims: [1]` and reshaped to
+the graph's (batch,) by `reshape: { shape: [] }` (Triton needs non-empty dims); a state of
+several layers is (batch, layers, H), dims `[layers, H]`. The dynamic batcher merges only
+requests of equal shapes, so clients pad `input` to a few length buckets (e.g. 1, 8, 32,
+128, 512 steps) and give the true length in `lengths`; padding never reaches the result.
+State is carried by the client (the state outputs back as the state inputs; zeros start a
+stream): Triton's implicit-state `sequence_batching` is implemented by NVIDIA's own
+backends only, which cannot run here. TorchScript names: input__0 = input, input__1 =
+lengths, input__2 = h_in, (input__3 = c_in); output__0 = output, output__1 = h_out, ...
 """
 from __future__ import annotations
 
@@ -35,7 +49,7 @@ from ..specs import ModelSpec, TensorSpec
 BACKENDS = {
     "onnx": ("onnx", "onnxruntime_onnx", "onnxruntime", "model.onnx"),
     "torchscript": ("torchscript", "pytorch_libtorch", "pytorch", "model.pt"),
-    # the stream artifacts (model_stream.*), configured by stream.py
+    # the stream artifacts (model_stream.*), for models that have them (see `runtimes_for`)
     "stream_onnx": ("stream_onnx", "onnxruntime_onnx", "onnxruntime", "model.onnx"),
     "stream_torchscript": ("stream_torchscript", "pytorch_libtorch", "pytorch", "model.pt"),
 }
@@ -55,6 +69,11 @@ def triton_name(model: str, runtime: str) -> str:
     return f"{model}_{BACKENDS[runtime][0]}"
 
 
+def runtimes_for(spec: ModelSpec) -> tuple[str, ...]:
+    """The Triton models a spec publishes as: all four, or no stream ones (bidirectional)."""
+    return tuple(r for r in BACKENDS if spec.has_stream or not r.startswith("stream_"))
+
+
 def dims(tensor: TensorSpec) -> list[int]:
     """Spec shape -> Triton dims: symbolic axis -> -1 (variable), fixed size -> itself; with
     `max_batch_size > 0` the leading batch axis is Triton's own and left out."""
@@ -69,6 +88,21 @@ def io_names(spec: ModelSpec, runtime: str) -> tuple[str, str]:
     return spec.input_name, spec.output_name
 
 
+def stream_io_names(spec: ModelSpec, runtime: str) -> tuple[list[str], list[str]]:
+    """(input names, output names) a Triton client uses for this stream runtime."""
+    ins, outs = [t.name for t in spec.stream_inputs], [t.name for t in spec.stream_outputs]
+    if runtime == "stream_torchscript":
+        return ([f"{spec.input_name}__{i}" for i in range(len(ins))],
+                [f"{spec.output_name}__{i}" for i in range(len(outs))])
+    return ins, outs
+
+
+def batched_dims(tensor: TensorSpec) -> tuple[list[int], bool]:
+    """(dims without the batch axis, reshape to a scalar?): [] becomes [1] + reshape []."""
+    rest = [-1 if isinstance(a, str) else int(a) for a in tensor.shape[1:]]
+    return (rest, False) if rest else ([1], True)
+
+
 def triton_dtype(tensor: TensorSpec) -> str:
     try:
         return TRITON_DTYPES[tensor.dtype]
@@ -76,16 +110,19 @@ def triton_dtype(tensor: TensorSpec) -> str:
         raise PublishError(f"{tensor.name}: dtype {tensor.dtype!r} has no Triton type") from None
 
 
-def _tensor(name: str, tensor: TensorSpec) -> str:
-    dtype = triton_dtype(tensor)
-    shape = ", ".join(str(d) for d in dims(tensor))
-    return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {shape} ]\n  }}'
+def _tensor(name: str, tensor: TensorSpec, batched: bool = False) -> str:
+    """One input/output entry; `batched`: a stream tensor (batch axis out, scalar reshaped)."""
+    shape, reshape = batched_dims(tensor) if batched else (dims(tensor), False)
+    lines = [f'    name: "{name}"', f"    data_type: {triton_dtype(tensor)}",
+             f"    dims: [ {', '.join(map(str, shape))} ]"]
+    if reshape:
+        lines.append("    reshape: { shape: [ ] }")
+    return "  {\n" + "\n".join(lines) + "\n  }"
 
 
 def config_pbtxt(spec: ModelSpec, runtime: str) -> str:
     """The text of `<registry>/<model>_<runtime>/config.pbtxt` (protobuf text format)."""
     if runtime.startswith("stream_"):
-        from .stream import stream_config_pbtxt
         return stream_config_pbtxt(spec, runtime)
     _, platform, backend, filename = BACKENDS[runtime]
     in_name, out_name = io_names(spec, runtime)
@@ -100,6 +137,29 @@ def config_pbtxt(spec: ModelSpec, runtime: str) -> str:
         f"input [\n{_tensor(in_name, spec.input)}\n]",
         f"output [\n{_tensor(out_name, spec.output)}\n]",
         *(["dynamic_batching {\n}"] if MAX_BATCH_SIZE > 0 else []),
+        "",
+    ])
+
+
+def stream_config_pbtxt(spec: ModelSpec, runtime: str) -> str:
+    _, platform, backend, filename = BACKENDS[runtime]
+    ins, outs = stream_io_names(spec, runtime)
+    return "\n".join([
+        f"# Generated by `python -m pipeline publish` from {spec.name}'s spec; do not edit:",
+        "# published versions are immutable and must all match this config.",
+        # the seeds' published configs have this text: a config never changes under them
+        "# Stream model: state is carried by the client (h_out -> h_in); pad input to a",
+        "# length bucket and give each row's true length, so requests of one bucket batch.",
+        f'name: "{triton_name(spec.name, runtime)}"',
+        f'platform: "{platform}"',
+        f'backend: "{backend}"',
+        f'default_model_filename: "{filename}"',
+        f"max_batch_size: {MAX_BATCH_SIZE}",
+        "input [\n" + ",\n".join(_tensor(n, t, True) for n, t in zip(ins, spec.stream_inputs))
+        + "\n]",
+        "output [\n" + ",\n".join(_tensor(n, t, True) for n, t in zip(outs, spec.stream_outputs))
+        + "\n]",
+        "dynamic_batching { }",
         "",
     ])
 

@@ -93,15 +93,16 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
                    device: str = "cpu", threads: int | None = None):
     """Verify a published version folder, then load its model file as a Runner.
 
-    The spec is the pipeline's own for the model the signed manifest names; the build's
-    recorded input/output signature must equal it, or nothing is loaded.
+    The spec is the one the signed manifest carries (the build's `spec`; for a build made
+    before specs were recorded, the built-in recipe of that name); the build's recorded
+    input/output signature must equal it, or nothing is loaded.
     """
     from ..runtimes import load_runner, load_stream_runner
-    from ..specs import SPECS, to_dict
+    from ..specs import to_dict
 
     folder = Path(folder)
     info = verify_version(folder, public_key)
-    spec = SPECS.get(info["model"])
+    spec = release_spec(info["manifest"])
     if spec is None or info["runtime"] not in BACKENDS:
         raise SignatureError(f"{folder / MANIFEST}: names model {info['model']!r}, runtime "
                              f"{info['runtime']!r}; this pipeline knows neither")
@@ -121,3 +122,20 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
                                   folder / BACKENDS[info["runtime"]][3], device, threads)
     return load_runner(info["runtime"], spec, folder / BACKENDS[info["runtime"]][3], device,
                        threads)
+
+
+def release_spec(manifest: dict):
+    """The ModelSpec of a published version from its manifest.json: the export manifest's
+    `spec`, or, for builds from before it was recorded, the built-in recipe named; None if
+    neither (or the recorded one is not a valid spec)."""
+    from ..specs import SPECS, model_spec_from_dict
+
+    export = manifest.get("export") if isinstance(manifest, dict) else None
+    recorded = export.get("spec") if isinstance(export, dict) else None
+    if recorded is None:
+        return SPECS.get(manifest.get("model")) if isinstance(manifest, dict) else None
+    try:
+        spec = model_spec_from_dict(recorded)
+    except (TypeError, ValueError, KeyError):
+        return None
+    return spec if spec.name == manifest.get("model") else None

@@ -5,7 +5,7 @@ so verify, bench and predict treat every runtime alike. One module per runtime; 
 imports its runtime inside its loader, so importing this package stays cheap.
 `open_runners` checks the manifest before it loads any artifact. The stream artifacts
 (STREAM_ARTIFACTS, model_stream.*) load through `load_stream_runner` / `open_stream_runners`:
-the same runners, taking (input, lengths, h_in) and returning (output, h_out) by name.
+the same runners, taking (input, lengths, states) and returning (output, states) by name.
 
     >>> runners = open_runners(Path("exported/classifier"), ("onnx",), device="cpu")
     >>> runners[0].run({"input": x})["output"].shape       # x: (batch, seq, 5) float32
@@ -26,14 +26,14 @@ from .ort import resolve_device
 
 __all__ = ["ARTIFACTS", "CROSS_RUNTIMES", "DEFAULT_VERIFY", "RUNTIMES", "STREAM_ARTIFACTS",
            "Runner", "artifact", "installed", "load_runner", "load_stream_runner", "on_cuda",
-           "open_runners", "open_stream_runners", "resolve_device", "runtime_version",
-           "select_runtimes"]
+           "open_runners", "open_stream_runners", "require_stream", "resolve_device",
+           "runtime_version", "select_runtimes"]
 
 RUNTIMES = ("torch", "torchscript", "onnx", "openvino", "tract", "onnx-reference")
 # The files the export stage writes, by the runtime that proves each; "torch" loads the weights.
 ARTIFACTS = {"torchscript": "model.pt", "onnx": "model.onnx"}
-# The stream artifacts (issue 13): (input, lengths, h_in) -> (output, h_out); "torch" is the
-# eager row-by-row reference (pipeline.export.stream.StreamReference) from the weights.
+# The stream artifacts (issue 13): (input, lengths, states) -> (output, states); "torch" is
+# the eager row-by-row reference (pipeline.families.StreamReference) from the weights.
 STREAM_ARTIFACTS = {"torchscript": "model_stream.pt", "onnx": "model_stream.onnx"}
 # The runtimes of the optional extra, and the distribution each is imported from.
 CROSS_RUNTIMES = ("openvino", "tract", "onnx-reference")
@@ -123,10 +123,18 @@ def open_runners(model_dir: Path, runtimes: tuple[str, ...], device: str = "cpu"
             for r, f in zip(runtimes, files)]
 
 
+def require_stream(spec: ModelSpec) -> None:
+    """PipelineError unless the model has stream artifacts (a bidirectional one has none)."""
+    if not spec.has_stream:
+        raise PipelineError(f"{spec.name} is bidirectional: it has no stream artifact (its "
+                            "backward direction needs the whole sequence)")
+
+
 def load_stream_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
                        threads: int | None = None) -> Runner:
     """Load one stream artifact (or, for "torch", the eager reference from the model folder);
     its runner takes and returns the spec's stream tensors by name."""
+    require_stream(spec)
     if runtime == "torch":
         from ..checkpoint import load_weights
         if threads:
@@ -143,7 +151,7 @@ def load_stream_runner(runtime: str, spec: ModelSpec, path: Path, device: str = 
 
 def stream_reference(model, spec: ModelSpec) -> Runner:
     """The eager stream reference (row by row, unpadded) around an eager `model`."""
-    from ..export.stream import StreamReference
+    from ..families import StreamReference
     from .pytorch import TorchRunner
     return TorchRunner("torch", spec, "cpu", None, StreamReference(model, spec),
                        tuple(t.name for t in spec.stream_inputs),
@@ -154,10 +162,12 @@ def open_stream_runners(model_dir: Path, runtimes: tuple[str, ...], device: str 
                         threads: int | None = None) -> list[Runner]:
     """`open_runners` for the stream artifacts: manifest check first, then load."""
     from ..checkpoint import read_config
-    from ..manifest import check_manifest
+    from ..manifest import check_manifest, require_listed
 
     files = [artifact(r, stream=True) for r in runtimes]
-    check_manifest(model_dir, require=tuple(dict.fromkeys(f for f in files if f)))
+    manifest = check_manifest(model_dir)
     spec = read_config(model_dir)["recipe"].model
+    require_stream(spec)        # the clear reason before "does not list model_stream.onnx"
+    require_listed(model_dir, manifest, [f for f in files if f])
     return [load_stream_runner(r, spec, model_dir / f if f else model_dir, device, threads)
             for r, f in zip(runtimes, files)]

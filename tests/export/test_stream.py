@@ -7,7 +7,7 @@ import torch
 
 from pipeline.compare import compare
 from pipeline.errors import InputError
-from pipeline.export.onnx_graph import small_batch
+from pipeline.families import family
 from pipeline.predict import check_stream_feeds
 from pipeline.runtimes import load_runner, load_stream_runner
 from pipeline.specs import MODEL_NAMES
@@ -40,7 +40,7 @@ def seed_run(seed, spec, x):
     """(output, final hidden state) of the seed class on the whole of x (batch, seq, F)."""
     t = torch.from_numpy(x)
     with torch.inference_mode():
-        if spec.arch == "rnn":
+        if spec.form == "stack":
             h = seed.rnn(t)[1][0]                               # h_n: (1, batch, H) -> (batch, H)
         else:
             h = torch.zeros(t.size(0), spec.hidden_size)
@@ -62,9 +62,9 @@ def feeds(spec, x, lengths, h_in=None):
             spec.state_in_name: h_in}
 
 
-def batches(name):
-    h = {"forecaster": 20, "classifier": 8}[name]
-    return [1, small_batch(h), small_batch(h) + 1]     # each side of model.onnx's If
+def batches(spec):
+    limit = family(spec).native_batch_limit(spec.hidden_size)
+    return [1, limit, limit + 1]     # each side of the graphs' If
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -73,7 +73,7 @@ def batches(name):
 @pytest.mark.parametrize("batch_index", [0, 1, 2])
 def test_chunked_equals_whole(models, name, runtime, chunks, batch_index):
     spec, seed, runners = models[name]
-    batch = batches(name)[batch_index]
+    batch = batches(spec)[batch_index]
     x = np.random.default_rng(batch).standard_normal((batch, 300, spec.input_size)
                                                      ).astype(np.float32)
     h, start = np.zeros((batch, spec.hidden_size), np.float32), 0

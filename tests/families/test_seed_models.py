@@ -1,10 +1,11 @@
+"""The seed models as instances of the families: the seed classes' weights, verbatim."""
 import pytest
 import torch
 
-from pipeline.models import build_model
+from pipeline.families import build_model
 from pipeline.specs import MODEL_NAMES, SPECS
 
-from .seeds import seed_model
+from ..seeds import seed_model
 
 SHAPES = [(1, 1), (3, 7), (16, 50)]
 
@@ -29,9 +30,33 @@ def test_same_outputs_as_seed_class(name, batch, seq):
 
 
 def test_sizes_are_configurable():
-    from pipeline.models import Forecaster
-    model = Forecaster(input_size=3, hidden_size=4, output_size=2)
-    assert model(torch.randn(5, 6, 3)).shape == (5, 2)
+    from dataclasses import replace
+    spec = replace(SPECS["forecaster"], input_size=3, hidden_size=4, output_size=2)
+    assert build_model(spec)(torch.randn(5, 6, 3)).shape == (5, 2)
+
+
+def test_seed_config_written_before_the_families_still_loads(trained, tmp_path):
+    """config.json files name the seeds' `arch`; they load as the same specs, and the
+    weights saved beside them load into the seed classes verbatim."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from pipeline.checkpoint import load_checkpoint
+    for name, arch in (("forecaster", "rnn_cell_loop"), ("classifier", "rnn")):
+        folder = shutil.copytree(trained["out"] / name, tmp_path / name)
+        config = json.loads((folder / "config.json").read_text())
+        model = config["recipe"]["model"]
+        for key in ("cell", "form", "num_layers", "bidirectional", "cell_state_in_name",
+                    "cell_state_out_name"):
+            model.pop(key)
+        model["arch"] = arch
+        (folder / "config.json").write_text(json.dumps(config))
+        _, loaded = load_checkpoint(folder)
+        assert loaded["recipe"].model == SPECS[name]
+        seed_model(SPECS[name]).load_state_dict(load_file(folder / "weights.safetensors"),
+                                                strict=True)
 
 
 def test_forecaster_zero_state_follows_input_dtype():

@@ -1,0 +1,62 @@
+"""The import command: a user's own recurrent model, from its state dict."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import domain_errors, out_option
+
+
+@click.command("import")
+@click.argument("name")
+@click.option("--weights", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="State dict: torch.save(model.state_dict()) (read with weights_only=True) "
+                   "or a .safetensors file.")
+@click.option("--task", required=True, type=click.Choice(["regression", "classification"]),
+              help="classification: the outputs are logits, argmax is the label.")
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]),
+              help="A plain RNN's nonlinearity (not in the weights). Default: tanh, assumed.")
+@click.option("--module", "module", metavar="MODULE:FACTORY",
+              help="Your own code (importable from PYTHONPATH or the current folder): "
+                   "FACTORY() returns your nn.Module; it gets the weights too and must compute "
+                   "what the imported form computes, or nothing is imported.")
+@out_option
+@domain_errors
+def import_model(name, weights, task, nonlinearity, module, out):
+    """Import your own RNN/GRU/LSTM model as NAME under --out.
+
+    Reads one recurrent layer stack (nn.RNN/GRU/LSTM, any layers, bidirectional or not,
+    batch_first) or one cell (nn.RNNCell/GRUCell/LSTMCell, stepped over the sequence)
+    and one nn.Linear head on the last step's output, whatever the attribute names, and
+    writes DIR/NAME/weights.safetensors and config.json. NAME then works with export,
+    verify, bench, predict and publish like a built-in model. Refused with one line,
+    nothing written: an unreadable or pickled file, an LSTM with proj_size, no head or two
+    candidate stacks, inconsistent shapes, NaN/Inf weights, a taken or invalid NAME.
+
+    \b
+    Example:
+      python -c "import torch; torch.save(my_model.state_dict(), 'lstm.pt')"
+      python -m pipeline import mylstm --weights lstm.pt --task classification
+      python -m pipeline export --model mylstm && python -m pipeline verify --model mylstm
+    """
+    from ..families import family
+    from ..importing import ImportConfig, main
+    from ..fsio import ensure_dir
+
+    ensure_dir(out)
+    result = main(ImportConfig(name, weights, task, nonlinearity, module, out))
+    spec, fam = result["spec"], family(result["spec"])
+    shape = (f"{spec.num_layers} layer{'s' if spec.num_layers > 1 else ''}"
+             f"{', bidirectional' if spec.bidirectional else ''}" if spec.form == "stack"
+             else "stepped in a loop")
+    click.echo(f"{name}: {fam.cell_name if spec.form == 'cell_loop' else fam.stack_name} "
+               f"({spec.cell}), {shape}; input {spec.input_size}, hidden {spec.hidden_size}, "
+               f"head {spec.hidden_size * spec.directions} -> {spec.output_size} ({spec.task})")
+    if result["checked_shapes"]:
+        click.echo(f"  {module}: same outputs at {result['checked_shapes']} shapes")
+    for note in result["notes"]:
+        click.echo(f"  note: {note}")
+    click.echo(f"-> {result['folder']}/{{weights.safetensors,config.json}}; next: "
+               f"python -m pipeline export --model {name} --out {out}")

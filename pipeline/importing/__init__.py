@@ -1,0 +1,79 @@
+"""Stage 1 for a user's own model: import a state dict so it goes through every later stage
+(export, verify, bench, predict, publish, serve) like a built-in recipe.
+
+    python -m pipeline import mylstm --weights lstm_state.pt --task classification
+    python -m pipeline import mygru --weights gru.safetensors --task regression \
+        --module mypackage.models:make_model
+
+    statedict.py  read the file (weights_only / safetensors), recognise the network, the
+                  canonical weights
+    module.py     --module: the user's forward must equal the canonical form
+
+Writes `<out>/<name>/weights.safetensors` and `config.json` (the spec, and the recipe's
+`source`: the file, its sha256, the key mapping, what was assumed) only after every check
+passed; a refusal is one ImportRefused line and writes nothing.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ..specs import RECIPES, Recipe
+from .statedict import ImportRefused, canonical, read_state_dict, recognise
+
+__all__ = ["ImportConfig", "ImportRefused", "main"]
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    name: str
+    weights: Path
+    task: str                          # regression | classification
+    nonlinearity: str | None = None    # tanh | relu: plain RNN weights only
+    module: str | None = None          # "package.module:factory", checked against the weights
+    out: Path = Path("exported")
+
+
+def main(config: ImportConfig, log: Callable[[str], None] = print) -> dict:
+    """Import; return {"spec", "folder", "notes", "checked_shapes"}."""
+    from ..checkpoint import save_checkpoint
+    from ..fsio import sha256_file
+
+    name, path = config.name, Path(config.weights)
+    if not NAME.fullmatch(name):
+        raise ImportRefused(f"model name {name!r}: use a plain identifier (letters, digits, _)")
+    if name in RECIPES:
+        raise ImportRefused(f"model name {name!r} is a built-in recipe; choose another")
+    folder = Path(config.out) / name
+    if folder.exists():
+        raise ImportRefused(f"{folder} exists already; choose another name (or remove it)")
+    state, fmt = read_state_dict(path)
+    spec, mapping, notes = recognise(state, config.task, config.nonlinearity, name)
+    model = canonical(spec, state, mapping)
+    checked = 0
+    if config.module:
+        from .module import check_module
+        checked = check_module(config.module, state, model, spec)
+    else:
+        notes.append("head assumed to read the last step's output (out[:, -1, :]); give "
+                      "--module MODULE:FACTORY to check it against your own forward")
+    source = {"file": path.name, "sha256": sha256_file(path), "format": fmt,
+              "keys": mapping, "module": config.module, "notes": notes,
+              "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    recipe = Recipe(model=spec, data=None, train=None, source=source)
+    try:
+        folder.mkdir(parents=True)         # atomic: a racing import of this name fails here
+    except FileExistsError:
+        raise ImportRefused(f"{folder} exists already; choose another name") from None
+    try:
+        save_checkpoint(folder, model, recipe, metrics={})
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)    # nothing half-written stays
+        raise
+    return {"spec": spec, "folder": folder, "notes": notes, "checked_shapes": checked}
