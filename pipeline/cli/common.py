@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import click
@@ -36,6 +37,13 @@ def domain_errors(fn):
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
     return wrapper
+
+
+def model_name(ctx, param, value):
+    """A click callback: a model name is a plain identifier (a folder and Triton name part)."""
+    if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise click.BadParameter(f"{value!r} is not a model name (letters, digits, _)")
+    return value
 
 
 def found_models(out: Path) -> tuple[str, ...]:

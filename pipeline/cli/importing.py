@@ -1,11 +1,18 @@
 """The import command: a user's own recurrent model, from its state dict."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
 from .common import domain_errors, out_option
+
+
+def _module_syntax(ctx, param, value):
+    if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
+        raise click.BadParameter(f"{value!r}: give MODULE:FACTORY, e.g. mypkg.models:make_model")
+    return value
 
 
 @click.command("import")
@@ -18,7 +25,7 @@ from .common import domain_errors, out_option
               help="classification: the outputs are logits, argmax is the label.")
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]),
               help="A plain RNN's nonlinearity (not in the weights). Default: tanh, assumed.")
-@click.option("--module", "module", metavar="MODULE:FACTORY",
+@click.option("--module", "module", metavar="MODULE:FACTORY", callback=_module_syntax,
               help="Your own code (importable from PYTHONPATH or the current folder): "
                    "FACTORY() returns your nn.Module; it gets the weights too and must compute "
                    "what the imported form computes, or nothing is imported.")
@@ -43,9 +50,7 @@ def import_model(name, weights, task, nonlinearity, module, out):
     """
     from ..families import family
     from ..importing import ImportConfig, main
-    from ..fsio import ensure_dir
 
-    ensure_dir(out)
     result = main(ImportConfig(name, weights, task, nonlinearity, module, out))
     spec, fam = result["spec"], family(result["spec"])
     shape = (f"{spec.num_layers} layer{'s' if spec.num_layers > 1 else ''}"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import domain_errors
+from .common import domain_errors, model_name
 
 
 @click.command()
@@ -36,7 +36,7 @@ def keygen(folder):
 @click.option("--public-key", required=True, metavar="FILE",
               type=click.Path(dir_okay=False, path_type=Path),
               help="PEM public key of the publisher (keygen's signing.pub).")
-@click.option("--model", metavar="NAME",
+@click.option("--model", metavar="NAME", callback=model_name,
               help="Only this model's versions (when PATH is a registry or a tarball).")
 @domain_errors
 def verify_release(path, public_key, model):

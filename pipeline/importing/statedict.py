@@ -44,11 +44,15 @@ def read_state_dict(path: Path) -> tuple[dict, str]:
         else:
             state, fmt = torch.load(str(path), map_location="cpu", weights_only=True), "torch"
     except Exception as exc:   # torch/safetensors raise many types for a bad file
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            raise ImportRefused(f"{path}: holds pickled Python objects, not a plain state dict "
-                                "(torch.load(weights_only=True) refuses it); save "
-                                "model.state_dict(), not the model") from None
-        raise ImportRefused(f"{path}: unreadable ({first_line(exc)})") from None
+        refused = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        if refused:            # a class or function pickled: what weights_only never runs
+            what = refused[0].split("GLOBAL", 1)[-1].split(" was ")[0].strip()
+            raise ImportRefused(f"{path}: holds pickled Python objects ({what}), not a plain "
+                                "state dict, and torch.load(weights_only=True) refuses them; "
+                                "save model.state_dict(), not the model") from None
+        detail = next((line.strip() for line in str(exc).splitlines()
+                       if "WeightsUnpickler error:" in line), first_line(exc))
+        raise ImportRefused(f"{path}: unreadable ({detail})") from None
     if not isinstance(state, dict) or not state:
         raise ImportRefused(f"{path}: not a state dict (a dict of tensors): holds "
                             f"{type(state).__name__}")

@@ -107,7 +107,8 @@ def _stream_sections(spec: ModelSpec, runtime: str, version: int) -> tuple[list[
     state_out = " and ".join(f"`{o}`" for _, o in spec.state_names)
     zeros = ", ".join(f"np.zeros({_shape((1, *spec.state[1:]))}, dtype=np.float32)"
                       for _ in spec.state_names)
-    names = ", ".join(i for i, _ in spec.state_names)
+    var = ("h", "c")[:len(spec.state_names)]                  # the snippet's variables
+    names = ", ".join(var)
     return [
         "## Inputs and outputs (stream model)", "",
         f"Row i runs from its state ({state_in}, row i) over its first `{spec.lengths_name}[i]` "
@@ -129,7 +130,7 @@ def _stream_sections(spec: ModelSpec, runtime: str, version: int) -> tuple[list[
         f"    x = np.full((1, 1, {spec.input_size}), 0.1 * step, dtype=np.float32)",
         f'    y, {names} = session.run(None, {{"{spec.input_name}": x, '
         f'"{spec.lengths_name}": np.array([1]), '
-        + ", ".join(f'"{i}": {i}' for i, _ in spec.state_names) + "})"]
+        + ", ".join(f'"{i}": {v}' for (i, _), v in zip(spec.state_names, var)) + "})"]
 
 
 def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, report: dict,

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.compare import compare
 from pipeline.errors import PipelineError
-from pipeline.runtimes import CROSS_RUNTIMES, load_runner, open_runners
+from pipeline.checkpoint import load_checkpoint
+from pipeline.runtimes import CROSS_RUNTIMES, load_runner, load_stream_runner, open_runners
 from pipeline.runtimes.pytorch import float64_models
 from pipeline.specs import MODEL_NAMES
 
@@ -70,22 +71,18 @@ def test_runtime_matches_seed_class(seeds, name, runtime, batch, seq):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_tract_loads_both_artifacts_and_needed_normalisation(exported, tmp_path, name):
-    """Regression (issue 11): the exporter's raw graph fails in tract (f64 ConstantOfShape,
-    s77 symbols in the If/Scan subgraphs); the exported, normalised model.onnx loads."""
+def test_tract_loads_both_artifacts(exported, name):
+    """tract takes model.onnx and model_stream.onnx by their own tensor names (input facts
+    read from the graphs); what it once failed on, exporter symbols and untyped
+    ConstantOfShape values, is normalised away (tests/export/test_normalize.py)."""
     import tract
 
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.export.onnx_graph import export_onnx
-
     folder = exported["out"] / name
-    model, config = load_checkpoint(folder)
-    spec = config["recipe"].model
+    spec = load_checkpoint(folder)[1]["recipe"].model
     runner = load_runner("tract", spec, folder / "model.onnx")
     assert runner.inputs == ("input",) and runner.outputs == ("output",)
-    export_onnx(model, spec, tmp_path / "raw.onnx", 18)
-    with pytest.raises(PipelineError, match="tract cannot load it"):
-        load_runner("tract", spec, tmp_path / "raw.onnx")
+    stream = load_stream_runner("tract", spec, folder / "model_stream.onnx")
+    assert stream.inputs == tuple(t.name for t in spec.stream_inputs)
     assert tract.version()
 
 
