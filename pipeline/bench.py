@@ -118,9 +118,13 @@ def time_round_robin(calls: dict[str, Callable[[], object]], budget_s: float,
 
 
 def flops(spec, batch: int, seq: int) -> int:
-    """Multiply-adds x2 of the recurrence and the head (tanh and bias adds not counted)."""
-    f, h, o = spec.input_size, spec.hidden_size, spec.output_size
-    return 2 * batch * (seq * (f * h + h * h) + h * o)
+    """Multiply-adds x2 of the recurrence (every gate, layer and direction) and the head
+    (activations, gate products and bias adds not counted)."""
+    from .families import family
+    h, d, gates = spec.hidden_size, spec.directions, family(spec).gates
+    inputs = [spec.input_size] + [h * d] * (spec.num_layers - 1)      # each layer's input
+    per_step = sum(d * gates * h * (width + h) for width in inputs)
+    return 2 * batch * (seq * per_step + h * d * spec.output_size)
 
 
 def peak_gflops(n: int = 1024) -> float:

@@ -36,7 +36,7 @@ from .checkpoint import WEIGHTS, read_config
 from .compare import compare
 from .errors import VerificationError, first_line
 from .fsio import atomic_write_json, model_lock
-from .manifest import check_manifest, read_manifest
+from .manifest import check_manifest, read_manifest, require_listed
 from .provenance import versions
 from .runtimes import (DEFAULT_VERIFY, artifact, load_runner, load_stream_runner, on_cuda,
                        resolve_device, runtime_version, select_runtimes)
@@ -68,11 +68,11 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
     model_dir = Path(config.out) / config.model
     read_manifest(model_dir)    # a clear error (run export first) before the lock's mkdir
     with model_lock(model_dir):   # export can't swap files between the hash check and loading
-        files = tuple(dict.fromkeys(f for r in runtimes
-                                    for f in (artifact(r) or WEIGHTS, artifact(r, stream=True))
-                                    if f))
-        manifest = check_manifest(model_dir, require=files)
+        manifest = check_manifest(model_dir, require=tuple(dict.fromkeys(
+            artifact(r) or WEIGHTS for r in runtimes)))
         spec = read_config(model_dir)["recipe"].model
+        streams = [r for r in runtimes if artifact(r, stream=True)] if spec.has_stream else []
+        require_listed(model_dir, manifest, [artifact(r, stream=True) for r in streams])
         # One thread for the eager reference (and so for torch here): these networks are a
         # few KFLOP a step, and a second OpenMP thread spinning on a busy 2-core machine
         # made a row-by-row LSTM reference 13x slower (measured, issue 17).
@@ -81,11 +81,13 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
                                _device_for(r, device)) for r in runtimes]
         shapes = list(config.shapes or default_shapes(spec))
         rows = run_matrix(spec, reference, runners, shapes, config.seed)
-        # The stream artifacts (issue 13): ragged and chunked checks, see verify_stream.
-        rows += stream_rows(spec, load_stream_runner("torch", spec, model_dir),
-                            [load_stream_runner(r, spec, model_dir / artifact(r, stream=True),
-                                                _device_for(r, device))
-                             for r in runtimes if artifact(r, stream=True)], shapes, config.seed)
+        # The stream artifacts (issue 13): ragged and chunked checks, see verify_stream; a
+        # bidirectional model has none.
+        if streams:
+            rows += stream_rows(spec, load_stream_runner("torch", spec, model_dir),
+                                [load_stream_runner(r, spec, model_dir / artifact(r, stream=True),
+                                                    _device_for(r, device)) for r in streams],
+                                shapes, config.seed)
         report = {
             "model": spec.name,
             "passed": all(r["passed"] for r in rows),

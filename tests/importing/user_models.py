@@ -129,12 +129,14 @@ USERS = {   # name -> (factory, --task, expected (cell, form, layers, bidirectio
 
 
 def user_model(name: str, seed: int = 0) -> nn.Module:
-    """The user's module with seeded weights, scaled up so the recurrence is not trivially
-    contractive (default inits give outputs near the head's bias)."""
+    """The user's module with seeded weights; a saturating cell's recurrent weights are
+    doubled so the recurrence is not trivially contractive (default inits give outputs
+    near the head's bias). A relu RNN keeps torch's init: doubled, it grows without bound
+    over the 300-step stream checks, as no trained relu RNN does."""
     torch.manual_seed(seed)
     model = USERS[name][0]()
     with torch.no_grad():
         for key, p in model.named_parameters():
-            if "weight_hh" in key:
+            if "weight_hh" in key and USERS[name][2][0] != "rnn_relu":
                 p.mul_(2.0)
     return model.eval()
