@@ -1,7 +1,10 @@
 """Stage 2, export: TorchScript and ONNX artifacts with symbolic batch/seq axes, proved.
 
     stage.py        main(ExportConfig): export, self-check at other lengths, manifest last
-    onnx_graph.py   the ONNX export form (RNN op / Scan branches) and the graph's facts
+    onnx_graph.py   model.onnx and model_stream.onnx written from the weights (operator / Scan)
+    stream.py       the stream contract; its TorchScript form
+    normalize.py    portability rules every ONNX file passes (typed values, strict shapes)
+    facts.py        checker, signature against the spec, the graph's facts for the manifest
 """
 from .stage import DEFAULT_OPSET, ExportConfig, main
 

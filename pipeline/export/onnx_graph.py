@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError, first_line
 from ..families import family, head_weights, layer_weights
 from ..families.graph import GraphBuilder, value_info
 from ..specs import ModelSpec
@@ -123,8 +122,6 @@ class _Net:
         out = []
         for k, dirs in enumerate(self.layers):
             emit = emit_top if k == len(self.layers) - 1 else emit_lower
-            if k > 0:   # the ones row by Pad: tract fails to declutter MatMul(W, Concat(...))
-                xa = b.op("Pad", [xf, b.ints(0, 0, 0, 0, 1, 0), b.const(1.0, "one")])
             per_dir = []
             for d, w in enumerate(dirs):
                 w_aug, consts = fam.scan_weights(w)
@@ -140,6 +137,8 @@ class _Net:
             if k < len(self.layers) - 1:     # the next layer's input: h of every direction
                 xf = per_dir[0][1][0] if len(dirs) == 1 else \
                     b.op("Concat", [per_dir[0][1][0], per_dir[1][1][0]], axis=1)   # (S, D*H, B)
+                # its ones row by Pad: tract fails to declutter MatMul(W, Concat(xf, ones))
+                xa = b.op("Pad", [xf, b.ints(0, 0, 0, 0, 1, 0), b.const(1.0, "one")])
         return out
 
     def _scan_one(self, b, p, init, consts, emit):
@@ -152,8 +151,7 @@ class _Net:
         steps = [body.op("Identity", [new[i]]) for i in emit]           # per-step outputs
         graph = body.graph("step", [value_info(n) for n in [*states, p_t]],
                            [value_info(n) for n in [*new, *steps]])
-        res = b.op("Scan", [*init, p], fam.states + len(emit), body=graph, num_scan_inputs=1)
-        res = [res] if isinstance(res, str) else list(res)
+        res = b.ops("Scan", [*init, p], fam.states + len(emit), body=graph, num_scan_inputs=1)
         return res[:fam.states], dict(zip(emit, res[fam.states:]))
 
     # the two forms side by side, behind an If when the family has both -------------------
@@ -174,9 +172,8 @@ def _if(b: GraphBuilder, cond: str, then, otherwise) -> list[str]:
         sub = b.sub()
         outs = form(sub)
         branches.append(sub.graph(f"{form.__name__}_branch", [], [value_info(o) for o in outs]))
-    res = b.op("If", [b.op("Squeeze", [cond, b.ints(0)])], len(outs),
-               then_branch=branches[0], else_branch=branches[1])
-    return [res] if isinstance(res, str) else list(res)
+    return b.ops("If", [b.op("Squeeze", [cond, b.ints(0)])], len(outs),
+                 then_branch=branches[0], else_branch=branches[1])
 
 
 def build_onnx(spec: ModelSpec, state: dict, opset: int = 18):
@@ -301,49 +298,3 @@ def export_onnx(model, spec: ModelSpec, path: Path, opset: int) -> None:
 
 def export_stream_onnx(model, spec: ModelSpec, path: Path, opset: int) -> None:
     Path(path).write_bytes(build_stream_onnx(spec, model.state_dict(), opset).SerializeToString())
-
-
-def _dims(value_info) -> list:
-    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
-
-
-def _op_types(graph) -> set[str]:
-    ops = set()
-    for node in graph.node:
-        ops.add(node.op_type)
-        for attr in node.attribute:          # If branches and Scan bodies are subgraphs
-            for sub in [attr.g, *attr.graphs] if attr.HasField("g") or attr.graphs else []:
-                ops |= _op_types(sub)
-    return ops
-
-
-def describe(path: Path, spec: ModelSpec, inputs=None, outputs=None) -> dict:
-    """Check the ONNX file (checker full_check, signature vs spec); return its facts.
-
-    `inputs`/`outputs`: the TensorSpecs the graph must declare, in order; default the
-    spec's one input and output (the stream graph passes spec.stream_inputs/outputs)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # onnx raises ValidationError, DecodeError, ...
-        raise ExportError(f"{spec.name}: ONNX checker rejects the graph: "
-                          f"{first_line(exc)}") from None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype
-    for got, wants in ((model.graph.input, inputs or (spec.input,)),
-                       (model.graph.output, outputs or (spec.output,))):
-        if [v.name for v in got] != [w.name for w in wants]:
-            raise ExportError(f"{spec.name}: graph tensors {[v.name for v in got]}, spec "
-                              f"wants {[w.name for w in wants]}")
-        for value, want in zip(got, wants):
-            if _dims(value) != list(want.shape) or \
-                    str(dtype(value.type.tensor_type.elem_type)) != want.dtype:
-                raise ExportError(f"{spec.name}: {want.name} is {_dims(value)}, spec wants "
-                                  f"{list(want.shape)} {want.dtype}")
-    return {
-        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-        "ir_version": model.ir_version,
-        "ops": sorted(_op_types(model.graph)),
-        "domains": sorted({o.domain or "ai.onnx" for o in model.opset_import}),
-    }

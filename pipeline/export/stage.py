@@ -109,7 +109,8 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     deliberately unrolled one to prove the self-check can fail).
     """
     from .normalize import normalize_file
-    from .onnx_graph import describe, export_onnx
+    from .facts import describe
+    from .onnx_graph import export_onnx
     from .stream import export_stream_onnx, export_stream_torchscript
 
     import torch

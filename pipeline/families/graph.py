@@ -43,6 +43,11 @@ class GraphBuilder:
                                            name=self.fresh(f"n_{op_type}"), **attrs))
         return names[0] if len(names) == 1 else tuple(names)
 
+    def ops(self, op_type: str, inputs, outputs: int, **attrs) -> list[str]:
+        """`op` for a node of several outputs (or a count known only at run time): a list."""
+        res = self.op(op_type, inputs, outputs, **attrs)
+        return [res] if isinstance(res, str) else list(res)
+
     def const(self, value, hint: str = "w", dtype=np.float32) -> str:
         """An initializer of the top graph holding `value` (cached by value for small ints)."""
         from onnx import numpy_helper

@@ -172,3 +172,11 @@ def test_imported_models_are_known_to_every_command(tmp_path):
                                     "--input", str(tmp_path / "x.npy")])
     assert predicted.exit_code == 0, predicted.output
     assert len(predicted.stdout.strip().splitlines()) == 2          # one line per sequence
+    np.savez(tmp_path / "s.npz", input=x, lengths=np.array([3, 1]))
+    streamed = runner.invoke(cli, ["predict", "--model", "mine", "--out", str(tmp_path),
+                                   "--input", str(tmp_path / "s.npz"), "--stream"])
+    assert streamed.exit_code == 0 and streamed.stdout.count("h_out [") == 2, streamed.output
+    timed = runner.invoke(cli, ["bench", "--model", "mine", "--out", str(tmp_path), "--shapes",
+                                "2x5", "--runtime", "onnx", "--budget", "0.05", "--min-reps", "2"])
+    assert timed.exit_code == 0, timed.output
+    assert (tmp_path / "mine" / "benchmark.json").is_file()

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.compare import compare
-from pipeline.errors import PipelineError
 from pipeline.checkpoint import load_checkpoint
 from pipeline.runtimes import CROSS_RUNTIMES, load_runner, load_stream_runner, open_runners
 from pipeline.runtimes.pytorch import float64_models
