@@ -10,7 +10,6 @@ card cannot drift from the artifact beside it. The card is itself one of the sig
 """
 from __future__ import annotations
 
-from ..families import family
 from ..specs import ModelSpec
 from .triton import (BACKENDS, MAX_BATCH_SIZE, batched_dims, dims, io_names, stream_io_names,
                      triton_name)
@@ -136,6 +135,7 @@ def _stream_sections(spec: ModelSpec, runtime: str, version: int) -> tuple[list[
 def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, report: dict,
                signed_by: str | None = None, source: dict | None = None) -> str:
     """The card's text; `source`: the recipe's import record (None for a built-in recipe)."""
+    from ..families import family      # torch modules live there: imported when a card is made
     name = triton_name(spec.name, runtime)
     filename = BACKENDS[runtime][3]
     in_name, out_name = io_names(spec, runtime)
