@@ -6,7 +6,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "safetensors", "numpy")
+LIBRARIES = ("torch", "onnx", "onnxruntime", "safetensors", "numpy")   # what builds and checks artifacts
 
 
 def versions() -> dict[str, str]:
