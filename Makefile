@@ -43,7 +43,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,runtimes]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,runtimes,scale]'
 	touch $@
 
 # config.json is written after the weights, so it marks a finished training run.

@@ -13,10 +13,11 @@ import click
 
 from .publishing import publish
 from .release import keygen, verify_release
+from .scoring import score
 from .serving import loadtest, serve
 from .stages import bench, export, predict, train, verify
 
-__all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish", "keygen",
+__all__ = ["cli", "train", "export", "verify", "predict", "score", "bench", "publish", "keygen",
            "verify_release", "serve", "loadtest"]
 
 
@@ -32,6 +33,6 @@ def cli():
 
 
 # One module per command group; a new command is added here in the order `--help` lists it.
-for command in (train, export, verify, predict, bench, publish, keygen, verify_release, serve,
-                loadtest):
+for command in (train, export, verify, predict, score, bench, publish, keygen, verify_release,
+                serve, loadtest):
     cli.add_command(command)

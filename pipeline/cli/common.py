@@ -16,6 +16,14 @@ def model_option(fn):
         help="Model to process; repeat for several. Default: all models.")(fn)
 
 
+def single_model_option(fn):
+    """`--model NAME`, one model (same choices as `model_option`); commands that can take a
+    published version folder instead check that exactly one of them is given."""
+    return click.option(
+        "--model", type=click.Choice(MODEL_NAMES),
+        help="Model to run, from --out (or give --version-dir).")(fn)
+
+
 def out_option(fn):
     return click.option(
         "--out", default="exported", show_default=True, metavar="DIR",

@@ -1,0 +1,345 @@
+"""What `score` reads: Parquet files (or a folder of them) or an .npz, as Arrow record
+batches, and the per-row check that splits each batch into good rows and rejects.
+
+    >>> data = open_dataset(Path("seqs.parquet"), spec)          # id, sequence columns
+    >>> for batch in data.batches(8192):                          # streamed, never the file
+    ...     good, bad = check_batch(batch, data, spec)
+
+Parquet: the sequence column (default `sequence`) is list<list<float>> or
+list<fixed_size_list<float, F>> (steps x features; large_list too; float64 converted),
+read row group by row group, so memory follows the batch, not the file. The id column
+(default `id`) is passed through as it is, any type; other columns are never read.
+.npz: `input` (batch, seq, F) padded, `lengths` (batch,) and optionally `id`; it is
+loaded whole (an .npz cannot be streamed) and cut into batches of the same Arrow form
+(each row trimmed to its length), so both inputs take one path from here on.
+
+A row is rejected, with a one-line reason, when its sequence is null, empty, not a list of
+lists of floats (the column's type; then every row of that batch), has a null step, a step
+of the wrong feature count, a null value, NaN/Inf, or a float64 value beyond float32.
+File-level problems (no such column, unreadable file, an .npz that breaks its layout) are
+InputErrors: they say nothing about one row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from ..errors import InputError, first_line
+from ..predict import ZIP_MAGIC, _reading
+from ..specs import ModelSpec
+
+if TYPE_CHECKING:       # pyarrow is imported where a batch is made or read
+    import pyarrow as pa
+
+SUFFIXES = (".parquet", ".npz")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    files: tuple[Path, ...]
+    id_column: str
+    sequence_column: str
+    id_type: "pa.DataType"      # of the first file: every output row's id has this type
+    rows: int                   # total rows (Parquet metadata, or the .npz's batch)
+
+    def batches(self, batch_rows: int, spec: ModelSpec) -> Iterator["pa.RecordBatch"]:
+        """Record batches of at most `batch_rows` rows with the id and sequence columns."""
+        for path in self.files:
+            if path.suffix == ".npz":
+                yield from _npz_batches(path, spec, self, batch_rows)
+            else:
+                yield from _parquet_batches(path, self, batch_rows)
+
+
+@dataclass
+class Checked:
+    """One batch's good rows, row i = values[starts[i]: starts[i] + lengths[i] * F]."""
+    ids: "pa.Array"             # (n,) good rows' ids
+    lengths: np.ndarray         # (n,) int64 steps, >= 1
+    starts: np.ndarray          # (n,) int64 offset of each row's first float in values
+    values: np.ndarray          # flat float32, C-contiguous
+    bad_ids: "pa.Array"         # rejected rows' ids, in batch order
+    bad_reasons: list[str]
+
+
+def input_files(path: Path) -> tuple[Path, ...]:
+    """`path` itself (.parquet or .npz), or the .parquet files in folder `path`, sorted."""
+    path = Path(path)
+    if path.is_dir():
+        files = tuple(sorted(p for p in path.iterdir() if p.suffix == ".parquet"
+                             and p.is_file() and not p.name.startswith((".", "_"))))
+        if not files:
+            raise InputError(f"{path}: folder holds no .parquet file")
+        return files
+    if not path.is_file():
+        raise InputError(f"{path}: no such file or folder")
+    if path.suffix.lower() not in SUFFIXES:
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; give a "
+                         ".parquet file, a folder of them, or an .npz")
+    return (path,)
+
+
+def open_dataset(path: Path, spec: ModelSpec, id_column: str = "id",
+                 sequence_column: str = "sequence") -> Dataset:
+    """Find the input files and check that the first one has the two columns."""
+    import pyarrow.compute  # noqa: F401  (take/filter import it: ~0.3 s, paid before timing)
+    files = input_files(path)
+    if files[0].suffix.lower() == ".npz":
+        with _npz(files[0]) as archive:
+            x, _, ids = _npz_arrays(files[0], archive, spec, load=False)
+        import pyarrow as pa
+        id_type = pa.array(ids[:0]).type if ids is not None else pa.int64()
+        return Dataset(files, id_column, sequence_column, id_type, int(x.shape[0]))
+    total, id_type = 0, None
+    for file in files:
+        schema, rows = _parquet_schema(file, id_column, sequence_column)
+        total += rows
+        id_type = id_type or schema.field(id_column).type
+    return Dataset(files, id_column, sequence_column, id_type, total)
+
+
+def _parquet_schema(file: Path, id_column: str, sequence_column: str):
+    import pyarrow.parquet as pq
+    try:
+        meta = pq.ParquetFile(file)
+        schema, rows = meta.schema_arrow, meta.metadata.num_rows
+    except (OSError, ValueError) as exc:            # ArrowInvalid is a ValueError
+        raise InputError(f"{file}: not a readable Parquet file ({first_line(exc)})") from None
+    for column in (id_column, sequence_column):
+        if column not in schema.names:
+            raise InputError(f"{file}: has no column {column!r}; columns: "
+                             f"{', '.join(schema.names)} (see --id-column, --sequence-column)")
+    return schema, rows
+
+
+def _parquet_batches(file: Path, data: Dataset, batch_rows: int):
+    import pyarrow.parquet as pq
+    _parquet_schema(file, data.id_column, data.sequence_column)
+    try:
+        # use_threads=False: one decoding thread; Arrow's pool only contended with the model
+        # on this 2-core machine (measured slower). The reader thread overlaps decoding.
+        for batch in pq.ParquetFile(file).iter_batches(
+                batch_size=batch_rows, columns=[data.id_column, data.sequence_column],
+                use_threads=False):
+            yield batch
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{file}: unreadable ({first_line(exc)})") from None
+
+
+class _npz:
+    """np.load of an .npz with predict's one-line errors; pickles never loaded."""
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        with _reading(self.path):
+            with open(self.path, "rb") as f:
+                if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
+                    raise InputError(f"{self.path}: not a .npz file (it does not start like one)")
+            self.archive = np.load(self.path, allow_pickle=False)
+        return self.archive
+
+    def __exit__(self, *exc):
+        self.archive.close()
+
+
+def _npz_arrays(path: Path, archive, spec: ModelSpec, load: bool = True):
+    """(input (batch, seq, F), lengths (batch,), ids or None), after the layout checks;
+    with load=False only as much as the checks need."""
+    names = set(archive.files)
+    if not {"input", "lengths"} <= names or names - {"input", "lengths", "id"}:
+        raise InputError(f"{path}: holds arrays {sorted(names)}; give 'input' (batch, seq, "
+                         f"features), 'lengths' (batch,) and optionally 'id' (batch,)")
+    with _reading(path):
+        x, lengths = archive["input"], archive["lengths"]
+        ids = archive["id"] if "id" in names else None
+    if x.ndim != 3 or x.shape[2] != spec.input_size:
+        raise InputError(f"{path}: input has shape {x.shape}; model {spec.name} takes (batch, "
+                         f"seq, {spec.input_size})")
+    if x.dtype.newbyteorder("=") not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise InputError(f"{path}: input dtype {x.dtype}; give float32 (float64 is converted)")
+    batch, seq, _ = x.shape
+    if lengths.dtype.kind not in "iu" or lengths.shape != (batch,):
+        raise InputError(f"{path}: lengths is {lengths.dtype} {lengths.shape}; give one "
+                         f"integer per input row: shape ({batch},)")
+    if (bad := np.flatnonzero((lengths < 0) | (lengths > seq))).size:
+        # 0 is an empty row (rejected as such); beyond seq the padded array cannot hold it
+        raise InputError(f"{path}: lengths[{bad[0]}] = {lengths[bad[0]]} is out of range "
+                         f"0..{seq} (the input's seq)")
+    if ids is not None and (ids.ndim != 1 or ids.shape[0] != batch or ids.dtype.kind == "O"):
+        raise InputError(f"{path}: id is {ids.dtype} {ids.shape}; give one number or string "
+                         f"per input row: shape ({batch},)")
+    return x, lengths.astype(np.int64), ids
+
+
+def _npz_batches(path: Path, spec: ModelSpec, data: Dataset, batch_rows: int):
+    """The .npz as record batches of the Parquet form: list<fixed_size_list<float, F>>."""
+    import pyarrow as pa
+    with _npz(path) as archive:
+        x, lengths, ids = _npz_arrays(path, archive, spec)
+    ids = arrow(ids) if ids is not None and ids.dtype.kind in "iuf" else \
+        pa.array(ids) if ids is not None else arrow(np.arange(len(lengths)))
+    features = spec.input_size
+    for lo in range(0, len(lengths), batch_rows):
+        n = lengths[lo:lo + batch_rows]                                 # (rows,)
+        steps = np.concatenate([x[lo + i, :k] for i, k in enumerate(n)]) if n.sum() else \
+            x[:0, 0]                                                    # (sum(n), F)
+        inner = pa.FixedSizeListArray.from_arrays(arrow(steps.reshape(-1)), features)
+        offsets = arrow(np.concatenate([[0], np.cumsum(n)]).astype(np.int32))
+        sequences = pa.ListArray.from_arrays(offsets, inner)
+        yield pa.RecordBatch.from_arrays([ids[lo:lo + len(n)], sequences],
+                                         names=[data.id_column, data.sequence_column])
+
+
+def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
+                sequence_column: str = "sequence") -> Checked:
+    """Split `batch` into good rows (flat float32 values) and rejects (id, reason)."""
+    import pyarrow as pa
+
+    ids, col = batch.column(id_column), batch.column(sequence_column)
+    n, features = len(batch), spec.input_size
+    reasons = np.full(n, None, dtype=object)         # None: good so far
+
+    def mark(mask: np.ndarray, reason) -> None:      # the first reason found for a row wins
+        for i in np.flatnonzero(mask & np.equal(reasons, None)):
+            reasons[i] = reason(i) if callable(reason) else reason
+
+    t = col.type
+    inner_t = t.value_type if _is_list(t) else None
+    if inner_t is None or not _is_list(inner_t) or inner_t.value_type not in (
+            pa.float32(), pa.float64()):
+        mark(np.ones(n, bool), f"{sequence_column} is {t}, not a list of lists of floats")
+        return _split(ids, reasons, np.zeros(0, np.float32), np.zeros(n, np.int64),
+                      np.zeros(n, np.int64))
+    mark(_nulls(col), "null sequence")
+    off = _offsets(col)                              # (n+1,) step index of each row's start
+    nsteps = np.diff(off)
+    mark(nsteps == 0, "empty sequence")
+    steps = col.values                               # every step, (total steps,) lists
+    null_steps = _nulls(steps)
+    if null_steps.any():
+        rows = _owner(off, np.flatnonzero(null_steps))
+        mark(np.isin(np.arange(n), rows), "null step")
+    if pa.types.is_fixed_size_list(inner_t):
+        if inner_t.list_size != features:
+            mark(np.ones(n, bool), f"steps have {inner_t.list_size} features, model "
+                                   f"{spec.name} expects {features}")
+        # step k's floats start at (steps.offset + k) * size in the unsliced child
+        starts = (steps.offset + off[:-1]) * inner_t.list_size
+        ends = (steps.offset + off[1:]) * inner_t.list_size
+    else:
+        step_start = _offsets(steps)                 # (steps+1,) float index of each step
+        wrong = np.diff(step_start) != features      # (steps,)
+        step_row = _owner(off, np.flatnonzero(wrong))
+        first = {}
+        for k, row in zip(np.flatnonzero(wrong), step_row):
+            first.setdefault(row, k)
+        mark(np.isin(np.arange(n), list(first)), lambda i: (
+            f"step {first[i] - off[i]} has {step_start[first[i] + 1] - step_start[first[i]]} "
+            f"features, model {spec.name} expects {features}"))
+        starts, ends = step_start[off[:-1]], step_start[off[1:]]
+    floats = steps.values
+    if floats.null_count:
+        raw = floats.to_numpy(zero_copy_only=False)  # nulls read as NaN, told apart below
+    else:                                            # a view of Arrow's buffer, no copy
+        dtype = np.dtype(np.float32 if floats.type == pa.float32() else np.float64)
+        raw = np.frombuffer(floats.buffers()[1], dtype=dtype, count=len(floats),
+                            offset=floats.offset * dtype.itemsize)
+    with np.errstate(over="ignore"):
+        values = raw.astype(np.float32, copy=False)
+    # float64 sums of float32 cannot overflow: the sum is finite iff every value is
+    bad = np.zeros(0, np.int64) if np.isfinite(values.sum(dtype=np.float64)) else \
+        np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        null_values = _nulls(floats)
+        rows = _owner(starts, bad, ends)
+        for i, e in zip(*_firsts(rows, bad)):
+            step, feature = divmod(int(e - starts[i]), features)
+            what = "null value" if null_values[e] else (
+                "NaN" if np.isnan(raw[e]) else f"value {raw[e]:.6g} overflows float32"
+                if np.isfinite(raw[e]) else ("Inf" if raw[e] > 0 else "-Inf"))
+            mark(np.arange(n) == i, f"{what} at step {step}, feature {feature}")
+    return _split(ids, reasons, values, nsteps, starts)
+
+
+def arrow(values: np.ndarray) -> "pa.Array":
+    """A 1-D numeric numpy array as an Arrow array over the same memory. pa.array() would
+    do, but it first asks whether its argument is a pandas object, which imports pandas
+    (~0.5-2 s, on the clock of the first batch) wherever Ray Data's extra installed it."""
+    import pyarrow as pa
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind not in "iuf":     # Arrow packs booleans in bits: not this layout
+        raise TypeError(f"arrow() takes numbers, not {values.dtype}")
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
+                                 [None, pa.py_buffer(values)])
+
+
+def _is_list(t) -> bool:
+    import pyarrow as pa
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _offsets(array) -> np.ndarray:
+    """A (large_)list array's (len+1,) offsets as int64, read from its buffer: no copy of
+    the values, and none of to_numpy()'s first-call cost (~0.25 s)."""
+    import pyarrow as pa
+    dtype = np.int64 if pa.types.is_large_list(array.type) else np.int32
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array) + 1,
+                         offset=array.offset * np.dtype(dtype).itemsize).astype(np.int64)
+
+
+def _nulls(array) -> np.ndarray:
+    if array.null_count == 0:
+        return np.zeros(len(array), bool)
+    return array.is_null().to_numpy(zero_copy_only=False)
+
+
+def _owner(starts: np.ndarray, positions: np.ndarray, ends: np.ndarray | None = None):
+    """For each of `positions` (sorted), the index of the range [starts[i], next start)
+    holding it; -1 where it falls in none (past `ends`, or before the first start)."""
+    owner = np.searchsorted(starts[:-1] if ends is None else starts, positions, "right") - 1
+    if ends is not None:
+        owner = np.where((owner >= 0) & (positions < ends[np.maximum(owner, 0)]), owner, -1)
+    return owner
+
+
+def _firsts(rows: np.ndarray, positions: np.ndarray):
+    """(rows, the first of `positions` in each), rows >= 0 only."""
+    keep = rows >= 0
+    rows, positions = rows[keep], positions[keep]
+    unique, index = np.unique(rows, return_index=True)
+    return unique, positions[index]
+
+
+def _split(ids, reasons: np.ndarray, values, lengths, starts) -> Checked:
+    import pyarrow as pa
+    bad = np.not_equal(reasons, None)
+    if not bad.any():                                # the common case: nothing to take
+        return Checked(ids, lengths.astype(np.int64), starts.astype(np.int64), values,
+                       ids[:0], [])
+    good = np.flatnonzero(~bad)
+    return Checked(ids=ids.take(arrow(good)), lengths=lengths[good].astype(np.int64),
+                   starts=starts[good].astype(np.int64), values=values,
+                   bad_ids=ids.take(arrow(np.flatnonzero(bad))), bad_reasons=list(reasons[bad]))
+
+
+def sequences_table(sequences: list[np.ndarray], ids=None, id_column: str = "id",
+                    sequence_column: str = "sequence", fixed: bool = True) -> "pa.Table":
+    """Ragged (steps, F) arrays as a table in score's input form (tests, bench, users):
+    list<fixed_size_list<float32, F>>, or list<list<float32>> with fixed=False."""
+    import pyarrow as pa
+    features = sequences[0].shape[1] if sequences else 1
+    steps = np.concatenate([np.asarray(s, np.float32).reshape(-1, features)
+                            for s in sequences]) if sequences else np.zeros((0, features),
+                                                                            np.float32)
+    flat = pa.array(steps.reshape(-1))
+    inner = pa.FixedSizeListArray.from_arrays(flat, features) if fixed else \
+        pa.ListArray.from_arrays(pa.array(np.arange(0, steps.size + 1, features,
+                                                    dtype=np.int32)), flat)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sequences])]).astype(np.int32)
+    ids = pa.array(np.arange(len(sequences)) if ids is None else ids)
+    return pa.table({id_column: ids,
+                     sequence_column: pa.ListArray.from_arrays(pa.array(offsets), inner)})

@@ -1,0 +1,217 @@
+"""The Ray engine: the same job on Ray Data, for data that outgrows one machine.
+
+    python -m pipeline score --model classifier --input /shared/seqs/ --output y.parquet \
+        --engine ray --ray-address HEAD:6379 --threads 2
+
+    read_parquet(files) -> map_batches(ScoreActor, ActorPoolStrategy(size=actors),
+                                       num_cpus=threads) -> iter_batches -> one output file
+
+Each actor gets the artifact's bytes from the driver (no shared model folder needed), lays
+them out in a temp folder and opens them with `open_runner` there: the manifest (or, with
+--public-key, the release signature) is checked on the actor's own copy before it is
+loaded. Its ONNX Runtime session has intra_op_num_threads = its num_cpus (ORT ignores
+OMP_NUM_THREADS, and more threads than CPUs would oversubscribe the node). Each actor call
+takes `--batch-size` rows, checks them and runs them in exact-length groups (grouping.py)
+and returns id, output, label and reason (null for a good row).
+
+The driver writes: it streams the results (a few floats per row, ~1% of the input) into
+the same single output file, atomically, as the local engine, so both engines give the same
+file and --bad-rows fail stops at the first bad row it receives. A worker node that dies
+mid-job loses nothing: Ray Data restarts the actors and retries their tasks
+(max_restarts/max_task_retries -1) and the streamed results are consumed exactly once.
+
+Without --ray-address a local Ray is started and stopped. Ray 2.60 turns token
+authentication on for a new local cluster and would write ~/.ray/auth_token; a token is
+given in RAY_AUTH_TOKEN for this run instead (unless the caller set up authentication).
+Ray's logs and session files go under RAY_TMPDIR (default /tmp/ray).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..errors import PipelineError, first_line
+from .output import Progress, ScoreWriter, rejects_path
+from .score import Artifact, ScoreConfig, open_runner
+
+INSTALL_HINT = "pip install '.[scale]' (or: make install)"
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise PipelineError(f"--engine ray needs Ray Data, which is not installed: "
+                            f"{INSTALL_HINT}") from None
+    return ray
+
+
+def artifact_files(artifact: Artifact) -> dict[str, bytes]:
+    """{relative path: bytes} of what the actors need; checked there, not here."""
+    from ..manifest import MANIFEST, read_manifest, safe_member
+    if artifact.version_dir is not None:
+        folder = Path(artifact.version_dir)
+        where = f"{folder.resolve().parent.name}/{folder.resolve().name}"   # signed place
+        files = {f"{where}/{p.name}": p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        files["public.pem"] = Path(artifact.public_key).read_bytes()
+        return files
+    folder = Path(artifact.model_dir)
+    names = [MANIFEST, *read_manifest(folder)["files"]]
+    return {name: safe_member(folder, name).read_bytes() for name in names}
+
+
+class ScoreActor:
+    """One Ray actor: the artifact checked and loaded once, then a batch per call."""
+
+    def __init__(self, files: dict[str, bytes], artifact: Artifact, threads: int,
+                 id_column: str, sequence_column: str):
+        self.folder = Path(tempfile.mkdtemp(prefix="score-artifact-"))
+        for name, data in files.items():
+            path = self.folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if artifact.version_dir is not None:
+            local = replace(artifact, version_dir=self.folder / next(
+                n.rsplit("/", 1)[0] for n in files if "/" in n),
+                public_key=self.folder / "public.pem")
+        else:
+            local = replace(artifact, model_dir=self.folder)
+        self.runner = open_runner(local, threads)   # manifest / signature, then load
+        self.columns = id_column, sequence_column
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from .dataset import check_batch
+        from .grouping import group_batch, run_group
+        from .output import output_schema, output_table
+
+        spec = self.runner.spec
+        id_column, sequence_column = self.columns
+        batch = batch.combine_chunks() if isinstance(batch, pa.Table) else batch
+        record = batch.to_batches()[0] if isinstance(batch, pa.Table) and batch.num_rows \
+            else batch
+        schema = output_schema(spec, id_column, batch.schema.field(id_column).type)
+        schema = schema.append(pa.field("reason", pa.string()))
+        if not batch.num_rows:
+            return schema.empty_table()
+        checked = check_batch(record, spec, id_column, sequence_column)
+        parts = []
+        for group in group_batch(checked, spec.input_size):
+            table = output_table(spec, schema.remove(len(schema) - 1), group.ids,
+                                 run_group(self.runner, group))
+            parts.append(table.append_column("reason", pa.nulls(len(group.ids), pa.string())))
+        if len(checked.bad_ids):
+            n = len(checked.bad_ids)
+            columns = [checked.bad_ids] + [pa.nulls(n, f.type) for f in schema][1:-1] + \
+                [pa.array(checked.bad_reasons, pa.string())]
+            parts.append(pa.Table.from_arrays(columns, schema=schema))
+        return pa.concat_tables(parts)
+
+    def __del__(self):
+        shutil.rmtree(getattr(self, "folder", ""), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None):
+    """Join `address`, or start a local Ray (token in the environment, not in ~/.ray) and
+    stop it on the way out, whatever happens."""
+    ray = import_ray()
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN",)}
+    own_auth = address is None and not any(os.environ.get(k) for k in (
+        "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and \
+        not (Path.home() / ".ray" / "auth_token").exists()
+    if own_auth:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    try:
+        try:
+            ray.init(address=address, num_cpus=None if address else num_cpus,
+                     include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise PipelineError(f"Ray: cannot {'join ' + address if address else 'start'} "
+                                f"({first_line(exc)})") from None
+        yield ray
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None]) -> dict:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .dataset import open_dataset
+
+    runner = open_runner(artifact, 1)      # the driver refuses a bad artifact before Ray
+    spec = runner.spec
+    data = open_dataset(config.input, spec, config.id_column, config.sequence_column)
+    files = artifact_files(artifact)
+    cpus = os.cpu_count() or 1
+    actors = config.actors or max(1, cpus // config.threads - 1)
+    skip = config.bad_rows == "skip"
+    # A local Ray gets a logical CPU beyond the actors' for the read tasks: an actor pool
+    # holding every CPU would leave the Parquet reads unscheduled (a deadlock).
+    with ray_session(config.ray_address, max(cpus, actors * config.threads + 1)) as ray:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        if data.files[0].suffix == ".npz":
+            tables = [pa.Table.from_batches([b]) for b in data.batches(config.batch_rows, spec)]
+            dataset = ray.data.from_arrow(tables)
+        else:
+            dataset = ray.data.read_parquet([str(f) for f in data.files],
+                                            columns=[config.id_column, config.sequence_column])
+        scored = dataset.map_batches(
+            ScoreActor, batch_format="pyarrow", batch_size=config.batch_rows,
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=config.threads,
+            fn_constructor_kwargs=dict(files=files, artifact=artifact, threads=config.threads,
+                                       id_column=config.id_column,
+                                       sequence_column=config.sequence_column))
+        progress = Progress(data.rows, log, enabled=config.progress)
+        start = time.perf_counter()
+        try:
+            with ScoreWriter(config.output, spec, config.id_column, data.id_type, skip) as out:
+                for table in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+                    bad = pc.is_valid(table.column("reason"))
+                    rejected = table.filter(bad)
+                    out.reject(rejected.column(config.id_column).combine_chunks(),
+                               rejected.column("reason").to_pylist())
+                    out.write_table(table.filter(pc.invert(bad)).drop_columns(["reason"]))
+                    progress.update(table.num_rows)
+        except Exception as exc:
+            if isinstance(exc, PipelineError) or not _is_ray_error(exc):
+                raise
+            raise PipelineError(f"Ray job failed: {first_line(_cause(exc))}") from None
+        finally:
+            progress.close()
+    seconds = time.perf_counter() - start
+    return {"model": spec.name, "runtime": runner.name, "engine": f"ray ({actors} actors)",
+            "rows": out.rows, "rejected": out.rejected, "seconds": seconds,
+            "rows_per_s": (out.rows + out.rejected) / max(seconds, 1e-9),
+            "output": Path(config.output), "rejects": rejects_path(config.output) if skip else None}
+
+
+def _is_ray_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("ray")
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The user's exception inside Ray's wrappers (e.g. an actor's IntegrityError)."""
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
+        exc = exc.cause
+    return exc
