@@ -26,6 +26,9 @@ from .common import domain_errors, out_option, single_model_option
                    "a local Ray for the run and stop it.")
 @click.option("--actors", type=click.IntRange(min=1), metavar="N",
               help="Ray actor pool size. Default: one per --threads CPUs, less one CPU.")
+@click.option("--actor-cpus", type=click.FloatRange(min=0, min_open=True), metavar="N",
+              help="CPUs each Ray actor asks for. Default: --threads (fractions pack actors "
+                   "onto a CPU; the session still runs --threads threads).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="onnx", show_default=True,
               help="Which artifact runs: onnx (model.onnx on ONNX Runtime), torchscript "
                    "(model.pt), torch (eager), openvino, tract, onnx-reference.")
@@ -52,7 +55,7 @@ from .common import domain_errors, out_option, single_model_option
                    "too) only if its signature and every file's hash check out.")
 @click.option("--quiet", is_flag=True, help="No progress bar or progress lines.")
 @domain_errors
-def score(model, input_path, output, engine, ray_address, actors, runtime, bad_rows,
+def score(model, input_path, output, engine, ray_address, actors, actor_cpus, runtime, bad_rows,
           batch_size, threads, id_column, sequence_column, out, version_dir, public_key,
           quiet):
     """Score a dataset of variable-length sequences with a verified artifact.
@@ -75,5 +78,5 @@ def score(model, input_path, output, engine, ray_address, actors, runtime, bad_r
 
     config = ScoreConfig(model, input_path, output, out, runtime, engine, bad_rows, batch_size,
                          threads, id_column, sequence_column, version_dir, public_key,
-                         ray_address, actors, progress=not quiet)
+                         ray_address, actors, actor_cpus, progress=not quiet)
     click.echo(summary_line(main(config, log=lambda s: click.echo(s, err=True))))

@@ -43,6 +43,7 @@ from .output import Progress, ScoreWriter, rejects_path
 from .score import Artifact, ScoreConfig, open_runner
 
 INSTALL_HINT = "pip install '.[scale]' (or: make install)"
+BLOCK_BYTES = 16 * 2**20     # Ray Data's default 128 MiB would give a 300 MB file 3 blocks
 
 
 def import_ray():
@@ -70,10 +71,18 @@ def artifact_files(artifact: Artifact) -> dict[str, bytes]:
 
 
 class ScoreActor:
-    """One Ray actor: the artifact checked and loaded once, then a batch per call."""
+    """One Ray actor: the artifact checked and loaded once, then a batch per call.
 
-    def __init__(self, files: dict[str, bytes], artifact: Artifact, threads: int,
-                 id_column: str, sequence_column: str):
+    `files` is artifact_files() or a one-item list holding its ObjectRef: a reference
+    nested in a list is passed as is (not resolved by Ray), so the constructor's arguments
+    stay small, and a restarted actor fetches the bytes again from the driver's copy.
+    """
+
+    def __init__(self, files, artifact: Artifact, threads: int, id_column: str,
+                 sequence_column: str):
+        if isinstance(files, list):
+            import ray
+            files = ray.get(files[0])
         self.folder = Path(tempfile.mkdtemp(prefix="score-artifact-"))
         for name, data in files.items():
             path = self.folder / name
@@ -131,10 +140,14 @@ def ray_session(address: str | None, num_cpus: int | None):
         "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and \
         not (Path.home() / ".ray" / "auth_token").exists()
     if own_auth:
+        # Ray turns token auth on (and says so, a warning we silence) and finds this token
+        # first, so it writes none. RAY_AUTH_MODE is read once at import: left alone.
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     try:
         try:
-            ray.init(address=address, num_cpus=None if address else num_cpus,
+            # "local": a new Ray even where one runs already (address=None would join it)
+            ray.init(address=address or "local", num_cpus=None if address else num_cpus,
                      include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -166,20 +179,26 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
     # A local Ray gets a logical CPU beyond the actors' for the read tasks: an actor pool
     # holding every CPU would leave the Parquet reads unscheduled (a deadlock).
     with ray_session(config.ray_address, max(cpus, actors * config.threads + 1)) as ray:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)   # "progress bars disabled"...
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+        context.enable_progress_bars = False                 # ours counts rows instead
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        context.target_max_block_size = BLOCK_BYTES
         if data.files[0].suffix == ".npz":
             tables = [pa.Table.from_batches([b]) for b in data.batches(config.batch_rows, spec)]
             dataset = ray.data.from_arrow(tables)
         else:
-            dataset = ray.data.read_parquet([str(f) for f in data.files],
-                                            columns=[config.id_column, config.sequence_column])
+            # a read task per file at least, and blocks of <= BLOCK_BYTES, so that even a
+            # single file reaches every actor
+            dataset = ray.data.read_parquet(
+                [str(f) for f in data.files], override_num_blocks=len(data.files)).select_columns(
+                [config.id_column, config.sequence_column])
         scored = dataset.map_batches(
             ScoreActor, batch_format="pyarrow", batch_size=config.batch_rows,
-            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=config.threads,
-            fn_constructor_kwargs=dict(files=files, artifact=artifact, threads=config.threads,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=config.actor_cpus or config.threads,
+            fn_constructor_kwargs=dict(files=[ray.put(files)], artifact=artifact,
+                                       threads=config.threads,
                                        id_column=config.id_column,
                                        sequence_column=config.sequence_column))
         progress = Progress(data.rows, log, enabled=config.progress)

@@ -44,6 +44,7 @@ class ScoreConfig:
     public_key: Path | None = None    # required with version_dir
     ray_address: str | None = None    # join this cluster; None: start a local Ray, stop it
     actors: int | None = None         # Ray actor pool size; None: one per free CPU
+    actor_cpus: float | None = None   # CPUs each actor asks Ray for; None: threads
     progress: bool = True
     prefetch: bool = True             # local: decode and check the next batch meanwhile
 
@@ -82,6 +83,8 @@ def check_config(config: ScoreConfig) -> Artifact:
         raise PipelineError(f"--bad-rows {config.bad_rows!r}: choose {' or '.join(BAD_ROWS)}")
     if config.batch_rows < 1 or config.threads < 1 or (config.actors or 1) < 1:
         raise PipelineError("--batch-size, --threads and --actors must be >= 1")
+    if config.actor_cpus is not None and config.actor_cpus <= 0:
+        raise PipelineError("--actor-cpus must be > 0")
     output = Path(config.output)
     if output.suffix != ".parquet":
         raise PipelineError(f"--output {output}: must be a .parquet file")
@@ -93,8 +96,8 @@ def check_config(config: ScoreConfig) -> Artifact:
     if source == output.resolve() or (source.is_dir() and source in output.resolve().parents):
         raise PipelineError(f"--output {output}: inside --input {config.input}; a later run "
                             "would read it as input")
-    if config.engine == "local" and (config.ray_address or config.actors):
-        raise PipelineError("--ray-address and --actors go with --engine ray")
+    if config.engine == "local" and (config.ray_address or config.actors or config.actor_cpus):
+        raise PipelineError("--ray-address, --actors and --actor-cpus go with --engine ray")
     if (config.model is None) == (config.version_dir is None):
         raise PipelineError("give --model (a model under --out) or --version-dir (a published "
                             "version), one of them")
