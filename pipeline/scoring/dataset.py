@@ -315,7 +315,6 @@ def _firsts(rows: np.ndarray, positions: np.ndarray):
 
 
 def _split(ids, reasons: np.ndarray, values, lengths, starts) -> Checked:
-    import pyarrow as pa
     bad = np.not_equal(reasons, None)
     if not bad.any():                                # the common case: nothing to take
         return Checked(ids, lengths.astype(np.int64), starts.astype(np.int64), values,

@@ -156,3 +156,36 @@ def test_a_killed_run_leaves_no_complete_looking_output(out, tmp_path):
         pq.read_table(tmp_path / left[0])                       # no footer: not a Parquet file
     score(out, "classifier", tmp_path / "x.parquet", tmp_path / "y.parquet")
     assert sorted(os.listdir(tmp_path)) == ["x.parquet", "y.parquet"]
+
+
+def test_peak_memory_does_not_grow_with_the_file(out, tmp_path):
+    """4k then 40k rows (12 then 120 MB of float32 sequences, more than the process's own
+    ~250 MB base if held whole) in fresh processes: peak RSS within 1.5x."""
+    from pipeline.scoring.dataset import sequences_table
+    spec = spec_of(out, "classifier")
+    chunk = ragged(spec, 4000, 1, 300, seed=11)
+    writer = pq.ParquetWriter(tmp_path / "big.parquet", pa.schema(
+        [("id", pa.int64()), ("sequence", pa.list_(pa.list_(pa.float32(), spec.input_size)))]))
+    with writer:
+        for k in range(10):                              # the same rows, new ids, 10 times
+            table = sequences_table(chunk, ids=np.arange(k * 4000, (k + 1) * 4000))
+            writer.write_table(table.cast(writer.schema), row_group_size=1000)
+            if k == 0:
+                pq.write_table(table.cast(writer.schema), tmp_path / "small.parquet",
+                               row_group_size=1000)
+    script = textwrap.dedent("""
+        import resource, sys
+        from pathlib import Path
+        from pipeline.scoring import ScoreConfig, main
+        r = main(ScoreConfig("classifier", Path(sys.argv[1]), Path(sys.argv[2]),
+                             out=Path(sys.argv[3]), batch_rows=2048, progress=False))
+        print(r["rows"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    """)
+    peaks = {}
+    for name in ("small", "big"):
+        done = subprocess.run([sys.executable, "-c", script, tmp_path / f"{name}.parquet",
+                               tmp_path / f"{name}-y.parquet", out], capture_output=True,
+                              text=True, check=True)
+        rows, peaks[name] = map(int, done.stdout.split())          # KiB
+        assert rows == {"small": 4000, "big": 40000}[name]
+    assert peaks["big"] <= 1.5 * peaks["small"], peaks

@@ -53,7 +53,7 @@ def descendants(root: int) -> set[int]:
 def end_processes(pids: set[int], grace: float = 10.0) -> set[int]:
     """Wait for `pids` to exit; SIGKILL what is left after `grace`; return those."""
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (alive := {p for p in pids if _alive(p)}):
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.2)
     stragglers = {p for p in pids if _alive(p)}
     for pid in stragglers:

@@ -1,0 +1,114 @@
+"""`python -m pipeline score` through click: the summary line, one-line errors for a bad
+value of every option, the missing extra, a signed published version."""
+import builtins
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+
+from ..test_cli import one_line_error
+from .conftest import assert_matches, ragged, read_output, spec_of, write_parquet
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["score", *map(str, args)])
+
+
+@pytest.fixture
+def data(out, tmp_path):
+    sequences = ragged(spec_of(out, "forecaster"), 25, 1, 20, seed=9)
+    return write_parquet(tmp_path / "x.parquet", sequences), sequences
+
+
+def test_score_prints_a_summary_and_progress_lines_go_to_stderr(out, tmp_path, data):
+    path, sequences = data
+    result = run("--model", "forecaster", "--input", path, "--output", tmp_path / "y.parquet",
+                 "--out", out, "--threads", "2", "--batch-size", "7")
+    assert result.exit_code == 0, result.output
+    assert "forecaster (onnx, local): scored 25 rows, rejected 0, in " in result.output
+    by_id, _ = read_output(tmp_path / "y.parquet")
+    assert_matches(out, "forecaster", by_id, sequences)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "nope"], "'nope' is not one of"),
+    (["--engine", "spark"], "'spark' is not one of"),
+    (["--bad-rows", "drop"], "'drop' is not one of"),
+    (["--runtime", "tvm"], "'tvm' is not one of"),
+    (["--batch-size", "0"], "0 is not in the range x>=1"),
+    (["--threads", "0"], "0 is not in the range x>=1"),
+    (["--actors", "0"], "0 is not in the range x>=1"),
+    (["--actor-cpus", "0"], "0 is not in the range x>0"),
+    (["--input", "missing.parquet"], "does not exist"),
+    (["--version-dir", "missing"], "does not exist"),
+    (["--output", "y.csv"], "must be a .parquet file"),
+    (["--actors", "2"], "go with --engine ray"),
+    (["--ray-address", "127.0.0.1:1"], "go with --engine ray"),
+    (["--public-key", "k.pub"], "go together"),
+    (["--id-column", "key"], "has no column 'key'"),
+    (["--sequence-column", "seq"], "has no column 'seq'"),
+    (["--out", "elsewhere"], "manifest.json: not found; run `python -m pipeline export`"),
+])
+def test_a_bad_value_of_any_option_is_one_line(out, tmp_path, data, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    base = {"--model": "classifier", "--input": data[0], "--output": tmp_path / "y.parquet",
+            "--out": out}
+    given = dict(zip(args[::2], args[1::2]))
+    argv = [x for k, v in (base | given).items() for x in (k, v)]
+    one_line_error(run(*argv), needle)
+    assert not (tmp_path / "y.parquet").exists()
+
+
+def test_bad_rows_fail_is_one_line_with_the_id(out, tmp_path):
+    spec = spec_of(out, "classifier")
+    rows = [s.tolist() for s in ragged(spec, 4, 2, 5)]
+    rows[2][1][0] = float("inf")
+    pq.write_table(__import__("pyarrow").table({"id": ["a", "b", "c", "d"], "sequence": rows}),
+                   tmp_path / "x.parquet")
+    result = run("--model", "classifier", "--input", tmp_path / "x.parquet", "--output",
+                 tmp_path / "y.parquet", "--out", out)
+    one_line_error(result, "row with id 'c': Inf at step 1, feature 0", "--bad-rows skip")
+    assert not (tmp_path / "y.parquet").exists()
+
+
+def test_the_ray_engine_without_ray_names_the_install(out, tmp_path, data, monkeypatch):
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    result = run("--model", "classifier", "--input", data[0], "--output",
+                 tmp_path / "y.parquet", "--out", out, "--engine", "ray")
+    one_line_error(result, "--engine ray needs Ray Data", "pip install '.[scale]'")
+
+
+def test_a_signed_published_version_is_scored_and_a_tampered_one_refused(out, tmp_path, data):
+    """publish (after a quick verify) signs <registry>/forecaster_onnx/1; score takes it with
+    --public-key, refuses it with another key or once a file changed."""
+    import shutil
+
+    from pipeline.publishing.publish import PublishConfig, main as publish
+    from pipeline.publishing.signing import keygen
+    from pipeline.verify import VerifyConfig, main as verify
+
+    root = tmp_path / "exported"
+    shutil.copytree(out / "forecaster", root / "forecaster",
+                    ignore=shutil.ignore_patterns(".lock"))
+    verify(VerifyConfig("forecaster", root, "cpu", ((1, 1), (2, 3))), log=lambda s: None)
+    keys = {k: keygen(tmp_path / k) for k in ("a", "b")}
+    publish(PublishConfig("forecaster", root, signing_key=keys["a"]["private"]),
+            log=lambda s: None)
+    version = root / "model_repository" / "forecaster_onnx" / "1"
+    args = ["--input", data[0], "--output", tmp_path / "y.parquet", "--version-dir", version]
+    result = run(*args, "--public-key", keys["a"]["public"])
+    assert result.exit_code == 0, result.output
+    by_id, _ = read_output(tmp_path / "y.parquet")
+    assert_matches(out, "forecaster", by_id, data[1])
+    one_line_error(run(*args, "--public-key", keys["b"]["public"]), "signed by another key")
+    (version / "model.onnx").write_bytes((version / "model.onnx").read_bytes() + b"\0")
+    one_line_error(run(*args, "--public-key", keys["a"]["public"]))
