@@ -1,6 +1,7 @@
 """Scoring: run a verified artifact over a dataset (`python -m pipeline score`).
 
-    dataset.py   Parquet / .npz input as Arrow batches; the per-row check (good / rejects)
+    dataset.py   Parquet / .npz input as Arrow batches, streamed
+    rows.py      the per-row check: good rows laid out for the model, rejects with a reason
     grouping.py  exact-length groups from a bounded pool; one runner call per group
     output.py    the output and rejects Parquet (atomic), progress lines
     score.py     ScoreConfig, main(config): checks the options, opens the artifact, an engine

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ..runtimes import Runner
-    from .dataset import Checked
+    from .rows import Checked
 
 # Rows in one model call, at most: past ~256 rows the Scan's cost per row no longer falls
 # (measured), and 4096 bounds the Scan's (seq, H, batch) projection at a few MB per call.
@@ -65,7 +65,7 @@ class LengthPool:
 
     def add(self, checked: "Checked") -> Iterator[Group]:
         """Take a batch's good rows; yield the groups that are due."""
-        from .dataset import arrow
+        from .rows import arrow
         lengths = checked.lengths
         if not len(lengths):
             return

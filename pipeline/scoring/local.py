@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..fsio import sweep_stale_temps
-from .dataset import Checked, check_batch, open_dataset
+from .dataset import open_dataset
+from .rows import Checked, check_batch
 from .grouping import LengthPool, run_group
 from .output import Progress, ScoreWriter, cast_ids, rejects_path
 from .score import Artifact, ScoreConfig, open_runner

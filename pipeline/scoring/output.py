@@ -47,7 +47,7 @@ def output_table(spec: ModelSpec, schema: "pa.Schema", ids: "pa.Array",
     """(rows,) ids and (rows, O) outputs as a table of the output schema."""
     import pyarrow as pa
 
-    from .dataset import arrow
+    from .rows import arrow
     rows, width = y.shape
     offsets = arrow(np.arange(0, rows * width + 1, width, dtype=np.int32))
     columns = [cast_ids(ids, schema.field(0).type, schema.field(0).name),

@@ -43,6 +43,7 @@ from .output import Progress, ScoreWriter, rejects_path
 from .score import Artifact, ScoreConfig, open_runner
 
 INSTALL_HINT = "pip install '.[scale]' (or: make install)"
+_TOKEN: dict[str, str] = {}   # this process's token for the local Rays it starts
 BLOCK_BYTES = 16 * 2**20     # Ray Data's default 128 MiB would give a 300 MB file 3 blocks
 
 
@@ -100,7 +101,7 @@ class ScoreActor:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from .dataset import check_batch
+        from .rows import check_batch
         from .grouping import group_batch, run_group
         from .output import output_schema, output_table
 
@@ -136,13 +137,17 @@ def ray_session(address: str | None, num_cpus: int | None):
     stop it on the way out, whatever happens."""
     ray = import_ray()
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN",)}
+    # (a token in the environment is harmless where the caller set RAY_AUTH_MODE=disabled;
+    # Ray itself sets RAY_AUTH_MODE=token in this process once it has started one)
     own_auth = address is None and not any(os.environ.get(k) for k in (
-        "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and \
+        "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and \
         not (Path.home() / ".ray" / "auth_token").exists()
     if own_auth:
         # Ray turns token auth on (and says so, a warning we silence) and finds this token
         # first, so it writes none. RAY_AUTH_MODE is read once at import: left alone.
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        # One token per process: Ray's loader caches the first it reads, so a second
+        # local Ray in this process with another token could not reach its own GCS.
+        os.environ["RAY_AUTH_TOKEN"] = _TOKEN.setdefault("token", secrets.token_hex(32))
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     try:
         try:

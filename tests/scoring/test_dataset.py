@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.scoring.dataset import check_batch, input_files, open_dataset
+from pipeline.scoring.dataset import input_files, open_dataset
+from pipeline.scoring.rows import check_batch
 from pipeline.specs import SPECS
 
 SPEC = SPECS["classifier"]       # only its sizes are used here: F = 5

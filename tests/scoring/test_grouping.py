@@ -2,7 +2,7 @@
 import numpy as np
 import pyarrow as pa
 
-from pipeline.scoring.dataset import Checked
+from pipeline.scoring.rows import Checked
 from pipeline.scoring.grouping import LengthPool, group_batch
 
 
