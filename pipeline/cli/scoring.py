@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..runtimes import RUNTIMES
-from .common import domain_errors, out_option, single_model_option
+from .common import domain_errors, out_option, single_model_option, version_dir_options
 
 
 @click.command()
@@ -25,7 +25,8 @@ from .common import domain_errors, out_option, single_model_option
               help="Join this Ray cluster (e.g. HEAD:6379 or ray://HEAD:10001); default: start "
                    "a local Ray for the run and stop it.")
 @click.option("--actors", type=click.IntRange(min=1), metavar="N",
-              help="Ray actor pool size. Default: one per --threads CPUs, less one CPU.")
+              help="Ray actor pool size. Default: one per --actor-cpus of the cluster's CPUs, "
+                   "less one (for the reads).")
 @click.option("--actor-cpus", type=click.FloatRange(min=0, min_open=True), metavar="N",
               help="CPUs each Ray actor asks for. Default: --threads (fractions pack actors "
                    "onto a CPU; the session still runs --threads threads).")
@@ -46,13 +47,7 @@ from .common import domain_errors, out_option, single_model_option
 @click.option("--sequence-column", default="sequence", show_default=True, metavar="C",
               help="Column of sequences: list<list<float>> or list<fixed_size_list<float, F>>.")
 @out_option
-@click.option("--version-dir", metavar="DIR",
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A published version folder (<registry>/<model>_onnx/N) instead of --model; "
-                   "needs --public-key.")
-@click.option("--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="Publisher's PEM public key: --version-dir is loaded (by every Ray actor "
-                   "too) only if its signature and every file's hash check out.")
+@version_dir_options
 @click.option("--quiet", is_flag=True, help="No progress bar or progress lines.")
 @domain_errors
 def score(model, input_path, output, engine, ray_address, actors, actor_cpus, runtime, bad_rows,

@@ -8,7 +8,7 @@ import click
 from ..runtimes import RUNTIMES
 from ..shapes import ShapesType
 from ..specs import MODEL_NAMES, SPECS
-from .common import domain_errors, model_option, out_option, selected
+from .common import domain_errors, model_option, out_option, selected, version_dir_options
 
 # What each --runtime name runs; the last three need `pip install '.[runtimes]'`.
 RUNTIME_HELP = ("torch: eager PyTorch from the weights; torchscript: model.pt; onnx: model.onnx "
@@ -168,13 +168,7 @@ _DTYPES = " or ".join(sorted({SPECS[name].dtype for name in MODEL_NAMES}))
 @click.option("--stream", is_flag=True,
               help="Run the stream artifact (model_stream.*) on an .npz of input, lengths, h_in.")
 @out_option
-@click.option("--version-dir", metavar="DIR",
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A published version folder (<registry>/<model>_onnx/N) to run instead of "
-              "--model; its own runtime is used. Needs --public-key.")
-@click.option("--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="Publisher's PEM public key: --version-dir is loaded only if its signature "
-              "and every file's hash check out.")
+@version_dir_options
 @domain_errors
 def predict(model, input_path, runtime, output, stream, out, version_dir, public_key):
     from ..predict import PredictConfig, format_rows, main

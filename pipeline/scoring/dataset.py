@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ..errors import InputError, first_line
-from ..predict import ZIP_MAGIC, _reading
+from ..predict import ZIP_MAGIC, _reading, check_lengths
 from ..specs import ModelSpec
 from .rows import arrow
 
@@ -149,17 +149,12 @@ def _npz_arrays(path: Path, archive, spec: ModelSpec, load: bool = True):
     if x.dtype.newbyteorder("=") not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InputError(f"{path}: input dtype {x.dtype}; give float32 (float64 is converted)")
     batch, seq, _ = x.shape
-    if lengths.dtype.kind not in "iu" or lengths.shape != (batch,):
-        raise InputError(f"{path}: lengths is {lengths.dtype} {lengths.shape}; give one "
-                         f"integer per input row: shape ({batch},)")
-    if (bad := np.flatnonzero((lengths < 0) | (lengths > seq))).size:
-        # 0 is an empty row (rejected as such); beyond seq the padded array cannot hold it
-        raise InputError(f"{path}: lengths[{bad[0]}] = {lengths[bad[0]]} is out of range "
-                         f"0..{seq} (the input's seq)")
+    # 0 is an empty row (rejected as such); beyond seq the padded array cannot hold it
+    lengths = check_lengths(lengths, batch, seq, str(path), low=0)
     if ids is not None and (ids.ndim != 1 or ids.shape[0] != batch or ids.dtype.kind == "O"):
         raise InputError(f"{path}: id is {ids.dtype} {ids.shape}; give one number or string "
                          f"per input row: shape ({batch},)")
-    return x, lengths.astype(np.int64), ids
+    return x, lengths, ids
 
 
 def _npz_batches(path: Path, spec: ModelSpec, data: Dataset, batch_rows: int):

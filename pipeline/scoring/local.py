@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..fsio import sweep_stale_temps
 from .dataset import open_dataset
 from .rows import Checked, check_batch
 from .grouping import LengthPool, run_group
@@ -31,14 +30,13 @@ def score_local(config: ScoreConfig, artifact: Artifact, log: Callable[[str], No
     runner = open_runner(artifact, config.threads)          # manifest checked, then loaded
     spec = runner.spec
     data = open_dataset(config.input, spec, config.id_column, config.sequence_column)
-    sweep_stale_temps(Path(config.output).parent)          # a killed run's temp files
     pool = LengthPool(spec.input_size, config.batch_rows)
     progress = Progress(data.rows, log, enabled=config.progress)
     start = time.perf_counter()
     skip = config.bad_rows == "skip"
+    batches = _checked(data, spec, config)
     try:
         with ScoreWriter(config.output, spec, config.id_column, data.id_type, skip) as out:
-            batches = _checked(data, spec, config)
             for checked in batches:
                 # every file's ids in the first one's type, before they meet in the pool
                 checked.ids = cast_ids(checked.ids, data.id_type, config.id_column)
@@ -51,6 +49,7 @@ def score_local(config: ScoreConfig, artifact: Artifact, log: Callable[[str], No
                 out.write(group.ids, run_group(runner, group))
                 progress.update(len(group.ids))
     finally:
+        batches.close()                                    # stops the reader thread now
         progress.close()
     seconds = time.perf_counter() - start
     return {"model": spec.name, "runtime": runner.name, "engine": "local", "rows": out.rows,

@@ -82,7 +82,8 @@ class ScoreWriter:
     def __enter__(self):
         import pyarrow.parquet as pq
 
-        from ..fsio import atomic_paths
+        from ..fsio import atomic_paths, sweep_stale_temps
+        sweep_stale_temps(self.output.parent)            # a killed run's temp files
         dests = [self.output] + ([rejects_path(self.output)] if self.skip else [])
         self._stack = contextlib.ExitStack()
         tmps = self._stack.enter_context(atomic_paths(*dests))

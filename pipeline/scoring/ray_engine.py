@@ -178,12 +178,15 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
     spec = runner.spec
     data = open_dataset(config.input, spec, config.id_column, config.sequence_column)
     files = artifact_files(artifact)
-    cpus = os.cpu_count() or 1
-    actors = config.actors or max(1, cpus // config.threads - 1)
+    cpus, per_actor = os.cpu_count() or 1, config.actor_cpus or config.threads
+    actors = config.actors or max(1, int(cpus // per_actor) - 1)
     skip = config.bad_rows == "skip"
     # A local Ray gets a logical CPU beyond the actors' for the read tasks: an actor pool
     # holding every CPU would leave the Parquet reads unscheduled (a deadlock).
-    with ray_session(config.ray_address, max(cpus, actors * config.threads + 1)) as ray:
+    with ray_session(config.ray_address, max(cpus, int(actors * per_actor) + 1)) as ray:
+        if config.ray_address and not config.actors:     # the cluster's CPUs, less one
+            cluster_cpus = ray.cluster_resources().get("CPU", 1)
+            actors = max(1, int(cluster_cpus // per_actor) - 1)
         logging.getLogger("ray.data").setLevel(logging.ERROR)   # "progress bars disabled"...
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False                 # ours counts rows instead
@@ -201,7 +204,7 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
         scored = dataset.map_batches(
             ScoreActor, batch_format="pyarrow", batch_size=config.batch_rows,
             compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=config.actor_cpus or config.threads,
+            num_cpus=per_actor,
             fn_constructor_kwargs=dict(files=[ray.put(files)], artifact=artifact,
                                        threads=config.threads,
                                        id_column=config.id_column,

@@ -98,13 +98,9 @@ def check_config(config: ScoreConfig) -> Artifact:
                             "would read it as input")
     if config.engine == "local" and (config.ray_address or config.actors or config.actor_cpus):
         raise PipelineError("--ray-address, --actors and --actor-cpus go with --engine ray")
-    if (config.model is None) == (config.version_dir is None):
-        raise PipelineError("give --model (a model under --out) or --version-dir (a published "
-                            "version), one of them")
-    if (config.version_dir is None) != (config.public_key is None):
-        raise PipelineError("--version-dir and --public-key go together: a published version "
-                            "is loaded only once its signature checks out")
+    from ..predict import check_source
     from ..runtimes import select_runtimes
+    check_source(config.model, config.version_dir, config.public_key)
     select_runtimes((config.runtime,), ())        # unknown or not installed: one line
     if config.version_dir is not None:
         return Artifact(None, config.runtime, Path(config.version_dir), Path(config.public_key))

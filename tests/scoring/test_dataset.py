@@ -106,7 +106,8 @@ def test_npz_rows_are_trimmed_to_their_lengths(tmp_path):
 
 
 @pytest.mark.parametrize("arrays, message", [
-    (dict(input=np.zeros((2, 3, 5)), lengths=np.array([1, 4])), r"lengths\[1\] = 4 is out of range 0..3"),
+    (dict(input=np.zeros((2, 3, 5)), lengths=np.array([1, 4])),
+     r"lengths\[1\] = 4 is out of range; every length must be in 0..3"),
     (dict(input=np.zeros((2, 3, 4)), lengths=np.array([1, 1])), r"takes \(batch, seq, 5\)"),
     (dict(input=np.zeros((2, 3, 5), np.int32), lengths=np.array([1, 1])), "dtype int32"),
     (dict(input=np.zeros((2, 3, 5)), lengths=np.array([1.0, 1.0])), "lengths is float64"),
