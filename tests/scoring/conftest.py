@@ -67,3 +67,26 @@ def assert_matches(out, name, by_id, sequences, ids=None):
 def out(exported):
     """The session's artifact root with both models trained and exported."""
     return exported["out"]
+
+
+@pytest.fixture(scope="session")
+def published(out, tmp_path_factory):
+    """The forecaster verified (a quick matrix) and published, signed with key "a":
+    {"version": <registry>/forecaster_onnx/1, "keys": {"a": ..., "b": ...}} (keygen's dicts)."""
+    import shutil
+
+    from pipeline.publishing.publish import PublishConfig
+    from pipeline.publishing.publish import main as publish
+    from pipeline.publishing.signing import keygen
+    from pipeline.verify import VerifyConfig
+    from pipeline.verify import main as verify
+
+    tmp = tmp_path_factory.mktemp("published")
+    root = tmp / "exported"
+    shutil.copytree(out / "forecaster", root / "forecaster",
+                    ignore=shutil.ignore_patterns(".lock"))
+    verify(VerifyConfig("forecaster", root, "cpu", ((1, 1), (2, 3))), log=lambda s: None)
+    keys = {k: keygen(tmp / k) for k in ("a", "b")}
+    publish(PublishConfig("forecaster", root, signing_key=keys["a"]["private"]),
+            log=lambda s: None)
+    return {"version": root / "model_repository" / "forecaster_onnx" / "1", "keys": keys}

@@ -87,23 +87,14 @@ def test_the_ray_engine_without_ray_names_the_install(out, tmp_path, data, monke
     one_line_error(result, "--engine ray needs Ray Data", "pip install '.[scale]'")
 
 
-def test_a_signed_published_version_is_scored_and_a_tampered_one_refused(out, tmp_path, data):
-    """publish (after a quick verify) signs <registry>/forecaster_onnx/1; score takes it with
-    --public-key, refuses it with another key or once a file changed."""
+def test_a_signed_published_version_is_scored_and_a_tampered_one_refused(out, tmp_path, data,
+                                                                         published):
+    """score takes <registry>/forecaster_onnx/1 with the publisher's key, refuses it with
+    another key or once a file changed."""
     import shutil
-
-    from pipeline.publishing.publish import PublishConfig, main as publish
-    from pipeline.publishing.signing import keygen
-    from pipeline.verify import VerifyConfig, main as verify
-
-    root = tmp_path / "exported"
-    shutil.copytree(out / "forecaster", root / "forecaster",
-                    ignore=shutil.ignore_patterns(".lock"))
-    verify(VerifyConfig("forecaster", root, "cpu", ((1, 1), (2, 3))), log=lambda s: None)
-    keys = {k: keygen(tmp_path / k) for k in ("a", "b")}
-    publish(PublishConfig("forecaster", root, signing_key=keys["a"]["private"]),
-            log=lambda s: None)
-    version = root / "model_repository" / "forecaster_onnx" / "1"
+    version = tmp_path / "forecaster_onnx" / "1"          # a copy: the fixture is shared
+    shutil.copytree(published["version"], version)
+    keys = published["keys"]
     args = ["--input", data[0], "--output", tmp_path / "y.parquet", "--version-dir", version]
     result = run(*args, "--public-key", keys["a"]["public"])
     assert result.exit_code == 0, result.output

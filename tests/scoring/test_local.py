@@ -189,3 +189,27 @@ def test_peak_memory_does_not_grow_with_the_file(out, tmp_path):
         rows, peaks[name] = map(int, done.stdout.split())          # KiB
         assert rows == {"small": 4000, "big": 40000}[name]
     assert peaks["big"] <= 1.5 * peaks["small"], peaks
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_log():
+    import io
+
+    from pipeline.scoring.output import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    lines = []
+    log = Progress(100, lines.append, stream=io.StringIO(), every_s=0)
+    log.update(40)
+    log.update(60)
+    log.close()
+    assert [line.split(",")[0] for line in lines] == ["score: 40 / 100 rows (40.0%)",
+                                                      "score: 100 / 100 rows (100.0%)"]
+    assert all(line.endswith(" rows/s") and "\r" not in line for line in lines)
+    screen, lines = Terminal(), []
+    bar = Progress(100, lines.append, stream=screen)
+    bar.update(100)
+    bar.close()
+    assert lines == [] and "100/100" in screen.getvalue() and "\r" in screen.getvalue()

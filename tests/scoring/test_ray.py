@@ -195,6 +195,22 @@ def test_actors_check_the_artifact_before_loading_it(out, tmp_path):
         ScoreActor(files, artifact, 1, "id", "sequence")
 
 
+def test_actors_check_the_release_signature_with_a_public_key(published):
+    """With --version-dir/--public-key an actor checks the signature on its own copy."""
+    from pipeline.errors import SignatureError
+    keys = published["keys"]
+    artifact = Artifact(None, "onnx", published["version"], keys["a"]["public"])
+    files = artifact_files(artifact)
+    assert ScoreActor(files, artifact, 1, "id", "sequence").runner.spec.name == "forecaster"
+    wrong = Artifact(None, "onnx", published["version"], keys["b"]["public"])
+    with pytest.raises(SignatureError, match="signed by another key"):
+        ScoreActor(artifact_files(wrong), wrong, 1, "id", "sequence")
+    name = next(n for n in files if n.endswith("/model.onnx"))
+    files[name] += b"\0"
+    with pytest.raises(SignatureError):
+        ScoreActor(files, artifact, 1, "id", "sequence")
+
+
 def test_without_an_address_a_local_ray_is_started_and_stopped(out, tmp_path, cluster):
     """npz input, local Ray (this module's RAY_TMPDIR and token); nothing of it remains
     (the module's teardown checks every process this test process started)."""
