@@ -85,6 +85,10 @@ def check_config(config: ScoreConfig) -> Artifact:
         raise PipelineError("--batch-size, --threads and --actors must be >= 1")
     if config.actor_cpus is not None and config.actor_cpus <= 0:
         raise PipelineError("--actor-cpus must be > 0")
+    if not config.id_column or not config.sequence_column or \
+            config.id_column == config.sequence_column:
+        raise PipelineError("--id-column and --sequence-column must be two different, "
+                            "non-empty names")
     output = Path(config.output)
     if output.suffix != ".parquet":
         raise PipelineError(f"--output {output}: must be a .parquet file")
