@@ -36,7 +36,7 @@ from .common import domain_errors, out_option, single_model_option, version_dir_
 @click.option("--bad-rows", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True, help="fail: the first bad row's id and reason, exit 1, no "
               "output; skip: bad rows go to <output stem>.rejects.parquet (id, reason).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32768, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=16384, show_default=True,
               metavar="N", help="Rows held for grouping by length (local; bounds memory) or "
                                 "per actor call (ray).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,

@@ -105,11 +105,14 @@ def time_score(model: str, out: Path, path: Path, tmp: Path, **options) -> dict:
 
 def peak_rss(model: str, out: Path, path: Path, tmp: Path) -> int:
     """Peak RSS (KiB) of a fresh process scoring `path` with the defaults."""
-    script = ("import resource, sys\nfrom pathlib import Path\n"
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child would
+    # report this (larger) process's peak; VmHWM belongs to the child's own address space
+    script = ("import sys\nfrom pathlib import Path\n"
               "from pipeline.scoring import ScoreConfig, main\n"
               "main(ScoreConfig(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), "
               "out=Path(sys.argv[4]), progress=False), log=lambda s: None)\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+              "print(next(line.split()[1] for line in open('/proc/self/status') "
+              "if line.startswith('VmHWM')))\n")
     done = subprocess.run([sys.executable, "-c", script, model, str(path),
                            str(tmp / "rss-y.parquet"), str(out)], capture_output=True,
                           text=True, check=True)

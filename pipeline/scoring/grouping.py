@@ -1,7 +1,7 @@
 """How rows become model calls: exact-length groups through `model.*`, from a bounded pool.
 
-    >>> pool = LengthPool(features=5, capacity=32768)
-    >>> for group in pool.add(checked):              # a dataset.Checked batch
+    >>> pool = LengthPool(features=5, capacity=16384)
+    >>> for group in pool.add(checked):              # a rows.Checked batch
     ...     y = run_group(runner, group)              # (rows, outputs)
     >>> for group in pool.drain(): ...                # at the end of the input
 
@@ -12,7 +12,8 @@ ORT): exact-length groups through model.onnx (its If takes the Scan branch above
 ~12) ran 170k / 99.5k rows/s (classifier / forecaster) against 51k / 20.6k for padded
 buckets of 512 through model_stream.onnx with `lengths`, whose RNN op costs ~75 / ~200 ns
 per row and step at any batch, where the Scan costs ~9-15 / ~21-26 ns at batch 64-512
-(measured for this module). So the stream artifact is not used, and a model without one
+(seq 150, one thread, measured for this module; table in docs/scoring.md). So the stream
+artifact is not used: no state tensors to handle per architecture, and a model without one
 (a bidirectional one) scores the same way.
 
 What bounds memory and sets the speed: rows wait in the pool, one buffer per length,

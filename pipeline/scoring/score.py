@@ -24,7 +24,7 @@ from ..errors import PipelineError
 
 ENGINES = ("local", "ray")
 BAD_ROWS = ("fail", "skip")
-DEFAULT_BATCH_ROWS = 32768     # rows held for grouping (local) / per actor call (ray)
+DEFAULT_BATCH_ROWS = 16384     # rows held for grouping (local) / per actor call (ray)
 
 
 @dataclass(frozen=True)
