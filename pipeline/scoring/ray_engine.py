@@ -36,11 +36,14 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import PipelineError, first_line
 from .output import Progress, ScoreWriter, rejects_path
 from .score import Artifact, ScoreConfig, open_runner
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 INSTALL_HINT = "pip install '.[scale]' (or: make install)"
 _TOKEN: dict[str, str] = {}   # this process's token for the local Rays it starts
@@ -98,22 +101,21 @@ class ScoreActor:
         self.runner = open_runner(local, threads)   # manifest / signature, then load
         self.columns = id_column, sequence_column
 
-    def __call__(self, batch):
+    def __call__(self, batch: "pa.Table") -> "pa.Table":
+        """(rows,) id, sequence -> (rows,) id, output, [label,] reason (null when good)."""
         import pyarrow as pa
 
-        from .rows import check_batch
         from .grouping import group_batch, run_group
         from .output import output_schema, output_table
+        from .rows import check_batch
 
         spec = self.runner.spec
         id_column, sequence_column = self.columns
-        batch = batch.combine_chunks() if isinstance(batch, pa.Table) else batch
-        record = batch.to_batches()[0] if isinstance(batch, pa.Table) and batch.num_rows \
-            else batch
         schema = output_schema(spec, id_column, batch.schema.field(id_column).type)
         schema = schema.append(pa.field("reason", pa.string()))
         if not batch.num_rows:
             return schema.empty_table()
+        (record,) = batch.combine_chunks().to_batches()          # one contiguous batch
         checked = check_batch(record, spec, id_column, sequence_column)
         parts = []
         for group in group_batch(checked, spec.input_size):

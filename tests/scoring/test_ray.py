@@ -189,7 +189,12 @@ def test_actors_check_the_artifact_before_loading_it(out, tmp_path):
     artifact = Artifact(out / "classifier", "onnx")
     files = artifact_files(artifact)
     actor = ScoreActor(files, artifact, 1, "id", "sequence")
-    assert actor.runner.spec.name == "classifier"
+    sequences = ragged(spec_of(out, "classifier"), 12, 1, 9, seed=12)
+    rows = [s.tolist() for s in sequences] + [[]]
+    table = actor(pa.table({"id": np.arange(13), "sequence": rows}))      # one call, no Ray
+    result = {r["id"]: r for r in table.to_pylist()}
+    assert result[12]["reason"] == "empty sequence" and result[12]["output"] is None
+    assert_matches(out, "classifier", {i: result[i]["output"] for i in range(12)}, sequences)
     files["model.onnx"] = files["model.onnx"][:-1] + bytes([files["model.onnx"][-1] ^ 1])
     with pytest.raises(IntegrityError, match="model.onnx: sha256 differs"):
         ScoreActor(files, artifact, 1, "id", "sequence")
