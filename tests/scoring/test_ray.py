@@ -82,6 +82,7 @@ def cluster(tmp_path_factory):
     token_file = Path.home() / ".ray" / "auth_token"
     had_token = token_file.exists()
     shm_before = ray_shm()
+    before = descendants(os.getpid())             # other fixtures' processes: not ours
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_TMPDIR", str(tmp))
         env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))     # found first: none written
@@ -94,11 +95,11 @@ def cluster(tmp_path_factory):
         finally:
             if ray.is_initialized():
                 ray.shutdown()
-            started = descendants(os.getpid())
+            started = descendants(os.getpid()) - before
             cluster.shutdown()
             stragglers = end_processes(started)
     assert not stragglers, f"Ray processes outlived the cluster: {stragglers}"
-    assert not descendants(os.getpid()), "a process started by these tests is still running"
+    assert not descendants(os.getpid()) - before, "a process these tests started still runs"
     assert had_token or not token_file.exists(), "Ray wrote ~/.ray/auth_token"
     assert ray_shm() <= shm_before, "Ray left files in /dev/shm"
 
