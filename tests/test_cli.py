@@ -69,6 +69,8 @@ def test_module_entry_point_help_is_fast():
 # valid input array. Rows for commands this branch lacks are skipped; the coverage test
 # below fails when a command gains an option without a row here.
 
+SCORE = ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet"]
+
 BAD_OPTIONS = [
     ("train", ["--model", "gpt"], "gpt"),
     ("train", ["--out", "{file}"], "--out"),
@@ -157,21 +159,21 @@ BAD_OPTIONS = [
                "{dir}/no/y.parquet"], "does not exist"),
     ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}"],
      "is a directory"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--engine", "spark"], "--engine"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--ray-address", "127.0.0.1:1"], "go with --engine ray"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--actors", "0"], "--actors"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--actor-cpus", "0"], "--actor-cpus"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--runtime", "tensorrt"], "--runtime"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--bad-rows", "drop"], "--bad-rows"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--batch-size", "0"], "--batch-size"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--threads", "0"], "--threads"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--id-column", ""], "two different, non-empty names"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--sequence-column", "id"], "two different, non-empty names"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--out", "{file}"], "--out"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--out", "{dir}"], "manifest.json: not found"),
+    ("score", [*SCORE, "--engine", "spark"], "--engine"),
+    ("score", [*SCORE, "--ray-address", "127.0.0.1:1"], "go with --engine ray"),
+    ("score", [*SCORE, "--actors", "0"], "--actors"),
+    ("score", [*SCORE, "--actor-cpus", "0"], "--actor-cpus"),
+    ("score", [*SCORE, "--runtime", "tensorrt"], "--runtime"),
+    ("score", [*SCORE, "--bad-rows", "drop"], "--bad-rows"),
+    ("score", [*SCORE, "--batch-size", "0"], "--batch-size"),
+    ("score", [*SCORE, "--threads", "0"], "--threads"),
+    ("score", [*SCORE, "--id-column", ""], "two different, non-empty names"),
+    ("score", [*SCORE, "--sequence-column", "id"], "two different, non-empty names"),
+    ("score", [*SCORE, "--out", "{file}"], "--out"),
+    ("score", [*SCORE, "--out", "{dir}"], "manifest.json: not found"),
     ("score", ["--input", "{file}", "--output", "{dir}/y.parquet", "--version-dir",
                "{dir}/none"], "does not exist"),
-    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet", "--public-key", "{file}"], "go together"),
+    ("score", [*SCORE, "--public-key", "{file}"], "go together"),
     ("score", ["--input", "{file}", "--output", "{dir}/y.parquet", "--version-dir",
                "{dir}", "--public-key", "{file}"], "not a PEM public key"),
     # Commands being added on other branches (skipped until they are merged):
