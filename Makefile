@@ -5,6 +5,8 @@
 # make bench - time eager PyTorch and every installed runtime side by side (not part of all)
 # make crossval - verify every runtime (ORT, OpenVINO, tract, ONNX reference) on both models,
 #                 time them, and regenerate the cross-runtime table of docs/verification.md (not part of all)
+# make bench-score - rows/s of `score` vs a per-sequence loop and eager PyTorch, Ray with 1
+#                    and 2 actors, peak RSS at 20k/200k rows; benchmark_score.json (not in all)
 # make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all)
 # make serve-test - the Triton end-to-end tests alone (also part of make test)
 # Stage targets are files under exported/, so make reruns only what is out of date.
@@ -32,7 +34,8 @@ VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compa
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
               pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
 
-.PHONY: all install train export verify publish bench crossval test clean serve-env serve serve-test
+.PHONY: all install train export verify publish bench bench-score crossval test clean serve-env serve \
+        serve-test
 
 all: verify
 
@@ -43,7 +46,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,runtimes]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,runtimes,scale]'
 	touch $@
 
 # config.json is written after the weights, so it marks a finished training run.
@@ -83,6 +86,11 @@ $(OUT)/%/verification.json: $(OUT)/%/manifest.json $(VERIFY_SRC)
 bench: $(MODELS:%=$(OUT)/%/verification.json)
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1
 	$(PY) -m pipeline bench $(MODELS:%=--model %) --out $(OUT) --threads 1 --stream
+
+# `score` on 100k generated sequences of lengths 1-300 per model (a few minutes); prints the
+# table of docs/scoring.md and writes $(OUT)/benchmark_score.json. Timings, never asserted.
+bench-score: $(MODELS:%=$(OUT)/%/verification.json)
+	$(PY) -m pipeline.scoring.bench --out $(OUT)
 
 # Every runtime against eager PyTorch on the default matrix (verification.json gets one entry
 # per runtime), one timing shape for all of them, then the table of docs/verification.md from those two files.

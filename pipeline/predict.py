@@ -156,14 +156,8 @@ def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np
                          f"(and optionally {optional}); got {sorted(feeds)}")
     x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq, F)
     batch, seq, _ = x.shape
-    lengths = np.asarray(feeds[len_spec.name])
-    if lengths.dtype.kind not in "iu" or lengths.shape != (batch,):
-        raise InputError(f"{where}: {len_spec.name} is {lengths.dtype} {lengths.shape}; the "
-                         f"model takes one integer length per input row: shape ({batch},)")
-    if (bad := np.flatnonzero((lengths < 1) | (lengths > seq))).size:
-        raise InputError(f"{where}: {len_spec.name}[{bad[0]}] = {lengths[bad[0]]} is out of "
-                         f"range; every length must be in 1..{seq} (the input's seq)")
-    checked = {x_spec.name: x, len_spec.name: lengths.astype(np.int64)}
+    lengths = check_lengths(np.asarray(feeds[len_spec.name]), batch, seq, where, len_spec.name)
+    checked = {x_spec.name: x, len_spec.name: lengths}
     for t in state_specs:
         shape = (batch, *t.shape[1:])                  # (batch, [layers,] hidden)
         state = feeds.get(t.name)
@@ -178,6 +172,29 @@ def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np
             raise InputError(f"{where}: {t.name} is not finite at index {at}")
         checked[t.name] = np.ascontiguousarray(state, dtype=np.dtype(t.dtype))
     return checked
+
+
+def check_lengths(lengths: np.ndarray, batch: int, seq: int, where: str,
+                  name: str = "lengths", low: int = 1) -> np.ndarray:
+    """One integer length per row of a padded (batch, seq, F) input, each in low..seq;
+    returned as int64 (`score` reads .npz files with low=0: an empty row, rejected alone)."""
+    if lengths.dtype.kind not in "iu" or lengths.shape != (batch,):
+        raise InputError(f"{where}: {name} is {lengths.dtype} {lengths.shape}; the "
+                         f"model takes one integer length per input row: shape ({batch},)")
+    if (bad := np.flatnonzero((lengths < low) | (lengths > seq))).size:
+        raise InputError(f"{where}: {name}[{bad[0]}] = {lengths[bad[0]]} is out of "
+                         f"range; every length must be in {low}..{seq} (the input's seq)")
+    return lengths.astype(np.int64)
+
+
+def check_source(model: str | None, version_dir, public_key) -> None:
+    """--model, or --version-dir with --public-key: refused otherwise, before any work."""
+    if (model is None) == (version_dir is None):
+        raise PipelineError("give --model (a model under --out) or --version-dir (a published "
+                            "version), one of them")
+    if (version_dir is None) != (public_key is None):
+        raise PipelineError("--version-dir and --public-key go together: a published version "
+                            "is loaded only once its signature checks out")
 
 
 def load_stream_input(path: str | Path, spec: ModelSpec) -> dict[str, np.ndarray]:
@@ -230,12 +247,7 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
         if not Path(config.output).parent.is_dir():
             raise PipelineError(f"--output {config.output}: folder {Path(config.output).parent} "
                                 "does not exist")
-    if (config.model is None) == (config.version_dir is None):
-        raise PipelineError("give --model (a model under --out) or --version-dir (a published "
-                            "version), one of them")
-    if (config.version_dir is None) != (config.public_key is None):
-        raise PipelineError("--version-dir and --public-key go together: a published version "
-                            "is loaded only once its signature checks out")
+    check_source(config.model, config.version_dir, config.public_key)
     if config.version_dir is not None:
         from .publishing.trust import open_published
         runner = open_published(config.version_dir, config.public_key, device="cpu")

@@ -69,6 +69,8 @@ def test_module_entry_point_help_is_fast():
 # valid input array. Rows for commands this branch lacks are skipped; the coverage test
 # below fails when a command gains an option without a row here.
 
+SCORE = ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.parquet"]
+
 BAD_OPTIONS = [
     ("train", ["--model", "gpt"], "gpt"),
     ("train", ["--out", "{file}"], "--out"),
@@ -155,6 +157,35 @@ BAD_OPTIONS = [
     ("loadtest", ["--seq", "0"], "--seq"),
     ("loadtest", ["--out", "{file}"], "--out"),
     ("loadtest", ["--serve-env", "{file}"], "--serve-env"),
+    ("score", ["--input", "{file}", "--output", "{dir}/y.parquet"], "give --model"),
+    ("score", ["--input", "{file}", "--output", "{dir}/y.parquet", "--model", "gpt"], "gpt"),
+    ("score", ["--model", "classifier", "--output", "{dir}/y.parquet"],
+     "Missing option '--input'"),
+    ("score", ["--model", "classifier", "--output", "{dir}/y.parquet", "--input",
+               "{dir}/none.parquet"], "does not exist"),
+    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}/y.csv"],
+     "must be a .parquet file"),
+    ("score", ["--model", "classifier", "--input", "{file}", "--output",
+               "{dir}/no/y.parquet"], "does not exist"),
+    ("score", ["--model", "classifier", "--input", "{file}", "--output", "{dir}"],
+     "is a directory"),
+    ("score", [*SCORE, "--engine", "spark"], "--engine"),
+    ("score", [*SCORE, "--ray-address", "127.0.0.1:1"], "go with --engine ray"),
+    ("score", [*SCORE, "--actors", "0"], "--actors"),
+    ("score", [*SCORE, "--actor-cpus", "0"], "--actor-cpus"),
+    ("score", [*SCORE, "--runtime", "tensorrt"], "--runtime"),
+    ("score", [*SCORE, "--bad-rows", "drop"], "--bad-rows"),
+    ("score", [*SCORE, "--batch-size", "0"], "--batch-size"),
+    ("score", [*SCORE, "--threads", "0"], "--threads"),
+    ("score", [*SCORE, "--id-column", ""], "two different, non-empty names"),
+    ("score", [*SCORE, "--sequence-column", "id"], "two different, non-empty names"),
+    ("score", [*SCORE, "--out", "{file}"], "--out"),
+    ("score", [*SCORE, "--out", "{dir}"], "manifest.json: not found"),
+    ("score", ["--input", "{file}", "--output", "{dir}/y.parquet", "--version-dir",
+               "{dir}/none"], "does not exist"),
+    ("score", [*SCORE, "--public-key", "{file}"], "go together"),
+    ("score", ["--input", "{file}", "--output", "{dir}/y.parquet", "--version-dir",
+               "{dir}", "--public-key", "{file}"], "not a PEM public key"),
     # Commands being added on other branches (skipped until they are merged):
     ("bench", ["--model", "gpt"], "gpt"),
     ("bench", ["--out", "{file}"], "--out"),

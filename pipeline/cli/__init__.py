@@ -14,11 +14,12 @@ import click
 from .importing import import_model
 from .publishing import publish
 from .release import keygen, verify_release
+from .scoring import score
 from .serving import loadtest, serve
 from .stages import bench, export, predict, train, verify
 
-__all__ = ["cli", "train", "import_model", "export", "verify", "predict", "bench", "publish",
-           "keygen", "verify_release", "serve", "loadtest"]
+__all__ = ["cli", "train", "import_model", "export", "verify", "predict", "score", "bench",
+           "publish", "keygen", "verify_release", "serve", "loadtest"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,6 +36,6 @@ def cli():
 
 
 # One module per command group; a new command is added here in the order `--help` lists it.
-for command in (train, import_model, export, verify, predict, bench, publish, keygen,
+for command in (train, import_model, export, verify, predict, score, bench, publish, keygen,
                 verify_release, serve, loadtest):
     cli.add_command(command)

@@ -18,6 +18,29 @@ def model_option(fn):
              "imported); repeat for several. Default: every model under --out.")(fn)
 
 
+def single_model_option(fn):
+    """`--model NAME`, one model (checked like `model_option`'s, with `selected`); commands
+    that can take a published version folder instead check that exactly one is given."""
+    return click.option(
+        "--model", metavar="NAME",
+        help="Model to run, from --out: a built-in recipe or an imported model (or give "
+             "--version-dir).")(fn)
+
+
+def version_dir_options(fn):
+    """`--version-dir DIR --public-key FILE`: a published version, loaded once its signature
+    checks out (commands that take it check that the two come together)."""
+    fn = click.option(
+        "--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+        help="Publisher's PEM public key: --version-dir is loaded only if its signature "
+             "and every file's hash check out.")(fn)
+    return click.option(
+        "--version-dir", metavar="DIR",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="A published version folder (<registry>/<model>_onnx/N) to run instead of "
+             "--model; its own runtime is used. Needs --public-key.")(fn)
+
+
 def out_option(fn):
     return click.option(
         "--out", default="exported", show_default=True, metavar="DIR",

@@ -8,7 +8,8 @@ import click
 from ..runtimes import RUNTIMES
 from ..shapes import ShapesType
 from ..specs import MODEL_NAMES, SPECS
-from .common import domain_errors, model_option, out_option, selected
+from .common import (domain_errors, model_option, out_option, selected, single_model_option,
+                     version_dir_options)
 
 # What each --runtime name runs; the last three need `pip install '.[runtimes]'`.
 RUNTIME_HELP = ("torch: eager PyTorch from the weights; torchscript: model.pt; onnx: model.onnx "
@@ -154,8 +155,7 @@ _FEATURES = ", ".join(f"{name} {SPECS[name].input_size}" for name in MODEL_NAMES
       python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub \\
           --input x.npy
     """)
-@click.option("--model", metavar="NAME",
-              help="Model to run, from --out (or give --version-dir).")
+@single_model_option
 @click.option("--input", "input_path", required=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Input array: .npy, .npz or .csv (see the policy above).")
@@ -167,20 +167,13 @@ _FEATURES = ", ".join(f"{name} {SPECS[name].input_size}" for name in MODEL_NAMES
 @click.option("--stream", is_flag=True,
               help="Run the stream artifact (model_stream.*) on an .npz of input, lengths, h_in.")
 @out_option
-@click.option("--version-dir", metavar="DIR",
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A published version folder (<registry>/<model>_onnx/N) to run instead of "
-              "--model; its own runtime is used. Needs --public-key.")
-@click.option("--public-key", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="Publisher's PEM public key: --version-dir is loaded only if its signature "
-              "and every file's hash check out.")
+@version_dir_options
 @domain_errors
 def predict(model, input_path, runtime, output, stream, out, version_dir, public_key):
     from ..predict import PredictConfig, format_rows, main
 
     if model is not None:
         selected((model,), out)
-
     result = main(PredictConfig(model, input_path, runtime, output, out, version_dir, public_key,
                                 stream),
                   log=lambda s: click.echo(s, err=True))
