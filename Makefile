@@ -5,7 +5,10 @@
 # make bench - time eager PyTorch and every installed runtime side by side (not part of all)
 # make crossval - verify every runtime (ORT, OpenVINO, tract, ONNX reference) on both models,
 #                 time them, and regenerate the cross-runtime table of docs/verification.md (not part of all)
-# make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all)
+# make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all) on
+#              Triton's ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
+# make soak  - 10 minutes of loadtest at 16 clients, RSS of tritonserver and its stubs sampled
+#              every second: exported/soak/loadtest.json (growth after warm-up) and .png
 # make serve-test - the Triton end-to-end tests alone (also part of make test)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
@@ -32,7 +35,8 @@ VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compa
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
               pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
 
-.PHONY: all install train export verify publish bench crossval test clean serve-env serve serve-test
+.PHONY: all install train export verify publish bench crossval test clean serve-env serve serve-test \
+        soak
 
 all: verify
 
@@ -107,10 +111,16 @@ $(SERVE_STAMP): constraints-serve.txt
 	touch $@
 
 # Foreground until Ctrl-C; serves what `make publish` wrote, every version checked against
-# $(KEYS)/signing.pub first.
+# $(KEYS)/signing.pub first. make passes a SIGTERM on to serve (which drains and stops), but
+# not a SIGKILL: --stop-with-parent makes the kernel tell serve when make dies.
 serve: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
-	  --public-key $(KEYS)/signing.pub
+	  --public-key $(KEYS)/signing.pub --stop-with-parent
+
+# Not part of test: ten minutes. Its own tritonserver on free ports, on what `make publish` wrote.
+soak: $(STAMP) $(SERVE_STAMP)
+	$(PY) -m pipeline loadtest --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
+	  --concurrency 16 --duration 600 --out $(OUT)/soak
 
 serve-test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q tests/serving
