@@ -153,7 +153,8 @@ def serve(registry, host, http_port, grpc_port, metrics_port, status_port, serve
 @click.command()
 @registry_option
 @click.option("--model-name", "model", default="forecaster_onnx", show_default=True,
-              help="Triton model to load (e.g. classifier_torchscript).")
+              help="Triton model to load (e.g. classifier_torchscript, or a stream model "
+                   "such as forecaster_stream_onnx: each client then carries its own state).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option("--url", metavar="HOST:PORT",
               help="A running server's endpoint for --protocol. Default: start one on --registry.")
@@ -162,21 +163,28 @@ def serve(registry, host, http_port, grpc_port, metrics_port, status_port, serve
 @click.option("--duration", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
               help="Seconds per level.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seq", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--seq", type=click.IntRange(min=1), default=7, show_default=True,
+              help="Steps per request (stateless models; a stream model gets one).")
+@click.option("--steps", type=click.IntRange(1, 300), default=64, show_default=True,
+              help="Stream models: steps per stream before a client starts a new one (up to "
+                   "300, the longest stream `verify` proves).")
 @click.option("--out", "out", default="exported/loadtest", show_default=True, metavar="DIR",
               type=click.Path(file_okay=False, path_type=Path), help="Writes loadtest.json and .png here.")
 @env_option
 @domain_errors
-def loadtest(registry, model, protocol, url, concurrency, duration, batch, seq, out, serve_env):
+def loadtest(registry, model, protocol, url, concurrency, duration, batch, seq, steps, out,
+             serve_env):
     """Load-test a served model: N concurrent clients, throughput and latency per level.
 
     Every answer is checked against the same published artifact run in this process; any
     error or wrong answer makes the exit status 1. Without --url a tritonserver is started
-    on --registry for the run and stopped after it.
+    on --registry for the run (free ports) and stopped after it, and the resident memory of
+    it and its backend stubs is sampled every second (`make soak`: 16 clients, 600 s).
 
     \b
     Example:
       python -m pipeline loadtest --model-name classifier_onnx --protocol http --concurrency 1,8
+      python -m pipeline loadtest --model-name forecaster_stream_onnx --steps 64
     """
     from ..serving.loadtest import LoadConfig, main, table
     from ..serving.server import TritonServer
@@ -192,15 +200,16 @@ def loadtest(registry, model, protocol, url, concurrency, duration, batch, seq, 
     if url and not re.fullmatch(r"[^\s:]+:\d{1,5}", url):
         raise click.BadParameter(f"{url!r} is not HOST:PORT", param_hint="--url")
 
-    def run(endpoint):
-        config = LoadConfig(endpoint, registry, model, protocol, levels, duration, batch, seq, out)
+    def run(endpoint, server_pid=None):
+        config = LoadConfig(endpoint, registry, model, protocol, levels, duration, batch, seq,
+                            steps, out, server_pid=server_pid)
         return main(config, log=lambda s: click.echo(s, err=True))
 
     if url:
         report = run(url)
     else:
         with TritonServer(_server_config(registry, "127.0.0.1", 0, 0, 0, serve_env)) as server:
-            report = run(server.urls[protocol])
+            report = run(server.urls[protocol], server.process.pid)
     click.echo(table(report))
     click.echo(f"-> {', '.join(report.get('files', []))}")
     if report["errors"] or report["wrong"]:
