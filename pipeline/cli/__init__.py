@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import click
 
+from .deploy import kserve_manifest
 from .publishing import publish
 from .release import keygen, verify_release
 from .serving import loadtest, serve
 from .stages import bench, export, predict, train, verify
 
 __all__ = ["cli", "train", "export", "verify", "predict", "bench", "publish", "keygen",
-           "verify_release", "serve", "loadtest"]
+           "verify_release", "serve", "loadtest", "kserve_manifest"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,5 +34,5 @@ def cli():
 
 # One module per command group; a new command is added here in the order `--help` lists it.
 for command in (train, export, verify, predict, bench, publish, keygen, verify_release, serve,
-                loadtest):
+                loadtest, kserve_manifest):
     cli.add_command(command)
