@@ -113,9 +113,10 @@ $(SERVE_STAMP): constraints-serve.txt
 # Foreground until Ctrl-C; serves what `make publish` wrote, every version checked against
 # $(KEYS)/signing.pub first. make passes a SIGTERM on to serve (which drains and stops), but
 # not a SIGKILL: --stop-with-parent makes the kernel tell serve when make dies.
+# SERVE_ARGS adds options, e.g. SERVE_ARGS="--http-port 9000".
 serve: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
-	  --public-key $(KEYS)/signing.pub --stop-with-parent
+	  --public-key $(KEYS)/signing.pub --stop-with-parent $(SERVE_ARGS)
 
 # Not part of test: ten minutes. Its own tritonserver on free ports, on what `make publish` wrote.
 soak: $(STAMP) $(SERVE_STAMP)

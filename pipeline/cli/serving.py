@@ -117,9 +117,10 @@ def serve(registry, host, http_port, grpc_port, metrics_port, status_port, serve
     say = lambda s: click.echo(s, err=True)  # noqa: E731
     server = TritonServer(config, log=say)
     watchdog = Watchdog(server, interval=watch_interval or 1.0, log=say)
-    status = _status_server(watchdog, host, status_port)
+    status = None
     try:
         with server:
+            status = _status_server(watchdog, host, status_port)
             asked.add("ready")
             if watch_interval:
                 watchdog.start()
@@ -145,8 +146,9 @@ def serve(registry, host, http_port, grpc_port, metrics_port, status_port, serve
             say(f"draining: requests under way get up to {drain_timeout} s; new ones are refused")
     finally:
         watchdog.stop()
-        status.shutdown()
-        status.server_close()
+        if status is not None:
+            status.shutdown()
+            status.server_close()
     click.echo("tritonserver stopped")
 
 

@@ -58,14 +58,20 @@ class RssSampler:
         rows = np.array(self.samples, dtype=float).reshape(-1, 4)
         end = float(rows[-1, 0]) if len(rows) else 0.0
         warmup = WARMUP_S if end >= 2 * WARMUP_S else end / 2
-        around = rows[np.abs(rows[:, 0] - warmup) <= WINDOW_S / 2, 3]
-        last = rows[rows[:, 0] >= end - WINDOW_S, 3]
-        at_warmup = float(np.median(around)) if len(around) else float("nan")
-        at_end = float(np.median(last)) if len(last) else float("nan")
-        growth = 100.0 * (at_end - at_warmup) / at_warmup if at_warmup else float("nan")
-        summary = (f"RSS of tritonserver + stubs: {at_warmup / 2**20:.1f} MiB at {warmup:.0f} s, "
-                   f"{at_end / 2**20:.1f} MiB at {end:.0f} s: {growth:+.2f}% after warm-up "
-                   f"({len(rows)} samples)")
-        return {"interval_s": self.interval, "warmup_s": warmup, "end_s": end,
-                "at_warmup_bytes": at_warmup, "at_end_bytes": at_end, "growth_pct": growth,
-                "summary": summary, "samples": self.samples}
+        around = np.abs(rows[:, 0] - warmup) <= WINDOW_S / 2
+        last = rows[:, 0] >= end - WINDOW_S
+        found = {}
+        for column, what in ((1, "server"), (2, "stubs"), (3, "total")):
+            at_warmup = float(np.median(rows[around, column])) if around.any() else float("nan")
+            at_end = float(np.median(rows[last, column])) if last.any() else float("nan")
+            found[what] = {"at_warmup_bytes": at_warmup, "at_end_bytes": at_end,
+                           "growth_pct": 100.0 * (at_end - at_warmup) / at_warmup
+                           if at_warmup else float("nan")}
+        total = found["total"]
+        summary = (f"RSS of tritonserver + stubs: {total['at_warmup_bytes'] / 2**20:.1f} MiB at "
+                   f"{warmup:.0f} s, {total['at_end_bytes'] / 2**20:.1f} MiB at {end:.0f} s: "
+                   f"{total['growth_pct']:+.2f}% after warm-up (tritonserver alone "
+                   f"{found['server']['growth_pct']:+.2f}%; {len(rows)} samples)")
+        return {"interval_s": self.interval, "warmup_s": warmup, "end_s": end, **total,
+                "server": found["server"], "stubs": found["stubs"], "summary": summary,
+                "samples": self.samples}

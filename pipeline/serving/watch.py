@@ -57,8 +57,8 @@ def probe_request(config: dict) -> dict:
 
 class Watchdog:
     def __init__(self, server, interval: float = 1.0, tries: int = 3, probe_timeout: float = 10.0,
-                 log: Callable[[str], None] = print):
-        self.server, self.interval, self.tries = server, interval, tries
+                 backoff: float = 2.0, log: Callable[[str], None] = print):
+        self.server, self.interval, self.tries, self.backoff = server, interval, tries, backoff
         self.probe_timeout, self.log = probe_timeout, log
         self.reloads: dict[str, int] = {}          # model -> times healed
         self.given_up: dict[str, str] = {}         # model -> why it was unloaded
@@ -163,7 +163,7 @@ class Watchdog:
                 self.log(self.status_line())
                 return True
             self.log(f"restarting {model} (try {attempt} of {self.tries}) failed: {why}")
-            self._stop.wait(min(2.0 * attempt, 5.0))
+            self._stop.wait(min(self.backoff * attempt, 5.0))   # a crash loop must not spin
         try:
             self.server.unload_model(model)
         except PipelineError:

@@ -4,7 +4,8 @@ correctly again within 10 s, no request ever gets a wrong answer, the other mode
 fails; then SIGTERM under load drains: requests under way finish, exit 0, nothing left (no
 process of the server's group, no /dev/shm region of the run, no workspace).
 
-Answers are checked against eager PyTorch on the trained weights (not the served files).
+Answers are checked against eager PyTorch on the trained weights (not the served files);
+the drain's requests go to a synthetic model whose answer is known (y = x + n).
 Bounded: about 20 s on a quiet machine; every wait has a deadline.
 """
 import os
@@ -23,17 +24,16 @@ from pipeline.runtimes import load_runner
 from pipeline.serving import procs
 from pipeline.serving.server import SHM_PREFIX, WORKSPACE_PREFIX
 from pipeline.specs import SPECS
-from tests.serving.test_faults import ROOT, _children
+from tests.serving.test_faults import FREE_PORTS, ROOT, _children, copy_registry
 
 RECOVERY_S = 10.0       # the issue's requirement, from the kill to correct answers again
 MODELS = {"forecaster_onnx": "forecaster", "classifier_onnx": "classifier"}
 
 
-def start_serve(registry, public_key, *extra):
+def start_serve(registry, *extra):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "serve", "--registry", str(registry), "--public-key",
-         str(public_key), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
-         "--status-port", "0", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "pipeline", "serve", "--registry", str(registry), *FREE_PORTS,
+         *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True)
     first = proc.stdout.readline()
     if not first.startswith("tritonserver ready"):
@@ -44,26 +44,57 @@ def start_serve(registry, public_key, *extra):
     return proc, urls, server
 
 
-def long_input(published, batch=8, seq=40000):
-    """A classifier input that keeps the backend busy for a while, and eager's answer."""
-    spec = SPECS["classifier"]
-    x = np.random.default_rng(7).standard_normal((batch, seq, spec.input_size)).astype(np.float32)
-    return x, load_runner("torch", spec, published["out"] / "classifier").run({spec.input_name: x})
+def slow_model(registry: Path) -> None:
+    """`slow_onnx`: y = x + n, computed by adding 1 n times (an ONNX Loop): a request that
+    keeps the backend busy for as long as asked, with a payload of a few bytes, so it is
+    surely at the server, not still on the wire, when the signal comes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pipeline.manifest import write_manifest
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["v_in", "one"], ["v_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    graph = helper.make_graph(
+        [helper.make_node("Squeeze", ["n"], ["m"]),
+         helper.make_node("Loop", ["m", "true", "x"], ["y"], body=body)], "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("n", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[helper.make_tensor("true", TensorProto.BOOL, [], [True])])
+    version = registry / "slow_onnx" / "1"
+    version.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10),
+              version / "model.onnx")
+    write_manifest(version, ["model.onnx"])
+    (registry / "slow_onnx" / "config.pbtxt").write_text("\n".join([
+        'name: "slow_onnx"', 'backend: "onnxruntime"', 'default_model_filename: "model.onnx"',
+        "max_batch_size: 0",
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 4 ] },',
+        '        { name: "n" data_type: TYPE_INT64 dims: [ 1 ] } ]',
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]', ""]))
 
 
-def long_request(url, x, want, done):
-    """Send it; (start, end, outcome) appended to `done`."""
+def slow_request(url, n, done):
+    """One slow_onnx request of n steps; (start, end, outcome) appended to `done`."""
     import tritonclient.grpc as grpc
 
-    spec = SPECS["classifier"]
-    tensor = grpc.InferInput(spec.input_name, list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    tensors = [grpc.InferInput("x", [2, 4], "FP32"), grpc.InferInput("n", [1], "INT64")]
+    tensors[0].set_data_from_numpy(x)
+    tensors[1].set_data_from_numpy(np.array([n], np.int64))
     start = time.monotonic()
     try:
         with grpc.InferenceServerClient(url) as triton:
-            got = triton.infer("classifier_onnx", [tensor], client_timeout=30).as_numpy("output")
-        tol = spec.tolerance("cpu")
-        outcome = "ok" if np.allclose(got, want["output"], atol=tol.atol, rtol=tol.rtol) else "wrong"
+            got = triton.infer("slow_onnx", tensors, client_timeout=60).as_numpy("y")
+        outcome = "ok" if np.array_equal(got, x + n) else "wrong"
     except Exception as exc:
         outcome = str(exc)
     done.append((start, time.monotonic(), outcome))
@@ -132,11 +163,12 @@ class Load:
         return sum(1 for n, s, _, o in self.records if n == name and s > after and o == "ok")
 
 
-def test_killed_stub_heals_under_load_and_sigterm_drains(published):
-    proc, urls, server = start_serve(published["registry"], published["keys"]["public"],
-                                     "--watch-interval", "0.5", "--drain-timeout", "5")
+def test_killed_stub_heals_under_load_and_sigterm_drains(published, tmp_path):
+    registry = copy_registry(published, tmp_path, models=list(MODELS))
+    slow_model(registry)
+    proc, urls, server = start_serve(registry, "--watch-interval", "0.5", "--drain-timeout", "10")
     shm_prefix = f"{SHM_PREFIX}{proc.pid}-"
-    slow_done, long = [], long_input(published)
+    slow_done = []
     try:
         with Load(urls["gRPC"], published) as load:
             deadline = time.monotonic() + 30
@@ -158,12 +190,17 @@ def test_killed_stub_heals_under_load_and_sigterm_drains(published):
                         min(load.pending.values(), default=last + 1) > last:
                     break
                 time.sleep(0.1)
-            # requests surely under way at the signal: long sequences (~0.2 s), sent 0.05 s before
-            slow = [threading.Thread(target=long_request, args=(urls["gRPC"], *long, slow_done))
+            # requests surely under way at the signal: slow_onnx timed once here, then two
+            # asked to run ~1 s, the signal 0.2 s after they were sent
+            slow_request(urls["gRPC"], 200_000, slow_done)
+            begun, finished, outcome = slow_done.pop()
+            assert outcome == "ok", outcome
+            steps = min(int(200_000 * 1.0 / (finished - begun)), 2**24)
+            slow = [threading.Thread(target=slow_request, args=(urls["gRPC"], steps, slow_done))
                     for _ in range(2)]
             for t in slow:
                 t.start()
-            time.sleep(0.05)
+            time.sleep(0.2)
             term = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)
@@ -192,7 +229,7 @@ def test_killed_stub_heals_under_load_and_sigterm_drains(published):
     # drain: exit 0; requests under way at the signal were answered, not cut off
     assert proc.returncode == 0, err
     assert out.rstrip().endswith("tritonserver stopped") and "Traceback" not in err
-    print("long requests under way at SIGTERM:", [(round(s - term, 3), round(e - term, 3), o[:80])
+    print("slow requests under way at SIGTERM:", [(round(s - term, 3), round(e - term, 3), o[:80])
                                                  for s, e, o in slow_done])
     assert len(slow_done) == 2 and all(e > term and o == "ok" for _, e, o in slow_done), slow_done
     # nothing left behind: the server's process group, its shm regions, its workspace
