@@ -1,7 +1,9 @@
-"""Where tritonserver and the serving Python live, and what dead runs left behind.
+"""Where tritonserver and the serving Python live, what dead runs left behind, and what
+tritonserver said when it failed.
 
     installation = locate(Path(".venv-serve"))    # ServeError naming `make serve-env` if not usable
     remove_stale()                                # /dev/shm regions and workspaces of dead runs
+    server_failed(log_text, "exited with status 1")   # one line: its own error lines
 
 tritonserver, its libraries, the python backend and one stub per Python version come from the
 `nvidia-pytriton` wheel in the serving environment (.venv-serve, `make serve-env`), whose Python
@@ -11,6 +13,7 @@ its own pid, so leftovers of a run that was killed outright are found by that pi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -71,3 +74,20 @@ def remove_stale(shm: Path = Path("/dev/shm"), tmp: Path | None = None) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+def error_lines(log: str) -> list[str]:
+    """tritonserver's error lines (glog `E<mmdd> ... file.cc:N] "message"`, or `error: ...`),
+    messages only; else its last lines. "CudaDriverHelper has not been initialized" is
+    logged by every start on a host without a GPU and says nothing about a failure."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [re.sub(r"^E\d{4} [\d:.]+\s+\d+ \S+\] ", "", line).strip('" ') for line in lines
+              if re.match(r"E\d{4} ", line) or line.lower().startswith("error")]
+    errors = [line for line in errors if "CudaDriverHelper" not in line]
+    return errors or lines[-3:]
+
+
+def server_failed(log: str, what: str) -> str:
+    """One line: what happened to tritonserver, and its own error lines."""
+    found = error_lines(log)
+    return f"tritonserver {what}" + (": " + " | ".join(found) if found else " (no output)")

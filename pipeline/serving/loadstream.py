@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .loadtest import client, close, infer
+from .loadtest import client, close
 
 
 def stream_worker(index, config, model, _pool, stop_at, record, streams):
@@ -32,8 +32,14 @@ def stream_worker(index, config, model, _pool, stop_at, record, streams):
     names = [t.name for t in model.outputs]
     rng = np.random.default_rng(1000 + index)      # each client its own inputs
     batch = config.batch
-    one = lengths.wire(np.ones(batch, lengths.dtype))
     module, triton = client(config.protocol, config.url)
+    # One set of request objects per client, refilled each step: building them anew is most
+    # of a Python client's cost per request, and it shares the cores with the server.
+    shapes = {data.name: [batch, 1, *data.dims[1:]], lengths.name: [batch, *lengths.dims],
+              **{i.name: [batch, *i.dims] for i, _ in pairs}}
+    tensors = {t.name: module.InferInput(t.name, shapes[t.name], t.datatype) for t in model.inputs}
+    tensors[lengths.name].set_data_from_numpy(lengths.wire(np.ones(batch, lengths.dtype)))
+    requested = [module.InferRequestedOutput(n) for n in names]
     try:
         while time.perf_counter() < stop_at:
             xs = rng.standard_normal((config.steps, batch, 1, *data.dims[1:])).astype(data.dtype)
@@ -42,10 +48,12 @@ def stream_worker(index, config, model, _pool, stop_at, record, streams):
             for step in range(config.steps):
                 if time.perf_counter() >= stop_at:
                     break
-                feeds = {data.name: xs[step], lengths.name: one, **state}
+                tensors[data.name].set_data_from_numpy(xs[step])
+                for name, value in state.items():
+                    tensors[name].set_data_from_numpy(value)
                 start = time.perf_counter()
                 try:
-                    result = infer(module, triton, config.model, feeds, names)
+                    result = triton.infer(config.model, list(tensors.values()), outputs=requested)
                 except Exception as exc:   # counted; the state is gone, so is the stream
                     record(time.perf_counter() - start, f"{type(exc).__name__}: {exc}", None)
                     break

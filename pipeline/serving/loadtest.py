@@ -114,6 +114,7 @@ def _worker(index, config, model, pool, stop_at, record, _streams):
 def run_level(config: LoadConfig, model, pool, concurrency: int, bar=None) -> dict:
     """One level: `concurrency` client threads for `config.duration` seconds."""
     from .loadstream import check_streams, stream_worker
+    from .procs import cpu_seconds, group_pids
 
     latencies, errors, wrong, lock, streams = [], [], [0], threading.Lock(), []
 
@@ -125,6 +126,10 @@ def run_level(config: LoadConfig, model, pool, concurrency: int, bar=None) -> di
                 latencies.append(latency)
                 wrong[0] += bool(is_wrong)
 
+    # CPU used meanwhile, in cores: this process (the clients) and, when known, tritonserver
+    # with its stubs: on a small machine the two share the cores, and that is the bound.
+    server_cpu = (lambda: cpu_seconds(group_pids(config.server_pid))) if config.server_pid else None
+    cpu = (time.process_time(), server_cpu() if server_cpu else None)
     start = time.perf_counter()
     stop_at = start + config.duration
     worker = stream_worker if model.stream else _worker
@@ -139,6 +144,8 @@ def run_level(config: LoadConfig, model, pool, concurrency: int, bar=None) -> di
             bar.set_postfix(answers=len(latencies), errors=len(errors), refresh=False)
             bar.refresh()
     elapsed = time.perf_counter() - start
+    client_cores = (time.process_time() - cpu[0]) / elapsed
+    server_cores = (server_cpu() - cpu[1]) / elapsed if server_cpu else None
     if model.stream:     # every answer of every stream against the whole sequence, run here
         wrong[0] += check_streams(model, streams)
     ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
@@ -146,7 +153,8 @@ def run_level(config: LoadConfig, model, pool, concurrency: int, bar=None) -> di
             "throughput": len(latencies) / elapsed,
             "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
             "p99_ms": float(np.percentile(ms, 99)), "errors": len(errors), "wrong": wrong[0],
-            "first_error": errors[0] if errors else None}
+            "first_error": errors[0] if errors else None, "client_cores": round(client_cores, 2),
+            "server_cores": None if server_cores is None else round(server_cores, 2)}
 
 
 def main(config: LoadConfig, log: Callable[[str], None] = print) -> dict:
@@ -201,14 +209,20 @@ def _title(report: dict) -> str:
            f"{report['batch']} x {shape}"
 
 
+def _cores(level: dict) -> str:
+    server = level.get("server_cores")
+    return f"{level.get('client_cores', 0):.2f} / " + ("-" if server is None else f"{server:.2f}")
+
+
 def table(report: dict) -> str:
     lines = [f"{_title(report)}, {report['duration_s']:g} s per level",
              f"{'clients':>7} {'answers':>8} {'answers/s':>10} {'x c1':>5} {'p50 ms':>7} "
-             f"{'p90 ms':>7} {'p99 ms':>7} {'errors':>6} {'wrong':>5}"]
+             f"{'p90 ms':>7} {'p99 ms':>7} {'errors':>6} {'wrong':>5} {'CPU client/server':>17}"]
     for lv in report["levels"]:
         lines.append(f"{lv['concurrency']:>7} {lv['answers']:>8} {lv['throughput']:>10.0f} "
                      f"{lv['speedup'] or 0:>5.2f} {lv['p50_ms']:>7.2f} {lv['p90_ms']:>7.2f} "
-                     f"{lv['p99_ms']:>7.2f} {lv['errors']:>6} {lv['wrong']:>5}")
+                     f"{lv['p99_ms']:>7.2f} {lv['errors']:>6} {lv['wrong']:>5} "
+                     f"{_cores(lv):>17}")
     if report.get("rss"):
         lines.append(report["rss"]["summary"])
     return "\n".join(lines)

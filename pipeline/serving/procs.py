@@ -11,6 +11,8 @@ A stub's command line is `triton_python_backend_stub <version folder>/<model fil
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +80,18 @@ def rss(pids: list[int]) -> dict[int, int]:
     return found
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the running processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])     # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
     """Wait until no process of the group is running. Killed stubs whose server died first
     are orphans that init reaps in its own time (here up to ~2 s); as zombies they hold no
@@ -85,3 +99,30 @@ def wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while group_pids(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+class Periodic:
+    """A daemon thread calling `self.tick()` every `interval` seconds, the first time at once,
+    until `stop()` (which waits for a tick under way). The watchdog and the RSS sampler."""
+    interval = 1.0
+
+    def start(self):
+        self._stop = getattr(self, "_stop", None) or threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop = getattr(self, "_stop", None) or threading.Event()
+        self._stop.set()
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.interval)
+
+    def tick(self) -> None:
+        raise NotImplementedError

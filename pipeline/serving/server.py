@@ -15,15 +15,18 @@ What the command line and environment take care of (each found the hard way):
   go on LD_LIBRARY_PATH (without the first the stub cannot start and the server hangs in
   model loading, without the second it may load another libpython);
 - the python backend chmods the stub it runs, so the backend folder is a per-run copy;
-- ports: explicit free ports on 127.0.0.1 (tritonserver refuses all three ports 0);
+- ports: 0 picks explicit free ports on 127.0.0.1 (tritonserver refuses ports 0); the `serve`
+  command defaults to Triton's own 8000/8001/8002 instead;
 - shared memory: each run gets a unique `shm-region-prefix-name` carrying its pid; its
   /dev/shm regions (and workspace) are removed at stop, those of dead runs at the next start;
-- stopping: SIGINT, then `--exit-timeout-secs` (short: an open keep-alive connection makes
-  the server wait it out), then SIGKILL to the whole process group, stubs included.
+- stopping (a drain): SIGINT, Triton's graceful stop (new requests refused), then wait until
+  every backend instance has finished its requests (`_drain`), at most `exit_timeout` s,
+  then SIGKILL to the whole process group, stubs included;
 - model control mode `explicit`: nothing is loaded that `preflight` has not checked, at start
   and at every `reload()`; the repository API (load/unload) is restricted to callers holding
   this run's random key, so no client can load an unchecked version behind its back. (`poll`
-  would load whatever appears in the folder, unchecked.)
+  would load whatever appears in the folder, unchecked.) The watchdog (watch.py) restarts a
+  failing model through the same API (`restart_model`), after the same check.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServeError
-from .install import DEFAULT_ENV, SHM_PREFIX, WORKSPACE_PREFIX, Installation, locate, remove_stale
+from .install import (DEFAULT_ENV, SHM_PREFIX, WORKSPACE_PREFIX, Installation, error_lines, locate,
+                      remove_stale, server_failed)
 from .net import can_listen_on, free_ports, http_get, http_json, http_post, port_in_use
 from .procs import stop_with_parent, wait_group_gone
 from .repository import preflight, preflight_model
@@ -302,20 +306,3 @@ class TritonServer:
         if self.workspace is not None:
             shutil.rmtree(self.workspace, ignore_errors=True)
             self.workspace = None
-
-
-def error_lines(log: str) -> list[str]:
-    """tritonserver's error lines (glog `E<mmdd> ... file.cc:N] "message"`, or `error: ...`),
-    messages only; else its last lines. "CudaDriverHelper has not been initialized" is
-    logged by every start on a host without a GPU and says nothing about a failure."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [re.sub(r"^E\d{4} [\d:.]+\s+\d+ \S+\] ", "", line).strip('" ') for line in lines
-              if re.match(r"E\d{4} ", line) or line.lower().startswith("error")]
-    errors = [line for line in errors if "CudaDriverHelper" not in line]
-    return errors or lines[-3:]
-
-
-def server_failed(log: str, what: str) -> str:
-    """One line: what happened to tritonserver, and its own error lines."""
-    found = error_lines(log)
-    return f"tritonserver {what}" + (": " + " | ".join(found) if found else " (no output)")

@@ -13,46 +13,27 @@ watchdog shows as a step.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 
-from .procs import group_pids, rss
+from .procs import Periodic, group_pids, rss
 
 WARMUP_S = 60.0
 WINDOW_S = 10.0
 
 
-class RssSampler:
+class RssSampler(Periodic):
     def __init__(self, server_pid: int, interval: float = 1.0):
         self.server_pid, self.interval = server_pid, interval
         self.samples: list[list[float]] = []     # [seconds, server, stubs, total] (bytes)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "RssSampler":
         self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="rss", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def sample(self) -> None:
+    def tick(self) -> None:
         found = rss(group_pids(self.server_pid))
         server = found.pop(self.server_pid, 0)
         stubs = sum(found.values())
         self.samples.append([round(time.monotonic() - self._t0, 2), server, stubs, server + stubs])
-
-    def _loop(self) -> None:
-        while True:
-            self.sample()
-            if self._stop.wait(self.interval):
-                return
 
     def report(self) -> dict:
         rows = np.array(self.samples, dtype=float).reshape(-1, 4)

@@ -55,7 +55,7 @@ def probe_request(config: dict) -> dict:
     return {"inputs": inputs, "outputs": [{"name": t["name"]} for t in config["output"]]}
 
 
-class Watchdog:
+class Watchdog(procs.Periodic):
     def __init__(self, server, interval: float = 1.0, tries: int = 3, probe_timeout: float = 10.0,
                  backoff: float = 2.0, log: Callable[[str], None] = print):
         self.server, self.interval, self.tries, self.backoff = server, interval, tries, backoff
@@ -67,30 +67,13 @@ class Watchdog:
         self._stubs: dict[str, list[int]] = {}
         self._generation = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> "Watchdog":
-        with self.server.control:    # the stubs of now: one killed before the first round counts
-            self._stubs = procs.stubs(self.server.process.pid)
-            self._generation = self.server.generation
-        self._thread = threading.Thread(target=self._loop, name="watchdog", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop watching (before the server stops: its models then stop answering)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception as exc:   # the watchdog must outlive any one bad round
-                self.log(f"watchdog: {type(exc).__name__}: {exc}")
+    # -- lifecycle (start, stop: procs.Periodic; stop it before the server stops) ---------
+    def tick(self) -> None:
+        try:
+            self.check()
+        except Exception as exc:   # the watchdog must outlive any one bad round
+            self.log(f"watchdog: {type(exc).__name__}: {exc}")
 
     # -- one round -----------------------------------------------------------------------
     def check(self) -> list[str]:

@@ -12,7 +12,7 @@ def test_rss_of_a_process_group_is_sampled():
     try:
         sampler = RssSampler(child.pid)
         sampler._t0 = 0
-        sampler.sample()
+        sampler.tick()
         (t, server, stubs, total), = sampler.samples
         assert server > 0 and stubs == 0 and total == server
     finally:
