@@ -86,10 +86,8 @@ class TritonServer:
         self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-"
         self._key = secrets.token_hex(16)
         # Loads and unloads come from serve's SIGHUP reload and from the watchdog's healing:
-        # one at a time, and each one counted, so the watchdog can tell a stub that died from
-        # one that a load replaced.
+        # one at a time, and none while the watchdog counts a model's stubs.
         self.control = threading.RLock()
-        self.generation = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "TritonServer":
@@ -249,7 +247,6 @@ class TritonServer:
     def _model_control(self, action: str, name: str) -> None:
         status, body = http_post(self.urls["http"], f"/v2/repository/models/{name}/{action}",
                                  headers={RESTRICT_KEY: self._key})
-        self.generation += 1
         if status != 200:
             raise ServeError(f"{action}ing {name}: {body or status}")
 

@@ -6,8 +6,8 @@ is reloaded instead of failing every request until someone restarts the server.
     watchdog.check()    # one round in the caller's thread (tests): the models it healed
 
 Every `interval` seconds, for each model `serve` loaded:
-- its backend processes: the stubs tritonserver started for it at its last load (procs.py). One
-  gone, or a zombie, while no load or unload happened since, means its stub died;
+- its backend processes: fewer live stubs (procs.py; a zombie is dead) than its config's
+  instance count means one died;
 - a probe: one inference request over HTTP/JSON with an input built from the model's own
   config (batch 1, every variable axis 1, zeros; integer inputs 1, the smallest valid length
   of a stream model), which must come back with every output within `probe_timeout`.
@@ -64,8 +64,7 @@ class Watchdog(procs.Periodic):
         self.given_up: dict[str, str] = {}         # model -> why it was unloaded
         self.last_recovery: dict[str, float] = {}  # model -> seconds its last healing took
         self._requests: dict[str, dict] = {}       # model -> its probe request
-        self._stubs: dict[str, list[int]] = {}
-        self._generation = None
+        self._instances: dict[str, int] = {}       # model -> backend instances its config asks
         self._stop = threading.Event()
 
     # -- lifecycle (start, stop: procs.Periodic; stop it before the server stops) ---------
@@ -89,30 +88,30 @@ class Watchdog(procs.Periodic):
     def _failing(self) -> dict[str, str]:
         """{model: why it is failing} for this round, stubs first, then probes."""
         server, failing = self.server, {}
-        with server.control:      # no load or unload (SIGHUP) while stubs are compared
+        with server.control:      # no load or unload (SIGHUP) while stubs are counted
             for model in list(self.given_up):
                 if model in server.models:     # loaded again by a SIGHUP reload
                     del self.given_up[model]
-            if self._generation != server.generation:   # loaded or unloaded: stubs changed
-                self._stubs = procs.stubs(server.process.pid)
-                self._generation = server.generation
-            else:
-                for model, pids in self._stubs.items():
-                    dead = [pid for pid in pids if not procs.alive(pid)]
-                    if dead and model in server.models:
-                        failing[model] = f"backend stub {dead[0]} died"
+            live = procs.stubs(server.process.pid)
             for model in list(server.models):
-                if model not in failing and not self._stop.is_set():
-                    why = self.probe(model)
-                    if why:
-                        failing[model] = why
+                if self._stop.is_set():
+                    break
+                why = self.probe(model)      # reads the config (instances) the first time
+                wanted, running = self._instances.get(model, 0), len(live.get(model, []))
+                if running < wanted:
+                    why = f"{wanted - running} of its {wanted} backend stubs died"
+                if why:
+                    failing[model] = why
         return failing
 
     def probe(self, model: str) -> str | None:
         """None when `model` answers its probe; else what went wrong."""
         try:
             if model not in self._requests:
-                self._requests[model] = probe_request(self.server.model_config(model))
+                config = self.server.model_config(model)
+                self._requests[model] = probe_request(config)
+                self._instances[model] = sum(int(g.get("count", 1)) for g in
+                                             config.get("instance_group") or [] if "count" in g)
         except (PipelineError, KeyError, TypeError, ValueError) as exc:
             return f"probe: {exc}"
         status, answer = http_json(self.server.urls["http"], f"/v2/models/{model}/infer",
@@ -133,6 +132,7 @@ class Watchdog(procs.Periodic):
             try:
                 self.server.restart_model(model)
                 self._requests.pop(model, None)    # its config is read again
+                self._instances.pop(model, None)
                 deadline = time.monotonic() + self.probe_timeout
                 while (why := self.probe(model)) and time.monotonic() < deadline:
                     time.sleep(0.05)

@@ -27,6 +27,16 @@ def watched(published, tmp_path_factory):
     stop_and_check(server)
 
 
+def kill(pid):
+    """SIGKILL, and wait until the kernel has it dead (the signal is delivered asynchronously)."""
+    import time
+
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while procs.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def answer(server, published, model="classifier"):
     """(Triton's answer or its error, eager PyTorch's answer) for a fixed input."""
     import tritonclient.http as http
@@ -59,9 +69,8 @@ def test_probes_are_the_smallest_input_of_each_config(watched):
 
 def test_killed_stub_is_healed_then_a_model_that_cannot_come_back_is_given_up(watched, published):
     server, watchdog, said, registry = watched
-    watchdog._failing()      # the first round takes note of the stubs
     victim = procs.stubs(server.process.pid)["classifier_onnx"]
-    os.kill(victim[0], signal.SIGKILL)
+    kill(victim[0])
     assert watchdog.check() == ["classifier_onnx"]
     assert any(line.startswith("healed classifier_onnx (") for line in said), said   # stub or probe
     assert not any(procs.alive(p) for p in victim)     # the old instances' stubs are gone
@@ -74,7 +83,7 @@ def test_killed_stub_is_healed_then_a_model_that_cannot_come_back_is_given_up(wa
     model_file = registry / "classifier_onnx" / "1" / "model.onnx"
     kept = model_file.read_bytes()
     model_file.write_bytes(kept + b"\0")
-    os.kill(procs.stubs(server.process.pid)["classifier_onnx"][0], signal.SIGKILL)
+    kill(procs.stubs(server.process.pid)["classifier_onnx"][0])
     assert watchdog.check() == []
     assert "classifier_onnx" in watchdog.given_up and "classifier_onnx" not in server.models
     assert any("gave up on classifier_onnx after 2 tries" in line and "model.onnx" in line
