@@ -23,8 +23,11 @@ from tests.test_cli import one_line_error
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def shm_regions() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob(SHM_PREFIX + "*")}
+def shm_regions(*pids) -> set[str]:
+    """/dev/shm regions of the runs started by `pids` (default: this process, where CliRunner
+    runs `serve`): other engineers' servers on this machine have regions of their own."""
+    return {p.name for pid in pids or (os.getpid(),)
+            for p in Path("/dev/shm").glob(f"{SHM_PREFIX}{pid}-*")}
 
 
 # Tests never take Triton's default ports (another server on this machine may hold them).
@@ -184,7 +187,6 @@ def test_tritonserver_failing_to_start_reports_its_errors_and_leaves_nothing(pub
 def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
     """Ctrl-C (SIGINT) or SIGTERM: exit 0, nothing left. SIGINT works even though a
     subprocess started here, like `cmd &` in a shell, may inherit it ignored."""
-    before = shm_regions()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *FREE_PORTS, "--registry",
                              str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -205,7 +207,7 @@ def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
     assert "reloaded: classifier_onnx v" in out and out.rstrip().endswith("tritonserver stopped")
     assert "Traceback" not in err
     assert [p for p in servers if Path(f"/proc/{p}").exists()] == []
-    assert shm_regions() == before
+    assert shm_regions(proc.pid) == set()
 
 
 def test_killed_serve_takes_tritonserver_with_it(published):
@@ -216,7 +218,6 @@ def test_killed_serve_takes_tritonserver_with_it(published):
 
     from pipeline.serving.server import WORKSPACE_PREFIX, remove_stale
 
-    before = shm_regions()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *FREE_PORTS, "--registry",
                              str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
@@ -235,7 +236,7 @@ def test_killed_serve_takes_tritonserver_with_it(published):
     workspaces = lambda: list(Path(tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}{proc.pid}-*"))  # noqa: E731
     assert workspaces()                 # SIGKILL: left behind...
     remove_stale()                      # ...until the next start
-    assert shm_regions() == before and workspaces() == []
+    assert shm_regions(proc.pid) == set() and workspaces() == []
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
@@ -246,7 +247,6 @@ def test_make_serve_stops_when_make_is_stopped(published, tmp_path, stop_signal)
     out = tmp_path / "out"
     out.mkdir()
     (out / "model_repository").symlink_to(published["registry"])
-    before = shm_regions()
     make = subprocess.Popen(["make", "-s", "serve", f"OUT={out}",
                              f"KEYS={Path(published['keys']['public']).parent}",
                              "SERVE_ARGS=" + " ".join(FREE_PORTS)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -270,7 +270,7 @@ def test_make_serve_stops_when_make_is_stopped(published, tmp_path, stop_signal)
     while any(alive(p) for p in everything) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [p for p in everything if alive(p)] == []
-    assert shm_regions() == before
+    assert shm_regions(*serves) == set()
 
 
 def _children(pid):
