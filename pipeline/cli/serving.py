@@ -92,6 +92,7 @@ def serve(registry, host, http_port, grpc_port, metrics_port, status_port, serve
       python -m pipeline serve --registry exported/model_repository --public-key .keys/signing.pub
       curl localhost:8000/v2/health/ready
     """
+    from ..serving.net import check_host
     from ..serving.procs import stop_with_parent as set_parent_death_signal
     from ..serving.server import TritonServer, server_failed
     from ..serving.watch import Watchdog
@@ -117,10 +118,10 @@ def serve(registry, host, http_port, grpc_port, metrics_port, status_port, serve
     say = lambda s: click.echo(s, err=True)  # noqa: E731
     server = TritonServer(config, log=say)
     watchdog = Watchdog(server, interval=watch_interval or 1.0, log=say)
-    status = None
+    check_host(host)
+    status = _status_server(watchdog, host, status_port)   # a taken port: said before any start
     try:
         with server:
-            status = _status_server(watchdog, host, status_port)
             asked.add("ready")
             if watch_interval:
                 watchdog.start()
@@ -146,9 +147,8 @@ def serve(registry, host, http_port, grpc_port, metrics_port, status_port, serve
             say(f"draining: requests under way get up to {drain_timeout} s; new ones are refused")
     finally:
         watchdog.stop()
-        if status is not None:
-            status.shutdown()
-            status.server_close()
+        status.shutdown()
+        status.server_close()
     click.echo("tritonserver stopped")
 
 

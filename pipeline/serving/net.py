@@ -19,6 +19,14 @@ def can_listen_on(host: str) -> str | None:
     return None
 
 
+def check_host(host: str) -> None:
+    """ServeError unless this machine can listen on `host`."""
+    from ..errors import ServeError
+    why = can_listen_on(host)
+    if why:
+        raise ServeError(f"cannot listen on host {host!r}: {why}")
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:

@@ -45,7 +45,7 @@ from pathlib import Path
 from ..errors import ServeError
 from .install import (DEFAULT_ENV, SHM_PREFIX, WORKSPACE_PREFIX, Installation, error_lines, locate,
                       remove_stale, server_failed)
-from .net import can_listen_on, free_ports, http_get, http_json, http_post, port_in_use
+from .net import check_host, free_ports, http_get, http_json, http_post, port_in_use
 from .procs import stop_with_parent, wait_group_gone
 from .repository import preflight, preflight_model
 
@@ -107,9 +107,7 @@ class TritonServer:
             raise
 
     def _start(self) -> None:
-        why = can_listen_on(self.config.host)
-        if why:
-            raise ServeError(f"cannot listen on host {self.config.host!r}: {why}")
+        check_host(self.config.host)
         self.models = preflight(Path(self.config.registry), self.config.public_key)
         installation = locate(self.config.serve_env)
         remove_stale()
