@@ -4,10 +4,14 @@
 #                (not in all); the key is $(KEYS)/signing.key, generated on first use
 # make bench - time eager PyTorch and every installed runtime side by side (not part of all)
 # make crossval - verify every runtime (ORT, OpenVINO, tract, ONNX reference) on both models,
-#                 time them, and regenerate the cross-runtime table of docs/verification.md (not part of all)
+#                 time them, and rewrite the cross-runtime table of docs/verification.md
+#                 (not part of all)
 # make bench-score - rows/s of `score` vs a per-sequence loop and eager PyTorch, Ray with 1
 #                    and 2 actors, peak RSS at 20k/200k rows; benchmark_score.json (not in all)
-# make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all)
+# make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all) on
+#              Triton's ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
+# make soak  - 10 minutes of loadtest at 16 clients, RSS of tritonserver and its stubs sampled
+#              every second: exported/soak/loadtest.json (growth after warm-up) and .png
 # make serve-test - the Triton end-to-end tests alone (also part of make test)
 # Stage targets are files under exported/, so make reruns only what is out of date.
 
@@ -35,7 +39,7 @@ EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py 
               pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
 
 .PHONY: all install train export verify publish bench bench-score crossval test clean serve-env serve \
-        serve-test
+        serve-test soak
 
 all: verify
 
@@ -115,10 +119,17 @@ $(SERVE_STAMP): constraints-serve.txt
 	touch $@
 
 # Foreground until Ctrl-C; serves what `make publish` wrote, every version checked against
-# $(KEYS)/signing.pub first.
+# $(KEYS)/signing.pub first. make passes a SIGTERM on to serve (which drains and stops), but
+# not a SIGKILL: --stop-with-parent makes the kernel tell serve when make dies.
+# SERVE_ARGS adds options, e.g. SERVE_ARGS="--http-port 9000".
 serve: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
-	  --public-key $(KEYS)/signing.pub
+	  --public-key $(KEYS)/signing.pub --stop-with-parent $(SERVE_ARGS)
+
+# Not part of test: ten minutes. Its own tritonserver on free ports, on what `make publish` wrote.
+soak: $(STAMP) $(SERVE_STAMP)
+	$(PY) -m pipeline loadtest --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
+	  --concurrency 16 --duration 600 --out $(OUT)/soak
 
 serve-test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q tests/serving

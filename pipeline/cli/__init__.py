@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from .deploy import kserve_manifest
 from .importing import import_model
 from .publishing import publish
 from .release import keygen, verify_release
@@ -19,7 +20,7 @@ from .serving import loadtest, serve
 from .stages import bench, export, predict, train, verify
 
 __all__ = ["cli", "train", "import_model", "export", "verify", "predict", "score", "bench",
-           "publish", "keygen", "verify_release", "serve", "loadtest"]
+           "publish", "keygen", "verify_release", "serve", "loadtest", "kserve_manifest"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,5 +38,5 @@ def cli():
 
 # One module per command group; a new command is added here in the order `--help` lists it.
 for command in (train, import_model, export, verify, predict, score, bench, publish, keygen,
-                verify_release, serve, loadtest):
+                verify_release, serve, loadtest, kserve_manifest):
     cli.add_command(command)

@@ -1,15 +1,20 @@
 """Load test: N concurrent clients call one served model over HTTP or gRPC for a while.
 
     python -m pipeline loadtest --model-name forecaster_onnx --concurrency 1,16,64
+    python -m pipeline loadtest --model-name forecaster_stream_onnx --steps 64
     python -m pipeline loadtest --url 127.0.0.1:8001 --protocol grpc --duration 20
+    python -m pipeline loadtest --concurrency 16 --duration 600     # soak: RSS sampled too
 
-Without --url it starts its own tritonserver on the repository (and stops it after). Per
-concurrency level, each client thread sends requests back to back, one at a time, each one of
-a pool of seeded inputs of shape (batch, seq, F); the latency of every request is recorded.
-Every answer is compared with the in-process result of the same published artifact (ONNX
-Runtime or TorchScript in this process, on the version folder's own file) within the spec's
-tolerance. Reports throughput (answers/s), p50/p90/p99 latency and errors per level, prints
-a table and writes loadtest.json and loadtest.png. Any error or wrong answer fails the run.
+Without --url it starts its own tritonserver on the repository (and stops it after), and
+samples the resident memory of tritonserver and every backend stub each second (soak.py).
+Per concurrency level, each client thread sends requests back to back, one at a time; the
+latency of every request is recorded. A stateless model (`<model>_onnx`, `_torchscript`) gets
+inputs of shape (batch, seq, F) from a seeded pool; a stream model (`<model>_stream_*`, see
+loadstream.py) gets one step per request, each client carrying its own streams' state.
+Every answer is compared with the same published artifact run in this process (ONNX Runtime
+or TorchScript on the version folder's own file, published.py) within the tolerance its
+verification used. Reports throughput (answers/s), p50/p90/p99 latency and errors per level,
+prints a table and writes loadtest.json and loadtest.png. Any error or wrong answer fails it.
 
 What bounds the numbers here: clients and server share the machine's cores; the client pays
 Python and protocol encoding per request, the server HTTP/gRPC handling, one hop into the
@@ -27,7 +32,6 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ServeError
-from ..specs import SPECS
 
 POOL = 16            # distinct inputs per run; answers to each are known in advance
 
@@ -41,40 +45,30 @@ class LoadConfig:
     concurrency: tuple[int, ...] = (1, 16, 64)
     duration: float = 10.0          # seconds per concurrency level
     batch: int = 1
-    seq: int = 7
+    seq: int = 7                    # stateless models: steps per request
+    steps: int = 64                 # stream models: steps per stream, one per request
     out: Path | None = None         # folder for loadtest.json / .png; None: not written
     progress: bool = True
+    server_pid: int | None = None   # tritonserver started for the run: its RSS is sampled
 
 
-def reference(registry: Path, model: str, batch: int, seq: int):
-    """(spec, published version, [(feeds, expected)]): seeded inputs and the in-process
-    answers of the newest published version of `model`, from its own version folder."""
-    from ..manifest import check_manifest
-    from ..publishing.publish import VERSION_DIR
-    from ..publishing.triton import BACKENDS, io_names
-    from ..runtimes import load_runner
-
-    folder = Path(registry) / model
-    versions = sorted(int(v.name) for v in folder.glob("*") if VERSION_DIR.fullmatch(v.name))
-    if not versions:
-        raise ServeError(f"{folder}: no published version to check answers against")
-    version_dir = folder / str(versions[-1])
-    manifest = check_manifest(version_dir)
-    spec, runtime = SPECS[manifest["model"]], manifest["runtime"]
-    if runtime not in ("onnx", "torchscript"):
-        raise ServeError(f"{model}: loadtest drives the stateless models (<model>_onnx, "
-                         "<model>_torchscript); a stream model also takes lengths and state")
-    runner = load_runner(runtime, spec, version_dir / BACKENDS[runtime][3], threads=1)
-    name_in, name_out = io_names(spec, runtime)
+def reference(model, batch: int, seq: int) -> list[tuple[dict, dict]]:
+    """[(wire feeds, expected outputs)]: seeded inputs and the in-process answers of the
+    published version (`model`: published.Published) to them."""
+    if model.stream:
+        raise ServeError(f"{model.name}: a stream model; its clients carry state (loadstream)")
+    run = model.runner()
     rng = np.random.default_rng(0)
     pool = []
     for _ in range(POOL):
-        x = rng.standard_normal((batch, seq, spec.input_size)).astype(spec.dtype)
-        pool.append(({name_in: x}, {name_out: runner.run({spec.input_name: x})[spec.output_name]}))
-    return spec, versions[-1], pool
+        feeds = {t.name: rng.standard_normal((batch, *(seq if d < 0 else d for d in t.dims)))
+                 .astype(t.dtype) for t in model.inputs}
+        pool.append(({t.name: t.wire(feeds[t.name]) for t in model.inputs}, run(feeds)))
+    return pool
 
 
-def _client(protocol: str, url: str):
+def client(protocol: str, url: str):
+    """(tritonclient module, client) for one thread."""
     if protocol == "grpc":
         import tritonclient.grpc as module
         return module, module.InferenceServerClient(url)
@@ -82,35 +76,47 @@ def _client(protocol: str, url: str):
     return module, module.InferenceServerClient(url, connection_timeout=30, network_timeout=30)
 
 
-def _worker(index, config, pool, tolerance, stop_at, record):
-    module, client = _client(config.protocol, config.url)
+def infer(module, triton, model: str, feeds: dict, outputs) -> object:
+    """One request of numpy `feeds` (wire shapes); the result object."""
+    inputs = []
+    for name, x in feeds.items():
+        tensor = module.InferInput(name, list(x.shape), "FP32" if x.dtype == np.float32 else "INT64")
+        tensor.set_data_from_numpy(x)
+        inputs.append(tensor)
+    return triton.infer(model, inputs, outputs=[module.InferRequestedOutput(n) for n in outputs])
+
+
+def close(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> bool:
+    return got.size == want.size and np.allclose(got.reshape(want.shape), want, atol=atol, rtol=rtol)
+
+
+def _worker(index, config, model, pool, stop_at, record, _streams):
+    module, triton = client(config.protocol, config.url)
     try:
         i = index   # clients start at different inputs of the pool
         while time.perf_counter() < stop_at:
             feeds, expected = pool[i % len(pool)]
             i += 7
-            inputs = []
-            for name, x in feeds.items():
-                tensor = module.InferInput(name, list(x.shape), "FP32" if x.dtype == np.float32 else "INT64")
-                tensor.set_data_from_numpy(x)
-                inputs.append(tensor)
-            outputs = [module.InferRequestedOutput(n) for n in expected]
             start = time.perf_counter()
             try:
-                result = client.infer(config.model, inputs, outputs=outputs)
+                result = infer(module, triton, config.model, feeds, expected)
             except Exception as exc:     # a failed request is counted, the run goes on
                 record(time.perf_counter() - start, f"{type(exc).__name__}: {exc}", None)
                 continue
             latency = time.perf_counter() - start
-            wrong = any(not np.allclose(result.as_numpy(n), e, atol=tolerance.atol, rtol=tolerance.rtol)
+            wrong = any(not close(result.as_numpy(n), e, model.atol, model.rtol)
                         for n, e in expected.items())
             record(latency, None, wrong)
     finally:
-        client.close()
+        triton.close()
 
 
-def run_level(config: LoadConfig, pool, tolerance, concurrency: int, bar=None) -> dict:
-    latencies, errors, wrong, lock = [], [], [0], threading.Lock()
+def run_level(config: LoadConfig, model, pool, concurrency: int, bar=None) -> dict:
+    """One level: `concurrency` client threads for `config.duration` seconds."""
+    from .loadstream import check_streams, stream_worker
+    from .procs import cpu_seconds, group_pids
+
+    latencies, errors, wrong, lock, streams = [], [], [0], threading.Lock(), []
 
     def record(latency, error, is_wrong):
         with lock:
@@ -120,9 +126,14 @@ def run_level(config: LoadConfig, pool, tolerance, concurrency: int, bar=None) -
                 latencies.append(latency)
                 wrong[0] += bool(is_wrong)
 
+    # CPU used meanwhile, in cores: this process (the clients) and, when known, tritonserver
+    # with its stubs: on a small machine the two share the cores, and that is the bound.
+    server_cpu = (lambda: cpu_seconds(group_pids(config.server_pid))) if config.server_pid else None
+    cpu = (time.process_time(), server_cpu() if server_cpu else None)
     start = time.perf_counter()
     stop_at = start + config.duration
-    threads = [threading.Thread(target=_worker, args=(i, config, pool, tolerance, stop_at, record),
+    worker = stream_worker if model.stream else _worker
+    threads = [threading.Thread(target=worker, args=(i, config, model, pool, stop_at, record, streams),
                                 daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
@@ -133,37 +144,55 @@ def run_level(config: LoadConfig, pool, tolerance, concurrency: int, bar=None) -
             bar.set_postfix(answers=len(latencies), errors=len(errors), refresh=False)
             bar.refresh()
     elapsed = time.perf_counter() - start
+    client_cores = (time.process_time() - cpu[0]) / elapsed
+    server_cores = (server_cpu() - cpu[1]) / elapsed if server_cpu else None
+    if model.stream:     # every answer of every stream against the whole sequence, run here
+        wrong[0] += check_streams(model, streams)
     ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
     return {"concurrency": concurrency, "answers": len(latencies), "seconds": round(elapsed, 3),
             "throughput": len(latencies) / elapsed,
             "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
             "p99_ms": float(np.percentile(ms, 99)), "errors": len(errors), "wrong": wrong[0],
-            "first_error": errors[0] if errors else None}
+            "first_error": errors[0] if errors else None, "client_cores": round(client_cores, 2),
+            "server_cores": None if server_cores is None else round(server_cores, 2)}
 
 
 def main(config: LoadConfig, log: Callable[[str], None] = print) -> dict:
     """Run every concurrency level; return (and write) the report."""
-    spec, version, pool = reference(config.registry, config.model, config.batch, config.seq)
-    tolerance = spec.tolerance("cpu")
+    from .published import open_published
+    from .soak import RssSampler
+
+    model = open_published(config.registry, config.model)
+    pool = None if model.stream else reference(model, config.batch, config.seq)
+    sampler = RssSampler(config.server_pid).start() if config.server_pid else None
     levels = []
-    for concurrency in config.concurrency:
-        bar = None
-        if config.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=config.duration, desc=f"{config.protocol} x{concurrency}",
-                       unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
-        try:
-            levels.append(run_level(config, pool, tolerance, concurrency, bar))
-        finally:
-            if bar is not None:
-                bar.close()
+    try:
+        for concurrency in config.concurrency:
+            bar = None
+            if config.progress:
+                from tqdm import tqdm
+                bar = tqdm(total=config.duration, desc=f"{config.protocol} x{concurrency}",
+                           unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+            try:
+                levels.append(run_level(config, model, pool, concurrency, bar))
+            finally:
+                if bar is not None:
+                    bar.close()
+    finally:
+        if sampler is not None:
+            sampler.stop()
     base = levels[0]["throughput"] if levels and levels[0]["throughput"] else None
     for level in levels:
         level["speedup"] = level["throughput"] / base if base else None
-    report = {"model": config.model, "version": version, "protocol": config.protocol,
-              "url": config.url, "batch": config.batch, "seq": config.seq,
-              "duration_s": config.duration, "tolerance": vars(tolerance), "levels": levels,
-              "errors": sum(lv["errors"] for lv in levels), "wrong": sum(lv["wrong"] for lv in levels)}
+    report = {"model": config.model, "version": model.version, "protocol": config.protocol,
+              "url": config.url, "batch": config.batch,
+              "seq": 1 if model.stream else config.seq, "stream": model.stream,
+              "steps": config.steps if model.stream else None,
+              "duration_s": config.duration, "tolerance": {"atol": model.atol, "rtol": model.rtol},
+              "levels": levels, "errors": sum(lv["errors"] for lv in levels),
+              "wrong": sum(lv["wrong"] for lv in levels)}
+    if sampler is not None:
+        report["rss"] = sampler.report()
     if config.out is not None:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -173,15 +202,29 @@ def main(config: LoadConfig, log: Callable[[str], None] = print) -> dict:
     return report
 
 
+def _title(report: dict) -> str:
+    shape = (f"one step per request, streams of {report['steps']} steps" if report.get("stream")
+             else f"seq {report['seq']}")
+    return f"{report['model']} v{report['version']} over {report['protocol']}, batch " \
+           f"{report['batch']} x {shape}"
+
+
+def _cores(level: dict) -> str:
+    server = level.get("server_cores")
+    return f"{level.get('client_cores', 0):.2f} / " + ("-" if server is None else f"{server:.2f}")
+
+
 def table(report: dict) -> str:
-    lines = [f"{report['model']} v{report['version']} over {report['protocol']}, batch "
-             f"{report['batch']} x seq {report['seq']}, {report['duration_s']:g} s per level",
+    lines = [f"{_title(report)}, {report['duration_s']:g} s per level",
              f"{'clients':>7} {'answers':>8} {'answers/s':>10} {'x c1':>5} {'p50 ms':>7} "
-             f"{'p90 ms':>7} {'p99 ms':>7} {'errors':>6} {'wrong':>5}"]
+             f"{'p90 ms':>7} {'p99 ms':>7} {'errors':>6} {'wrong':>5} {'CPU client/server':>17}"]
     for lv in report["levels"]:
         lines.append(f"{lv['concurrency']:>7} {lv['answers']:>8} {lv['throughput']:>10.0f} "
                      f"{lv['speedup'] or 0:>5.2f} {lv['p50_ms']:>7.2f} {lv['p90_ms']:>7.2f} "
-                     f"{lv['p99_ms']:>7.2f} {lv['errors']:>6} {lv['wrong']:>5}")
+                     f"{lv['p99_ms']:>7.2f} {lv['errors']:>6} {lv['wrong']:>5} "
+                     f"{_cores(lv):>17}")
+    if report.get("rss"):
+        lines.append(report["rss"]["summary"])
     return "\n".join(lines)
 
 
@@ -192,15 +235,23 @@ def plot(report: dict, path: Path) -> None:
 
     levels = report["levels"]
     clients = [lv["concurrency"] for lv in levels]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    rss = (report.get("rss") or {}).get("samples")
+    fig, axes = plt.subplots(1, 3 if rss else 2, figsize=(15 if rss else 10, 4))
+    left, right = axes[:2]
     left.plot(clients, [lv["throughput"] for lv in levels], "o-")
     left.set(xlabel="concurrent clients", ylabel="answers / s", xscale="log", title="throughput")
     for key in ("p50_ms", "p90_ms", "p99_ms"):
         right.plot(clients, [lv[key] for lv in levels], "o-", label=key[:3])
     right.set(xlabel="concurrent clients", ylabel="latency (ms)", xscale="log", title="latency")
     right.legend()
-    fig.suptitle(f"{report['model']} over {report['protocol']}, batch {report['batch']} x "
-                 f"seq {report['seq']}")
+    if rss:    # the soak's memory curve: tritonserver, its stubs, both
+        t = [row[0] for row in rss]
+        for i, label in ((1, "tritonserver"), (2, "backend stubs"), (3, "total")):
+            axes[2].plot(t, [row[i] / 2**20 for row in rss], label=label)
+        axes[2].axvline(report["rss"]["warmup_s"], color="grey", linestyle=":", label="warm-up")
+        axes[2].set(xlabel="seconds", ylabel="RSS (MiB)", title="resident memory")
+        axes[2].legend()
+    fig.suptitle(_title(report))
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

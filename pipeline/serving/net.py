@@ -19,6 +19,14 @@ def can_listen_on(host: str) -> str | None:
     return None
 
 
+def check_host(host: str) -> None:
+    """ServeError unless this machine can listen on `host`."""
+    from ..errors import ServeError
+    why = can_listen_on(host)
+    if why:
+        raise ServeError(f"cannot listen on host {host!r}: {why}")
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
@@ -45,16 +53,17 @@ def free_ports(host: str, wanted: dict[str, int]) -> dict[str, int]:
 
 
 def _request(address: str, method: str, path: str, headers: dict | None = None,
-             timeout: float = 5.0) -> tuple[int, str]:
+             timeout: float = 5.0, body: bytes | None = None) -> tuple[int, str]:
     host, port = address.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        connection.request(method, path, body=b"" if method == "POST" else None,
+        connection.request(method, path, body=body if body is not None else
+                           (b"" if method == "POST" else None),
                            headers={"Connection": "close", **(headers or {})})
         response = connection.getresponse()
         return response.status, response.read().decode(errors="replace")
-    except OSError:
-        return 0, ""      # not listening (yet), or gone
+    except OSError:       # not listening (yet), gone, or no answer within `timeout`
+        return 0, ""
     finally:
         connection.close()
 
@@ -67,3 +76,16 @@ def http_get(address: str, path: str) -> int:
 def http_post(address: str, path: str, headers: dict | None = None,
               timeout: float = 120.0) -> tuple[int, str]:
     return _request(address, "POST", path, headers, timeout)
+
+
+def http_json(address: str, path: str, payload: dict | None = None, headers: dict | None = None,
+              timeout: float = 10.0) -> tuple[int, dict | None]:
+    """GET `path` (or POST `payload` as JSON): (status, the JSON answer or None)."""
+    import json
+    body = None if payload is None else json.dumps(payload).encode()
+    status, text = _request(address, "GET" if body is None else "POST", path,
+                            {"Content-Type": "application/json", **(headers or {})}, timeout, body)
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, {"error": text}

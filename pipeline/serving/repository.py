@@ -31,6 +31,21 @@ def check_version(folder: Path, model_file: str | None, public_key: Path | None 
         verify_version(folder, public_key)
 
 
+def preflight_model(folder: Path, public_key: Path | None = None) -> list[int]:
+    """The published versions of one Triton model folder, each checked; ServeError naming
+    the first that fails. [] when it holds no version (nothing to serve)."""
+    versions = sorted(int(v.name) for v in folder.iterdir()
+                      if v.is_dir() and VERSION_DIR.fullmatch(v.name)) if folder.is_dir() else []
+    if versions:
+        found = DEFAULT_FILENAME.search((folder / TRITON_CONFIG).read_text(errors="replace"))
+    for version in versions:
+        try:
+            check_version(folder / str(version), found and found.group(1), public_key)
+        except PipelineError as exc:
+            raise ServeError(f"{folder.name} version {version} is not served: {exc}") from None
+    return versions
+
+
 def preflight(registry: Path, public_key: Path | None = None) -> dict[str, list[int]]:
     """{Triton model: its published versions}, every version folder checked; ServeError if
     the repository is missing, holds no published version, or a version fails its check."""
@@ -42,17 +57,9 @@ def preflight(registry: Path, public_key: Path | None = None) -> dict[str, list[
                          "(`python -m pipeline publish`, or `make publish`)")
     models: dict[str, list[int]] = {}
     for folder in sorted(p for p in registry.iterdir() if (p / TRITON_CONFIG).is_file()):
-        versions = sorted(int(v.name) for v in folder.iterdir()
-                          if v.is_dir() and VERSION_DIR.fullmatch(v.name))
-        if not versions:
-            continue     # a config without a version: nothing to serve (Triton would refuse it)
-        found = DEFAULT_FILENAME.search((folder / TRITON_CONFIG).read_text(errors="replace"))
-        for version in versions:
-            try:
-                check_version(folder / str(version), found and found.group(1), public_key)
-            except PipelineError as exc:
-                raise ServeError(f"{folder.name} version {version} is not served: {exc}") from None
-        models[folder.name] = versions
+        versions = preflight_model(folder, public_key)
+        if versions:     # a config without a version: nothing to serve (Triton would refuse it)
+            models[folder.name] = versions
     if not models:
         raise ServeError(f"{registry}: no published model version in it; publish first "
                          f"(`python -m pipeline publish --registry {registry}`)")

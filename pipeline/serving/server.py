@@ -15,19 +15,21 @@ What the command line and environment take care of (each found the hard way):
   go on LD_LIBRARY_PATH (without the first the stub cannot start and the server hangs in
   model loading, without the second it may load another libpython);
 - the python backend chmods the stub it runs, so the backend folder is a per-run copy;
-- ports: explicit free ports on 127.0.0.1 (tritonserver refuses all three ports 0);
+- ports: 0 picks explicit free ports on 127.0.0.1 (tritonserver refuses ports 0); the `serve`
+  command defaults to Triton's own 8000/8001/8002 instead;
 - shared memory: each run gets a unique `shm-region-prefix-name` carrying its pid; its
   /dev/shm regions (and workspace) are removed at stop, those of dead runs at the next start;
-- stopping: SIGINT, then `--exit-timeout-secs` (short: an open keep-alive connection makes
-  the server wait it out), then SIGKILL to the whole process group, stubs included.
+- stopping (a drain): SIGINT, Triton's graceful stop (new requests refused), then wait until
+  every backend instance has finished its requests (`_drain`), at most `exit_timeout` s,
+  then SIGKILL to the whole process group, stubs included;
 - model control mode `explicit`: nothing is loaded that `preflight` has not checked, at start
   and at every `reload()`; the repository API (load/unload) is restricted to callers holding
   this run's random key, so no client can load an unchecked version behind its back. (`poll`
-  would load whatever appears in the folder, unchecked.)
+  would load whatever appears in the folder, unchecked.) The watchdog (watch.py) restarts a
+  failing model through the same API (`restart_model`), after the same check.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -35,20 +37,25 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServeError
-from .net import can_listen_on, free_ports, http_get, http_post, port_in_use
-from .repository import preflight
+from .install import (DEFAULT_ENV, SHM_PREFIX, WORKSPACE_PREFIX, Installation, error_lines, locate,
+                      remove_stale, server_failed)
+from .net import check_host, free_ports, http_get, http_json, http_post, port_in_use
+from .procs import stop_with_parent, wait_group_gone
+from .repository import preflight, preflight_model
+
+__all__ = ["DEFAULT_ENV", "SHM_PREFIX", "WORKSPACE_PREFIX", "Installation", "ServeConfig",
+           "TritonServer", "error_lines", "locate", "remove_stale", "server_failed"]
 
 BACKEND_SOURCE = Path(__file__).parent / "backends" / "model.py"
 SERVED_BACKENDS = ("onnxruntime", "pytorch")     # config `backend:` names this stand-in serves
-DEFAULT_ENV = Path(__file__).resolve().parents[2] / ".venv-serve"
-SHM_PREFIX = "rnnpipe-"                   # + <pid>-<random>-: /dev/shm regions of one run
-WORKSPACE_PREFIX = "rnn-pipeline-serve-"  # + <pid>-: a run's backend folder and log
 RESTRICT_KEY = "rnn-pipeline-repository-key"
+FINALIZED = b"rnn-pipeline backend finalized:"   # backends/model.py: an instance is done
 
 
 @dataclass(frozen=True)
@@ -60,58 +67,11 @@ class ServeConfig:
     metrics_port: int = 0
     serve_env: Path = DEFAULT_ENV
     startup_timeout: float = 180.0
-    exit_timeout: int = 3       # seconds tritonserver waits for open connections at stop
+    # Seconds in-flight requests get at a stop (tritonserver's --exit-timeout-secs): it stops
+    # taking new requests, waits for those under way, then for open connections to close.
+    exit_timeout: int = 5
     log_file: Path | None = None   # None: a file in the run's workspace, removed at stop
     public_key: Path | None = None  # every version must be signed by it (None: manifest only)
-
-
-@dataclass(frozen=True)
-class Installation:
-    """Where tritonserver and the serving Python live."""
-    binary: Path
-    libs: Path
-    python_backend: Path
-    stub: Path
-    env_bin: Path
-    libdir: str
-
-
-def locate(serve_env: Path) -> Installation:
-    python = (Path(serve_env) / "bin" / "python").absolute()   # not resolve(): keep the venv link
-    if not python.exists():
-        raise ServeError(f"{serve_env}: no serving environment; run `make serve-env`")
-    probe = ("import json, sys, sysconfig, numpy; print(json.dumps([sysconfig.get_paths()['purelib'], "
-             "sysconfig.get_config_var('LIBDIR'), '%d.%d' % sys.version_info[:2], numpy.__version__]))")
-    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-    if out.returncode:
-        raise ServeError(f"{python}: does not run ({(out.stderr.strip().splitlines() or ['?'])[-1]})")
-    purelib, libdir, version, numpy_version = json.loads(out.stdout)
-    if int(numpy_version.split(".")[0]) >= 2:   # models would load, and answer empty arrays
-        raise ServeError(f"{serve_env}: numpy {numpy_version}; the python backend's stub needs "
-                         "numpy<2 (rebuild it with `make serve-env`)")
-    dist = Path(purelib) / "pytriton" / "tritonserver"
-    found = Installation(binary=dist / "bin" / "tritonserver", libs=Path(purelib) / "nvidia_pytriton.libs",
-                         python_backend=dist / "backends" / "python",
-                         stub=dist / "python_backend_stubs" / version / "triton_python_backend_stub",
-                         env_bin=python.parent, libdir=libdir)
-    for path in (found.binary, found.libs, found.python_backend, found.stub):
-        if not path.exists():
-            raise ServeError(f"{path}: missing; rebuild the serving environment (`make serve-env`)")
-    return found
-
-
-def remove_stale(shm: Path = Path("/dev/shm"), tmp: Path | None = None) -> None:
-    """Remove the shared-memory regions and workspaces of runs whose process is gone
-    (killed: SIGKILL leaves no chance to clean up). Both names carry the owner's pid."""
-    tmp = Path(tmp or tempfile.gettempdir())
-    for path in [*shm.glob(SHM_PREFIX + "*"), *tmp.glob(WORKSPACE_PREFIX + "*")]:
-        prefix = SHM_PREFIX if path.name.startswith(SHM_PREFIX) else WORKSPACE_PREFIX
-        pid = path.name[len(prefix):].split("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
 
 
 class TritonServer:
@@ -125,6 +85,9 @@ class TritonServer:
         self.workspace: Path | None = None
         self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-"
         self._key = secrets.token_hex(16)
+        # Loads and unloads come from serve's SIGHUP reload and from the watchdog's healing:
+        # one at a time, and none while the watchdog counts a model's stubs.
+        self.control = threading.RLock()
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "TritonServer":
@@ -144,9 +107,7 @@ class TritonServer:
             raise
 
     def _start(self) -> None:
-        why = can_listen_on(self.config.host)
-        if why:
-            raise ServeError(f"cannot listen on host {self.config.host!r}: {why}")
+        check_host(self.config.host)
         self.models = preflight(Path(self.config.registry), self.config.public_key)
         installation = locate(self.config.serve_env)
         remove_stale()
@@ -200,7 +161,7 @@ class TritonServer:
             # server and every stub it started as one process group.
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=_stop_with_parent)
+                                            preexec_fn=lambda: stop_with_parent(signal.SIGINT))
         host = self.config.host
         self.urls = {"http": f"{host}:{ports['http']}", "grpc": f"{host}:{ports['grpc']}",
                      "metrics": f"http://{host}:{ports['metrics']}/metrics"}
@@ -234,14 +195,58 @@ class TritonServer:
     def reload(self) -> dict[str, list[int]]:
         """Check the repository again and (re)load every model: newly published versions and
         models are served from then on. A repository failing preflight changes nothing."""
-        models = preflight(Path(self.config.registry), self.config.public_key)
-        for name in models:
-            status, body = http_post(self.urls["http"], f"/v2/repository/models/{name}/load",
-                                     headers={RESTRICT_KEY: self._key})
-            if status != 200:
-                raise ServeError(f"reloading {name}: {body or status}")
-        self.models = models
-        return models
+        with self.control:
+            models = preflight(Path(self.config.registry), self.config.public_key)
+            for name in models:
+                self._model_control("load", name)
+            self.models = models
+            return models
+
+    def restart_model(self, name: str, timeout: float = 30.0) -> list[int]:
+        """Check `name`'s version folders again (as at start), unload it, wait until Triton no
+        longer reports it ready, stop its old backend stubs, and load it: new stubs. (A `load`
+        of an unchanged, loaded model does nothing, even when its stub is dead.) Returns its
+        versions."""
+        from .procs import alive, stubs
+
+        with self.control:
+            versions = preflight_model(Path(self.config.registry) / name, self.config.public_key)
+            old = stubs(self.process.pid).get(name, [])
+            self.unload_model(name, timeout)
+            # The unloaded instances' stubs go: a live one next to a dead one can keep the old
+            # version "live" inside Triton (its unload never completing under load), holding
+            # its memory until the server stops. Requests still on it fail; none is answered
+            # wrong.
+            for pid in old:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            self._model_control("load", name)
+            self.models[name] = versions
+            return versions
+
+    def unload_model(self, name: str, timeout: float = 30.0) -> None:
+        """Unload `name` and wait until it is no longer ready (requests to it then fail)."""
+        with self.control:
+            self._model_control("unload", name)
+            deadline = time.monotonic() + timeout
+            while self.model_ready(name) and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+    def model_ready(self, name: str) -> bool:
+        return http_get(self.urls["http"], f"/v2/models/{name}/ready") == 200
+
+    def model_config(self, name: str) -> dict:
+        """The loaded model's config as Triton reports it (JSON: inputs, dims, reshape...)."""
+        status, config = http_json(self.urls["http"], f"/v2/models/{name}/config")
+        if status != 200 or not isinstance(config, dict):
+            raise ServeError(f"{name}: no config from tritonserver ({status}: {config})")
+        return config
+
+    def _model_control(self, action: str, name: str) -> None:
+        status, body = http_post(self.urls["http"], f"/v2/repository/models/{name}/{action}",
+                                 headers={RESTRICT_KEY: self._key})
+        if status != 200:
+            raise ServeError(f"{action}ing {name}: {body or status}")
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -254,61 +259,45 @@ class TritonServer:
         except (AttributeError, OSError):
             return ""
 
+    def _drain(self, process: subprocess.Popen) -> None:
+        """SIGINT, tritonserver's graceful stop: it refuses new inference requests, unloads
+        every model once the requests under way are done, and exits, all within
+        `exit_timeout` s. Unloading is what takes time (a python backend stub's teardown:
+        5 s for 8 models here), and nothing is lost by cutting it short once every backend
+        instance has finished its requests: this package's backend says so in the log
+        (FINALIZED, printed by its finalize()). So: wait for that line from each live stub,
+        then stop()'s SIGKILL of the group. With other backends (no such line) or a dead
+        stub, it waits for tritonserver to exit by itself or the timeout, as before."""
+        from .procs import stubs
+
+        instances = sum(len(pids) for pids in stubs(process.pid).values())
+        start = os.path.getsize(self.log_path) if Path(self.log_path).exists() else 0
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + self.config.exit_timeout + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                with open(self.log_path, "rb") as log:
+                    log.seek(start)
+                    if log.read().count(FINALIZED) >= instances > 0:
+                        return
+            except OSError:
+                return
+            time.sleep(0.05)
+
     def stop(self) -> None:
         """Stop the server and its stubs, remove this run's shared memory and workspace."""
         process, self.process = self.process, None
         if process is not None:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)   # tritonserver's graceful shutdown
-                try:
-                    process.wait(self.config.exit_timeout + 10)
-                except subprocess.TimeoutExpired:
-                    pass
+                self._drain(process)
             try:   # stubs left behind (or a server that would not stop): the whole group
                 os.killpg(process.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             process.wait()
-            _wait_group_gone(process.pid)
+            wait_group_gone(process.pid)
         for region in Path("/dev/shm").glob(self.shm_prefix + "*"):
             region.unlink(missing_ok=True)
         if self.workspace is not None:
             shutil.rmtree(self.workspace, ignore_errors=True)
             self.workspace = None
-
-
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGINT (a graceful stop) when the process that started
-    tritonserver dies, even by SIGKILL; its own session would otherwise outlive it."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGINT)   # 1 = PR_SET_PDEATHSIG (linux/prctl.h)
-
-
-def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
-    """Wait until no process of the group is left (killed stubs are reaped by init)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            return
-        time.sleep(0.05)
-
-
-def error_lines(log: str) -> list[str]:
-    """tritonserver's error lines (glog `E<mmdd> ... file.cc:N] "message"`, or `error: ...`),
-    messages only; else its last lines. "CudaDriverHelper has not been initialized" is
-    logged by every start on a host without a GPU and says nothing about a failure."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [re.sub(r"^E\d{4} [\d:.]+\s+\d+ \S+\] ", "", line).strip('" ') for line in lines
-              if re.match(r"E\d{4} ", line) or line.lower().startswith("error")]
-    errors = [line for line in errors if "CudaDriverHelper" not in line]
-    return errors or lines[-3:]
-
-
-def server_failed(log: str, what: str) -> str:
-    """One line: what happened to tritonserver, and its own error lines."""
-    found = error_lines(log)
-    return f"tritonserver {what}" + (": " + " | ".join(found) if found else " (no output)")

@@ -4,7 +4,6 @@ The server is module-scoped (it starts in ~3-5 s); its teardown checks that noth
 no process of its group, no /dev/shm region of its prefix. A failed test prints the server
 log (pytest shows it under the failure).
 """
-import os
 import shutil
 from pathlib import Path
 
@@ -26,18 +25,13 @@ def pytest_runtest_makereport(item, call):
 
 
 def leftovers(server: TritonServer, pid: int) -> list[str]:
-    """What a stopped server left behind: live processes of its group, shm regions, files."""
-    left = [f"process {p.name}" for p in Path("/proc").iterdir()
-            if p.name.isdigit() and _pgid(int(p.name)) == pid]
+    """What a stopped server left behind: running processes of its group (zombies, orphans
+    init has yet to reap, hold nothing), shm regions, files."""
+    from pipeline.serving.procs import group_pids
+
+    left = [f"process {p}" for p in group_pids(pid)]
     left += [str(r) for r in Path("/dev/shm").glob(server.shm_prefix + "*")]
     return left
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
 
 
 def start(registry: Path, **kwargs) -> TritonServer:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.errors import ServeError
+from pipeline.serving.procs import alive
 from pipeline.serving.server import SHM_PREFIX
 from tests.serving.conftest import stop_and_check
 from tests.test_cli import one_line_error
@@ -21,12 +23,19 @@ from tests.test_cli import one_line_error
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def shm_regions() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob(SHM_PREFIX + "*")}
+def shm_regions(*pids) -> set[str]:
+    """/dev/shm regions of the runs started by `pids` (default: this process, where CliRunner
+    runs `serve`): other engineers' servers on this machine have regions of their own."""
+    return {p.name for pid in pids or (os.getpid(),)
+            for p in Path("/dev/shm").glob(f"{SHM_PREFIX}{pid}-*")}
+
+
+# Tests never take Triton's default ports (another server on this machine may hold them).
+FREE_PORTS = ("--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--status-port", "0")
 
 
 def serve(*args):
-    return CliRunner().invoke(cli, ["serve", *map(str, args)])
+    return CliRunner().invoke(cli, ["serve", *FREE_PORTS, *map(str, args)])
 
 
 def copy_registry(published, tmp_path, models=("forecaster_onnx",)) -> Path:
@@ -78,13 +87,25 @@ def test_signature_from_another_key_or_a_rewritten_manifest_is_refused(published
     assert running_on(registry) == []
 
 
-def test_port_in_use_is_named(published):
+@pytest.mark.parametrize("which", ["grpc", "status"])
+def test_port_in_use_is_named(published, which):
+    """A taken port: one line naming it and the flag that changes it; nothing left running."""
+    before = shm_regions()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = serve("--registry", published["registry"], "--grpc-port", port)
-    one_line_error(result, f"127.0.0.1:{port} (grpc port) is already in use")
+        result = serve("--registry", published["registry"], f"--{which}-port", port)
+    one_line_error(result, f"127.0.0.1:{port} ({which} port) is already in use; choose "
+                           f"another --{which}-port")
+    assert running_on(published["registry"]) == [] and shm_regions() == before
+
+
+def test_default_ports_are_tritons():
+    """`curl localhost:8000/v2/health/ready` works as every Triton guide says."""
+    from pipeline.cli import serve as command
+    defaults = {p.name: p.default for p in command.params}
+    assert (defaults["http_port"], defaults["grpc_port"], defaults["metrics_port"]) == (8000, 8001, 8002)
 
 
 def test_port_taken_after_the_check(published, monkeypatch):
@@ -166,8 +187,7 @@ def test_tritonserver_failing_to_start_reports_its_errors_and_leaves_nothing(pub
 def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
     """Ctrl-C (SIGINT) or SIGTERM: exit 0, nothing left. SIGINT works even though a
     subprocess started here, like `cmd &` in a shell, may inherit it ignored."""
-    before = shm_regions()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--registry",
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *FREE_PORTS, "--registry",
                              str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -187,7 +207,7 @@ def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
     assert "reloaded: classifier_onnx v" in out and out.rstrip().endswith("tritonserver stopped")
     assert "Traceback" not in err
     assert [p for p in servers if Path(f"/proc/{p}").exists()] == []
-    assert shm_regions() == before
+    assert shm_regions(proc.pid) == set()
 
 
 def test_killed_serve_takes_tritonserver_with_it(published):
@@ -195,12 +215,10 @@ def test_killed_serve_takes_tritonserver_with_it(published):
     (parent-death signal) and stops with its stubs; the next start removes the shm regions
     and the workspace left behind."""
     import tempfile
-    import time
 
     from pipeline.serving.server import WORKSPACE_PREFIX, remove_stale
 
-    before = shm_regions()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--registry",
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *FREE_PORTS, "--registry",
                              str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
@@ -216,9 +234,44 @@ def test_killed_serve_takes_tritonserver_with_it(published):
         time.sleep(0.2)
     assert [p for p in servers + stubs if Path(f"/proc/{p}").exists()] == []
     workspaces = lambda: list(Path(tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}{proc.pid}-*"))  # noqa: E731
-    assert workspaces()                 # SIGKILL: left behind...
-    remove_stale()                      # ...until the next start
-    assert shm_regions() == before and workspaces() == []
+    # SIGKILL: the workspace is left behind until the next start, this one or any other
+    # server's on this machine (another test run may already have removed it)
+    remove_stale()
+    assert shm_regions(proc.pid) == set() and workspaces() == []
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_make_serve_stops_when_make_is_stopped(published, tmp_path, stop_signal):
+    """The signal goes to make alone, as a supervisor stopping the target sends it: make
+    passes SIGTERM on to serve; a SIGKILL'd make cannot, and serve --stop-with-parent (the
+    Makefile's) hears of it from the kernel. Either way serve drains and stops: nothing left."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_repository").symlink_to(published["registry"])
+    make = subprocess.Popen(["make", "-s", "serve", f"OUT={out}",
+                             f"KEYS={Path(published['keys']['public']).parent}",
+                             "SERVE_ARGS=" + " ".join(FREE_PORTS)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        first = make.stdout.readline()
+        assert first.startswith("tritonserver ready"), first + make.stderr.read()
+        serves = _children(make.pid)
+        servers = [c for s in serves for c in _children(s)]
+        stubs = [c for s in servers for c in _children(s)]
+        assert serves and servers and stubs
+        os.kill(make.pid, stop_signal)
+        out_text, _ = make.communicate(timeout=90)   # until serve, the last writer, is gone
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+    assert out_text.rstrip().endswith("tritonserver stopped"), out_text
+    everything = serves + servers + stubs
+    deadline = time.monotonic() + 10       # orphans are reaped by init, not by us
+    while any(alive(p) for p in everything) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p for p in everything if alive(p)] == []
+    assert shm_regions(*serves) == set()
 
 
 def _children(pid):

@@ -235,3 +235,109 @@ def test_loadtest_fails_on_errors(published, tmp_path):
         "loadtest", "--registry", str(published["registry"]), "--url", f"127.0.0.1:{port}",
         "--concurrency", "1", "--duration", "0.5", "--out", str(tmp_path)])
     one_line_error(result, "errors, 0 wrong answers; first error:")
+
+
+def test_success_counter_grows_by_the_answers(server):
+    """Triton's Prometheus endpoint (what docs/serving.md says to alert on): after N answered
+    requests a model's success counter has grown by exactly N. A request the model itself
+    refuses (a stream TorchScript model given length 0) is answered with its error, which
+    Triton 2.51 counts under *success*, not failure (docs/serving.md warns of it; a dead
+    stub's errors do count as failures, reason BACKEND)."""
+    import re
+    import urllib.request
+
+    import tritonclient.http as module
+    from tritonclient.utils import InferenceServerException
+
+    def counter(metric, model, reason=None):
+        text = urllib.request.urlopen(server.urls["metrics"], timeout=10).read().decode()
+        labels = f'model="{model}",' + (f'reason="{reason}",' if reason else "") + 'version="1"'
+        found = re.findall(rf"^{metric}{{{labels}}} (\S+)$", text, re.M)
+        assert len(found) == 1, (metric, labels)
+        return float(found[0])
+
+    spec = SPECS["classifier"]
+    in_name, out_name = names("classifier", "torchscript")
+    before = counter("nv_inference_request_success", "classifier_torchscript")
+    refused = counter("nv_inference_request_success", "classifier_stream_torchscript")
+    failed = counter("nv_inference_request_failure", "classifier_stream_torchscript", "BACKEND")
+    with module.InferenceServerClient(server.urls["http"]) as triton:
+        for i in range(25):
+            x = np.full((1, 1 + i % 4, spec.input_size), i / 10, np.float32)
+            infer(module, triton, "classifier_torchscript", in_name, x, out_name)
+        for _ in range(3):
+            tensors = []
+            for i, value in enumerate([np.zeros((1, 3, spec.input_size), np.float32),
+                                       np.array([[0]], np.int64),
+                                       np.zeros((1, spec.hidden_size), np.float32)]):
+                tensors.append(module.InferInput(f"input__{i}", list(value.shape),
+                                                 "INT64" if i == 1 else "FP32"))
+                tensors[-1].set_data_from_numpy(value)
+            with pytest.raises(InferenceServerException):
+                triton.infer("classifier_stream_torchscript", tensors)
+    assert counter("nv_inference_request_success", "classifier_torchscript") - before == 25
+    assert counter("nv_inference_request_success", "classifier_stream_torchscript") - refused == 3
+    assert counter("nv_inference_request_failure", "classifier_stream_torchscript",
+                   "BACKEND") - failed == 0
+
+
+def test_stream_clients_carry_state_like_eager_stepping(server, published):
+    """The stream load test's client (loadstream.py): its recorded answers equal eager
+    PyTorch stepped with carried state, and the whole-sequence check it runs accepts them and
+    catches a client that did not feed the state back."""
+    import time
+
+    from pipeline.runtimes import load_stream_runner
+    from pipeline.serving.loadstream import check_streams, stream_worker
+    from pipeline.serving.loadtest import LoadConfig
+    from pipeline.serving.published import open_published
+
+    spec = SPECS["classifier"]
+    model = open_published(published["registry"], "classifier_stream_onnx")
+    config = LoadConfig(server.urls["grpc"], published["registry"], "classifier_stream_onnx",
+                        batch=2, steps=12)
+    streams, outcomes = [], []
+    stream_worker(0, config, model, None, time.perf_counter() + 0.5,
+                  lambda *a: outcomes.append(a[1]), streams)
+    assert streams and not any(outcomes) and len(outcomes) == sum(len(a) for _, a in streams)
+    eager = load_stream_runner("torch", spec, published["out"] / "classifier")
+    tol = spec.tolerance("cpu")
+    unfed = []
+    for xs, answers in streams:
+        h = np.zeros((2, spec.hidden_size), np.float32)
+        forgot = []
+        for x, got in zip(xs, answers):
+            want = eager.run({"input": x, "lengths": np.ones(2, np.int64), "h_in": h})
+            for name in ("output", "h_out"):
+                np.testing.assert_allclose(got[name], want[name], atol=tol.atol, rtol=tol.rtol)
+            h = want["h_out"]
+            forgot.append(eager.run({"input": x, "lengths": np.ones(2, np.int64),
+                                     "h_in": np.zeros_like(h)}))
+        unfed.append((xs, forgot))
+    assert check_streams(model, streams) == 0
+    assert check_streams(model, unfed) >= sum(len(a) for _, a in unfed) - len(unfed)
+
+
+def test_stream_loadtest_on_its_own_server(published, tmp_path):
+    """`loadtest --model-name <model>_stream_onnx` without --url: its own tritonserver, N
+    clients each with their own streams, 0 errors and 0 wrong answers, the server's RSS
+    sampled; the report and plot written."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from tests.serving.test_faults import copy_registry
+
+    registry = copy_registry(published, tmp_path, ("forecaster_stream_onnx",))
+    result = CliRunner().invoke(cli, [
+        "loadtest", "--registry", str(registry), "--model-name", "forecaster_stream_onnx",
+        "--concurrency", "1,4", "--duration", "1", "--steps", "16", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "loadtest.json").read_text())
+    assert report["stream"] and report["steps"] == 16 and report["seq"] == 1
+    assert [lv["concurrency"] for lv in report["levels"]] == [1, 4]
+    assert all(lv["answers"] > 16 and lv["errors"] == lv["wrong"] == 0 for lv in report["levels"])
+    assert report["rss"]["samples"] and report["rss"]["at_end_bytes"] > 0
+    assert (tmp_path / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
+    assert "one step per request, streams of 16 steps" in result.output

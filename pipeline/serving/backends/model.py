@@ -27,6 +27,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 ORDINAL = re.compile(r"(.+)__(\d+)")
+# Printed by finalize(); the stub's stdout is tritonserver's log, where `serve` counts these at
+# a stop (pipeline/serving/server.py, FINALIZED: the same words).
+FINALIZED = "rnn-pipeline backend finalized:"
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
              "tensor(float16)": np.float16, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
@@ -116,6 +119,12 @@ class TritonPythonModel:
                                                             "pytorch": "model.pt"}[config["backend"]]
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         self.run = RUNTIMES[config["backend"]](path, self.inputs, self.outputs)
+
+    def finalize(self):
+        """Unloading (a stop, or a reload): Triton calls this once no request of this instance
+        is under way any more; the stub's own teardown after it takes seconds, and `serve`
+        need not wait for that, so it is told here."""
+        print(f"{FINALIZED} {self.name}", flush=True)
 
     def execute(self, requests):
         feeds = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy()

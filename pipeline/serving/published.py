@@ -1,0 +1,147 @@
+"""A published Triton model as a client sees it, read from the repository's own files.
+
+    model = open_published(Path("exported/model_repository"), "forecaster_stream_onnx")
+    model.inputs, model.outputs         # Tensor(name, datatype, dtype, dims, reshape), config order
+    model.state_pairs()                 # stream models: [(h_in, h_out), ...] fed back in order
+    run = model.runner()                # the version's model file run in this process
+    run({"input": x, "lengths": n, "h_in": h})   # -> {"output": ..., "h_out": ...}
+
+Everything comes from the files a consumer has: tensor names, types and dims from
+`config.pbtxt` (Triton's ModelConfig, parsed with tritonclient's protobuf), the newest version
+folder (its manifest checked first), and the tolerance its verification used
+(`verification.json` in that folder). Nothing is looked up by model name, so any published
+recurrent model is served and load-tested the same way. A stream model's contract
+(`ModelSpec.stream_inputs` / `stream_outputs`): inputs (input, lengths, state...) and outputs
+(output, state...), the i-th state output fed back as the i-th state input (one state for an
+RNN or GRU, h and c for an LSTM).
+
+The in-process runner is ONNX Runtime on model.onnx (the config's names are the graph's) or
+TorchScript on model.pt (names `<name>__<index>`: inputs by position, outputs by index).
+Arrays are in the model's shapes: an input the config reshapes (a stream model's lengths,
+`dims: [1]` + `reshape: []`) is (batch,) here and (batch, 1) on the wire (`Tensor.wire`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ServeError
+
+ORDINAL = re.compile(r".+__(\d+)")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    datatype: str                    # Triton's wire type: "FP32", "INT64", ...
+    dtype: str                       # numpy's
+    dims: tuple[int, ...]            # as configured: without the batch axis when batched
+    reshape: tuple[int, ...] | None  # what the model sees instead of dims
+
+    def wire(self, value: np.ndarray) -> np.ndarray:
+        """A batched model-shaped array as sent to Triton (its config dims)."""
+        if self.reshape is None:
+            return value
+        return value.reshape((len(value),) + tuple(d if d >= 0 else -1 for d in self.dims))
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    version: int
+    folder: Path                     # the version folder
+    runtime: str                     # the release manifest's: onnx, torchscript, stream_onnx...
+    filename: str
+    max_batch_size: int
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    atol: float
+    rtol: float
+
+    @property
+    def stream(self) -> bool:
+        return self.runtime.startswith("stream_")
+
+    def state_pairs(self) -> list[tuple[Tensor, Tensor]]:
+        """(state input, state output) pairs of a stream model, in order."""
+        pairs = list(zip(self.inputs[2:], self.outputs[1:]))
+        if len(self.inputs) - 2 != len(self.outputs) - 1 or not pairs or any(
+                i.dims != o.dims for i, o in pairs):
+            raise ServeError(f"{self.name}: not a stream model's signature (input, lengths, "
+                             "state... -> output, state... with matching state dims)")
+        return pairs
+
+    def runner(self):
+        """A function {input name: model-shaped array} -> {output name: array}."""
+        path = str(self.folder / self.filename)
+        names_out = [t.name for t in self.outputs]
+        if self.filename.endswith(".onnx"):
+            import onnxruntime as ort
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            return lambda feeds: dict(zip(names_out, session.run(names_out, feeds)))
+        import torch
+        module = torch.jit.load(path, map_location="cpu").eval()
+        order = sorted(self.inputs, key=lambda t: _ordinal(t.name))
+        positions = [_ordinal(t.name) for t in self.outputs]
+
+        def run(feeds):
+            with torch.inference_mode():
+                result = module(*(torch.from_numpy(np.ascontiguousarray(feeds[t.name]))
+                                  for t in order))
+            result = result if isinstance(result, (tuple, list)) else (result,)
+            return {name: result[i].numpy() for name, i in zip(names_out, positions)}
+        return run
+
+
+def _ordinal(name: str) -> int:
+    match = ORDINAL.fullmatch(name)
+    if not match:
+        raise ServeError(f"{name!r}: a TorchScript model's tensors are named <name>__<index>")
+    return int(match.group(1))
+
+
+def _tensors(entries: list[dict]) -> tuple[Tensor, ...]:
+    found = []
+    for t in entries:
+        datatype = t.get("data_type", "TYPE_FP32").removeprefix("TYPE_")
+        dtype = {"FP32": "float32", "FP64": "float64", "FP16": "float16", "BOOL": "bool"}.get(
+            datatype, datatype.lower())
+        reshape = tuple(int(d) for d in t["reshape"].get("shape", [])) if "reshape" in t else None
+        found.append(Tensor(t["name"], datatype, dtype, tuple(int(d) for d in t.get("dims", [])),
+                            reshape))
+    return tuple(found)
+
+
+def open_published(registry: Path, model: str) -> Published:
+    """The newest published version of `model`, its manifest checked."""
+    from google.protobuf.json_format import MessageToDict
+
+    from ..manifest import check_manifest
+    from ..publishing.publish import VERIFICATION, VERSION_DIR
+    from ..publishing.triton import TRITON_CONFIG, parse_config
+
+    folder = Path(registry) / model
+    versions = sorted(int(v.name) for v in folder.glob("*") if VERSION_DIR.fullmatch(v.name))
+    if not versions or not (folder / TRITON_CONFIG).is_file():
+        raise ServeError(f"{folder}: no published version to check answers against")
+    version_dir = folder / str(versions[-1])
+    manifest = check_manifest(version_dir)
+    parsed = parse_config((folder / TRITON_CONFIG).read_text())
+    if parsed is None:
+        raise ServeError("reading config.pbtxt needs tritonclient[grpc] (pip install '.[dev]')")
+    config = MessageToDict(parsed, preserving_proto_field_name=True)
+    tolerance = json.loads((version_dir / VERIFICATION).read_text())["tolerance"]
+    return Published(model, versions[-1], version_dir, manifest["runtime"],
+                     config.get("default_model_filename") or manifest_file(manifest),
+                     int(config.get("max_batch_size", 0)), _tensors(config["input"]),
+                     _tensors(config["output"]), float(tolerance["atol"]),
+                     float(tolerance["rtol"]))
+
+
+def manifest_file(manifest: dict) -> str:
+    """The model file of a release manifest: the one that is not its metadata."""
+    return next(n for n in manifest["files"] if n.endswith((".onnx", ".pt")))
