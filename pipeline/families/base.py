@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch      # the families are torch modules: imported only where models are built
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 if TYPE_CHECKING:
     from ..specs import ModelSpec
@@ -118,10 +121,6 @@ class Family:
 
 
 # --- eager and TorchScript modules of the families with one state (h) ---------------------
-# torch is imported here at module level: this file is imported only where weights are.
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 
 class Stack(nn.Module):

@@ -19,6 +19,7 @@ model.onnx runs the operator up to batch x H = 2048.
 from __future__ import annotations
 
 import numpy as np
+from torch import nn
 
 from .base import Family, Weights
 
@@ -31,12 +32,10 @@ class GRU(Family):
     native_max_elements = 2048   # measured: see the module docstring
 
     def torch_stack(self, spec):
-        from torch import nn
         return nn.GRU(spec.input_size, spec.hidden_size, spec.num_layers, batch_first=True,
                       bidirectional=spec.bidirectional)
 
     def torch_cell(self, spec):
-        from torch import nn
         return nn.GRUCell(spec.input_size, spec.hidden_size)
 
     def native_attrs(self, hidden):

@@ -12,6 +12,8 @@ Gemm + Relu at every batch, which every runtime computes right.
 """
 from __future__ import annotations
 
+from torch import nn
+
 from .base import Family
 
 
@@ -25,13 +27,11 @@ class RNN(Family):
         self.native_max_elements = 100 if nonlinearity == "tanh" else 0
 
     def torch_stack(self, spec):
-        from torch import nn
         return nn.RNN(spec.input_size, spec.hidden_size, spec.num_layers,
                       nonlinearity=self.nonlinearity, batch_first=True,
                       bidirectional=spec.bidirectional)
 
     def torch_cell(self, spec):
-        from torch import nn
         return nn.RNNCell(spec.input_size, spec.hidden_size, nonlinearity=self.nonlinearity)
 
     def scan_step(self, b, p, states, consts, hidden):
