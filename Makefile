@@ -9,7 +9,8 @@
 # make bench-score - rows/s of `score` vs a per-sequence loop and eager PyTorch, Ray with 1
 #                    and 2 actors, peak RSS at 20k/200k rows; benchmark_score.json (not in all)
 # make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all) on
-#              Triton's ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
+#              Triton's ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics); right after `make all`
+#              it runs `make publish` first (nothing is published yet)
 # make soak  - 10 minutes of loadtest at 16 clients, RSS of tritonserver and its stubs sampled
 #              every second: exported/soak/loadtest.json (growth after warm-up) and .png
 # make serve-test - the Triton end-to-end tests alone (also part of make test)
@@ -122,12 +123,20 @@ $(SERVE_STAMP): constraints-serve.txt
 # $(KEYS)/signing.pub first. make passes a SIGTERM on to serve (which drains and stops), but
 # not a SIGKILL: --stop-with-parent makes the kernel tell serve when make dies.
 # SERVE_ARGS adds options, e.g. SERVE_ARGS="--http-port 9000".
-serve: $(STAMP) $(SERVE_STAMP)
+serve: $(STAMP) $(SERVE_STAMP) | $(OUT)/model_repository
+	@test -f $(KEYS)/signing.pub || { echo "make serve: no $(KEYS)/signing.pub to check" \
+	  "$(OUT)/model_repository with; give KEYS=DIR, the folder of the key pair that signed it"; exit 2; }
 	$(PY) -m pipeline serve --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
 	  --public-key $(KEYS)/signing.pub --stop-with-parent $(SERVE_ARGS)
 
+# Nothing published yet (`make serve` right after `make all`): publish once, first. Later
+# versions are published when asked for (`make publish`), never behind a serve.
+$(OUT)/model_repository:
+	@echo "make: nothing published in $@ yet; running make publish first"
+	$(MAKE) --no-print-directory publish
+
 # Not part of test: ten minutes. Its own tritonserver on free ports, on what `make publish` wrote.
-soak: $(STAMP) $(SERVE_STAMP)
+soak: $(STAMP) $(SERVE_STAMP) | $(OUT)/model_repository
 	$(PY) -m pipeline loadtest --registry $(OUT)/model_repository --serve-env $(SERVE_VENV) \
 	  --concurrency 16 --duration 600 --out $(OUT)/soak
 

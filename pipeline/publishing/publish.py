@@ -49,8 +49,8 @@ from ..specs import ModelSpec, Recipe
 from .card import model_card
 from .release import write_tarball
 from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
-from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, parse_config, runtimes_for,
-                     triton_name)
+from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, legacy_config_pbtxt, parse_config,
+                     runtimes_for, triton_name)
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
@@ -196,13 +196,14 @@ def commit(staging: Path, target: Path) -> None:
 
 
 def write_config(repository: Path, spec: ModelSpec, runtime: str) -> None:
-    """Write `<model>_<runtime>/config.pbtxt` if absent; refuse a different existing one."""
+    """Write `<model>_<runtime>/config.pbtxt` if absent; refuse a different existing one
+    (one published before TorchScript models took the contract's tensor names is kept)."""
     text = config_pbtxt(spec, runtime)
     parse_config(text)               # a config Triton cannot parse is never written
     path = ensure_dir(repository / triton_name(spec.name, runtime)) / TRITON_CONFIG
     if not path.exists():
         atomic_write_bytes(path, text.encode())
-    elif path.read_text() != text:
+    elif path.read_text() not in (text, legacy_config_pbtxt(spec, runtime)):
         raise PublishError(f"{path}: differs from {spec.name}'s spec, and every version of a "
                            "Triton model shares it; publish into another --registry")
 

@@ -64,8 +64,10 @@ def _check_curve(key, path: Path, what: str) -> None:
 
 def _read_key_file(path: Path) -> bytes:
     path = Path(path)
-    if not path.is_file():
-        raise SigningKeyError(f"{path}: no such key file")
+    if not path.is_file():     # keygen writes both halves; `make publish` runs it for .keys
+        raise SigningKeyError(f"{path}: no such key file; `python -m pipeline keygen "
+                              f"{path.parent}` makes a key pair there ({PRIVATE_KEY}, "
+                              f"{PUBLIC_KEY})")
     return path.read_bytes()
 
 

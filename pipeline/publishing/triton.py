@@ -19,12 +19,16 @@ Choices, with their sources:
   64 is the largest batch `verify` checks. The batcher merges only requests of equal shape,
   so of one sequence length (ragged batching needs model support; a padded-length input
   would lift that).
-- TorchScript I/O names: a TorchScript module has no output names, so the pytorch backend
-  maps outputs only by the `<name>__<index>` convention, and inputs by forward argument
-  names or the same convention (triton-inference-server/pytorch_backend,
-  src/pt/model_instance_state.cc `GetNamingConvention`; README "Ordinal Base I/O Names").
-  The seeds' forward arguments are `inputs` / `x`, not the spec's `input`, so both sides use
-  `<spec name>__<position>`: `input__0`, `output__0`. ONNX keeps the graph's own names.
+- Tensor names: every Triton model of a spec uses the contract's names (`input`, `output`;
+  stream: `input`, `lengths`, `h_in`[, `c_in`] -> `output`, `h_out`[, `c_out`]), so a client
+  sends the same request to `<model>_onnx` and `<model>_torchscript`. ONNX: the graph's own
+  names. TorchScript has no output names and the seeds' forward arguments are `inputs` /
+  `x`, so NVIDIA's pytorch backend maps these names in config order ("strict config
+  ordering": neither forward argument names nor `<name>__<index>`;
+  triton-inference-server/pytorch_backend, src/libtorch.cc `GetNamingConvention`), and
+  the config lists them in forward's order. Configs published before (`input__0`,
+  `output__0`, ...) keep their names (a config never changes under published versions);
+  both are served (backends/naming.py).
 
 Stream models (model_stream.onnx / .pt, issue 13) take (input, lengths, h_in[, c_in]) and
 return (output, h_out[, c_out]). They are served with `max_batch_size: 64` and
@@ -36,8 +40,7 @@ requests of equal shapes, so clients pad `input` to a few length buckets (e.g. 1
 128, 512 steps) and give the true length in `lengths`; padding never reaches the result.
 State is carried by the client (the state outputs back as the state inputs; zeros start a
 stream): Triton's implicit-state `sequence_batching` is implemented by NVIDIA's own
-backends only, which cannot run here. TorchScript names: input__0 = input, input__1 =
-lengths, input__2 = h_in, (input__3 = c_in); output__0 = output, output__1 = h_out, ...
+backends only, which cannot run here.
 """
 from __future__ import annotations
 
@@ -82,19 +85,27 @@ def dims(tensor: TensorSpec) -> list[int]:
 
 
 def io_names(spec: ModelSpec, runtime: str) -> tuple[str, str]:
-    """(input name, output name) a Triton client uses for this runtime."""
-    if runtime == "torchscript":
-        return f"{spec.input_name}__0", f"{spec.output_name}__0"
+    """(input name, output name) a Triton client uses: the contract's, for every runtime."""
     return spec.input_name, spec.output_name
 
 
 def stream_io_names(spec: ModelSpec, runtime: str) -> tuple[list[str], list[str]]:
-    """(input names, output names) a Triton client uses for this stream runtime."""
-    ins, outs = [t.name for t in spec.stream_inputs], [t.name for t in spec.stream_outputs]
-    if runtime == "stream_torchscript":
-        return ([f"{spec.input_name}__{i}" for i in range(len(ins))],
-                [f"{spec.output_name}__{i}" for i in range(len(outs))])
-    return ins, outs
+    """(input names, output names) of a stream model, in forward's order, for every runtime."""
+    return [t.name for t in spec.stream_inputs], [t.name for t in spec.stream_outputs]
+
+
+def legacy_config_pbtxt(spec: ModelSpec, runtime: str) -> str | None:
+    """The config a TorchScript model was published with before the contract's names
+    (`input__0`, ..., `output__0`, ...): a registry holding it keeps it; None for ONNX."""
+    if "torchscript" not in runtime:
+        return None
+    text = config_pbtxt(spec, runtime)
+    names = stream_io_names(spec, runtime) if runtime.startswith("stream_") else \
+        tuple([n] for n in io_names(spec, runtime))
+    for base, kind in ((spec.input_name, names[0]), (spec.output_name, names[1])):
+        for i, name in enumerate(kind):
+            text = text.replace(f'name: "{name}"\n', f'name: "{base}__{i}"\n')
+    return text
 
 
 def batched_dims(tensor: TensorSpec) -> tuple[list[int], bool]:

@@ -11,8 +11,8 @@ One operator is replaced. onnx 1.23's GatherElements implements the gather with
 array objects" whenever the gathered axis has 64 entries or more (model_stream.onnx gathers
 each row's last valid state along seq: any seq >= 64 failed). `GatherElements` below is
 the operator's definition (output[i][j] = data[i][index[i][j]] along `axis`, negative
-indices counted from the end) as `numpy.take_along_axis`, with no limit; the runner's
-provider (numpy+take_along_axis) says so.
+indices counted from the end) as `numpy.take_along_axis`, with no limit. The runner's
+provider is "numpy", what executes every node (the evaluator has no execution providers).
 """
 from __future__ import annotations
 
@@ -55,6 +55,6 @@ def load_reference(spec: ModelSpec, path: Path, threads: int | None = None) -> R
     except Exception as exc:  # onnx raises DecodeError, RuntimeError, NotImplementedError
         raise PipelineError(f"{path}: the ONNX reference evaluator cannot load it "
                             f"({first_line(exc)})") from None
-    return ReferenceRunner("onnx-reference", spec, "numpy+take_along_axis", 1, evaluator,
+    return ReferenceRunner("onnx-reference", spec, "numpy", 1, evaluator,
                            inputs=list(evaluator.input_names),
                            outputs=list(evaluator.output_names))

@@ -8,7 +8,10 @@ batches, and the per-row check that splits each batch into good rows and rejects
 Parquet: the sequence column (default `sequence`) is list<list<float>> or
 list<fixed_size_list<float, F>> (steps x features; large_list too; float64 converted),
 read row group by row group, so memory follows the batch, not the file. The id column
-(default `id`) is passed through as it is, any type; other columns are never read.
+(default `id`) is passed through as it is, any type; other columns are never read. Without
+an `id` column (in every file) the row number is the id, counted from 0 across the files
+in order, as for an .npz without `id` (`Dataset.row_ids`; score's summary line says so);
+a column named otherwise (`--id-column`) must be there: a missing one is likely a typo.
 .npz: `input` (batch, seq, F) padded, `lengths` (batch,) and optionally `id`; it is
 loaded whole (an .npz cannot be streamed) and cut into batches of the same Arrow form
 (each row trimmed to its length), so both inputs take one path from here on.
@@ -33,6 +36,7 @@ if TYPE_CHECKING:       # pyarrow is imported where a batch is made or read
     import pyarrow as pa
 
 SUFFIXES = (".parquet", ".npz")
+DEFAULT_ID = "id"        # without a column of this name, row numbers are the ids
 
 
 @dataclass(frozen=True)
@@ -42,14 +46,20 @@ class Dataset:
     sequence_column: str
     id_type: "pa.DataType"      # of the first file: every output row's id has this type
     rows: int                   # total rows (Parquet metadata, or the .npz's batch)
+    row_ids: bool = False       # the input has no id column: ids are row numbers (int64)
 
     def batches(self, batch_rows: int, spec: ModelSpec) -> Iterator["pa.RecordBatch"]:
         """Record batches of at most `batch_rows` rows with the id and sequence columns."""
+        first = 0                   # row number of the file's first row (row_ids)
         for path in self.files:
             if path.suffix == ".npz":
                 yield from _npz_batches(path, spec, self, batch_rows)
             else:
-                yield from _parquet_batches(path, self, batch_rows)
+                for batch in _parquet_batches(path, self, batch_rows):
+                    if self.row_ids:
+                        batch = _numbered(batch, first, self)
+                    first += batch.num_rows
+                    yield batch
 
 
 def input_files(path: Path) -> tuple[Path, ...]:
@@ -69,7 +79,7 @@ def input_files(path: Path) -> tuple[Path, ...]:
     return (path,)
 
 
-def open_dataset(path: Path, spec: ModelSpec, id_column: str = "id",
+def open_dataset(path: Path, spec: ModelSpec, id_column: str = DEFAULT_ID,
                  sequence_column: str = "sequence") -> Dataset:
     """Find the input files and check that the first one has the two columns."""
     import pyarrow.compute  # noqa: F401  (take/filter import it: ~0.3 s, paid before timing)
@@ -79,40 +89,60 @@ def open_dataset(path: Path, spec: ModelSpec, id_column: str = "id",
             x, _, ids = _npz_arrays(files[0], archive, spec, load=False)
         import pyarrow as pa
         id_type = pa.array(ids[:0]).type if ids is not None else pa.int64()
-        return Dataset(files, id_column, sequence_column, id_type, int(x.shape[0]))
-    total, id_type = 0, None
+        return Dataset(files, id_column, sequence_column, id_type, int(x.shape[0]),
+                       row_ids=ids is None)
+    import pyarrow as pa
+    total, id_type, row_ids = 0, None, None
     for file in files:
-        schema, rows = _parquet_schema(file, id_column, sequence_column)
+        schema, rows = _parquet_schema(file, id_column, sequence_column, row_ids)
         total += rows
-        id_type = id_type or schema.field(id_column).type
-    return Dataset(files, id_column, sequence_column, id_type, total)
+        if row_ids is None:         # the first file decides: ids in every file, or in none
+            row_ids = id_column not in schema.names
+            if row_ids and id_column != DEFAULT_ID:
+                raise InputError(f"{file}: has no column {id_column!r}; columns: "
+                                 f"{', '.join(schema.names)} (see --id-column)")
+            id_type = pa.int64() if row_ids else schema.field(id_column).type
+    return Dataset(files, id_column, sequence_column, id_type, total, row_ids=row_ids)
 
 
-def _parquet_schema(file: Path, id_column: str, sequence_column: str):
+def _parquet_schema(file: Path, id_column: str, sequence_column: str, row_ids: bool | None):
+    """(Arrow schema, rows) of a Parquet file with the sequence column, and the id column
+    unless `row_ids` (None: the first file, which may go either way)."""
     import pyarrow.parquet as pq
     try:
         meta = pq.ParquetFile(file)
         schema, rows = meta.schema_arrow, meta.metadata.num_rows
     except (OSError, ValueError) as exc:            # ArrowInvalid is a ValueError
         raise InputError(f"{file}: not a readable Parquet file ({first_line(exc)})") from None
-    for column in (id_column, sequence_column):
-        if column not in schema.names:
-            raise InputError(f"{file}: has no column {column!r}; columns: "
-                             f"{', '.join(schema.names)} (see --id-column, --sequence-column)")
+    if sequence_column not in schema.names:
+        raise InputError(f"{file}: has no column {sequence_column!r}; columns: "
+                         f"{', '.join(schema.names)} (see --sequence-column)")
+    if row_ids is not None and row_ids == (id_column in schema.names):
+        raise InputError(f"{file}: {'has' if row_ids else 'has no'} column {id_column!r}, "
+                         f"unlike the first file; give every file an id column, or none "
+                         f"(row numbers are the ids then)")
     return schema, rows
+
+
+def _numbered(batch: "pa.RecordBatch", first: int, data: Dataset) -> "pa.RecordBatch":
+    """`batch` (the sequence column only) with row numbers from `first` as its ids."""
+    import pyarrow as pa
+    ids = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+    return pa.RecordBatch.from_arrays([ids, batch.column(data.sequence_column)],
+                                      names=[data.id_column, data.sequence_column])
 
 
 def _parquet_batches(file: Path, data: Dataset, batch_rows: int):
     import pyarrow.parquet as pq
-    _parquet_schema(file, data.id_column, data.sequence_column)
+    _parquet_schema(file, data.id_column, data.sequence_column, data.row_ids)
+    columns = [data.sequence_column] if data.row_ids else [data.id_column, data.sequence_column]
     try:
         # use_threads=False: one decoding thread; Arrow's pool only contended with the model
         # on this 2-core machine (measured slower). The reader thread overlaps decoding.
         # pre_buffer=False: with it, the reader kept every column chunk it had read
         # (peak RSS 0.28 -> 0.81 GB from 20k to 200k rows; without, 0.29 and 0.34 GB).
         for batch in pq.ParquetFile(file, pre_buffer=False).iter_batches(
-                batch_size=batch_rows, columns=[data.id_column, data.sequence_column],
-                use_threads=False):
+                batch_size=batch_rows, columns=columns, use_threads=False):
             yield batch
     except (OSError, ValueError) as exc:
         raise InputError(f"{file}: unreadable ({first_line(exc)})") from None

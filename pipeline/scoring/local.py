@@ -56,7 +56,7 @@ def score_local(config: ScoreConfig, artifact: Artifact, log: Callable[[str], No
             "rejected": out.rejected, "seconds": seconds,
             "rows_per_s": (out.rows + out.rejected) / max(seconds, 1e-9),
             "output": Path(config.output),
-            "rejects": rejects_path(config.output) if skip else None}
+            "rejects": rejects_path(config.output) if skip else None, "row_ids": data.row_ids}
 
 
 def _checked(data, spec, config: ScoreConfig) -> Iterator[Checked]:

@@ -194,7 +194,7 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
         context.enable_progress_bars = False                 # ours counts rows instead
         context.print_on_execution_start = False
         context.target_max_block_size = BLOCK_BYTES
-        if data.files[0].suffix == ".npz":
+        if data.files[0].suffix == ".npz" or data.row_ids:    # ids numbered here, in order
             tables = [pa.Table.from_batches([b]) for b in data.batches(config.batch_rows, spec)]
             dataset = ray.data.from_arrow(tables)
         else:
@@ -232,7 +232,8 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
     return {"model": spec.name, "runtime": runner.name, "engine": f"ray ({actors} actors)",
             "rows": out.rows, "rejected": out.rejected, "seconds": seconds,
             "rows_per_s": (out.rows + out.rejected) / max(seconds, 1e-9),
-            "output": Path(config.output), "rejects": rejects_path(config.output) if skip else None}
+            "output": Path(config.output), "rejects": rejects_path(config.output) if skip else None,
+            "row_ids": data.row_ids}
 
 
 def _is_ray_error(exc: BaseException) -> bool:

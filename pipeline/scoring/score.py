@@ -114,7 +114,7 @@ def check_config(config: ScoreConfig) -> Artifact:
 def main(config: ScoreConfig, log: Callable[[str], None] = print) -> dict:
     """Score config.input into config.output; return the summary
     {"model", "runtime", "engine", "rows", "rejected", "seconds", "rows_per_s", "output",
-    "rejects"}."""
+    "rejects", "row_ids" (True: the input had no id column, row numbers are the ids)}."""
     artifact = check_config(config)
     if config.engine == "ray":
         from .ray_engine import score_ray
@@ -125,7 +125,9 @@ def main(config: ScoreConfig, log: Callable[[str], None] = print) -> dict:
 
 def summary_line(result: dict) -> str:
     rejects = f"; rejects -> {result['rejects']}" if result["rejects"] else ""
+    ids = "; ids are row numbers from 0 (the input has no id column)" \
+        if result.get("row_ids") else ""
     return (f"{result['model']} ({result['runtime']}, {result['engine']}): scored "
             f"{result['rows']:,} rows, rejected {result['rejected']:,}, in "
             f"{result['seconds']:.2f} s ({result['rows_per_s']:,.0f} rows/s) -> "
-            f"{result['output']}{rejects}")
+            f"{result['output']}{rejects}{ids}")

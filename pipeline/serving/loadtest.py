@@ -111,7 +111,45 @@ def _worker(index, config, model, pool, stop_at, record, _streams):
         triton.close()
 
 
-def run_level(config: LoadConfig, model, pool, concurrency: int, bar=None) -> dict:
+class LevelProgress:
+    """One level's progress on stderr: a tqdm bar on a terminal; in a log (stderr is a file
+    or a pipe) a plain line every `every_s` and one at the end, no carriage returns."""
+
+    def __init__(self, config: LoadConfig, concurrency: int, log: Callable[[str], None],
+                 stream=None, every_s: float = 5.0):
+        import sys
+        stream = stream or sys.stderr
+        self.what, self.duration = f"{config.protocol} x{concurrency}", config.duration
+        self.log, self.every_s, self.last, self.bar = log, every_s, 0.0, None
+        self.state = (0.0, 0, 0)
+        if stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=config.duration, desc=self.what, unit="s", file=stream,
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+
+    def update(self, elapsed: float, answers: int, errors: int) -> None:
+        self.state = (min(self.duration, elapsed), answers, errors)
+        if self.bar is not None:
+            self.bar.n = self.state[0]
+            self.bar.set_postfix(answers=answers, errors=errors, refresh=False)
+            self.bar.refresh()
+        elif elapsed - self.last >= self.every_s:
+            self.last = elapsed
+            self._line()
+
+    def _line(self) -> None:
+        elapsed, answers, errors = self.state
+        self.log(f"loadtest {self.what}: {elapsed:.0f}/{self.duration:.0f} s, {answers} answers, "
+                 f"{errors} errors")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            self._line()
+
+
+def run_level(config: LoadConfig, model, pool, concurrency: int, progress=None) -> dict:
     """One level: `concurrency` client threads for `config.duration` seconds."""
     from .loadstream import check_streams, stream_worker
     from .procs import cpu_seconds, group_pids
@@ -139,10 +177,8 @@ def run_level(config: LoadConfig, model, pool, concurrency: int, bar=None) -> di
         t.start()
     while any(t.is_alive() for t in threads):
         time.sleep(0.25)
-        if bar is not None:
-            bar.n = min(config.duration, time.perf_counter() - start)
-            bar.set_postfix(answers=len(latencies), errors=len(errors), refresh=False)
-            bar.refresh()
+        if progress is not None:
+            progress.update(time.perf_counter() - start, len(latencies), len(errors))
     elapsed = time.perf_counter() - start
     client_cores = (time.process_time() - cpu[0]) / elapsed
     server_cores = (server_cpu() - cpu[1]) / elapsed if server_cpu else None
@@ -168,16 +204,12 @@ def main(config: LoadConfig, log: Callable[[str], None] = print) -> dict:
     levels = []
     try:
         for concurrency in config.concurrency:
-            bar = None
-            if config.progress:
-                from tqdm import tqdm
-                bar = tqdm(total=config.duration, desc=f"{config.protocol} x{concurrency}",
-                           unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+            progress = LevelProgress(config, concurrency, log) if config.progress else None
             try:
-                levels.append(run_level(config, model, pool, concurrency, bar))
+                levels.append(run_level(config, model, pool, concurrency, progress))
             finally:
-                if bar is not None:
-                    bar.close()
+                if progress is not None:
+                    progress.close()
     finally:
         if sampler is not None:
             sampler.stop()

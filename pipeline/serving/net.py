@@ -28,7 +28,14 @@ def check_host(host: str) -> None:
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """True when something listens on (or otherwise holds) `host:port`.
+
+    The probe binds with SO_REUSEADDR, as tritonserver's own listeners do: a port that only
+    holds connections in TIME_WAIT (a server stopped a moment ago, whose clients and
+    watchdog probes leave one each for ~60 s) is free to listen on, and a plain bind would
+    wrongly call it busy."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -41,13 +41,13 @@ def alive(pid: int) -> bool:
     return found is not None and found[0] not in ("Z", "X")
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live processes of process group `pgid`."""
+def group_pids(pgid: int, zombies: bool = False) -> list[int]:
+    """Live processes of process group `pgid` (with `zombies`: and those not yet reaped)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             stat = _stat(int(entry.name))
-            if stat is not None and stat[2] == pgid and stat[0] not in ("Z", "X"):
+            if stat is not None and stat[2] == pgid and (zombies or stat[0] not in ("Z", "X")):
                 found.append(int(entry.name))
     return sorted(found)
 
@@ -92,13 +92,40 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
-    """Wait until no process of the group is running. Killed stubs whose server died first
-    are orphans that init reaps in its own time (here up to ~2 s); as zombies they hold no
-    memory, file or shared memory, so they are not waited for."""
+_adopters = 0
+_adopting = threading.Lock()
+
+
+def adopt_orphans(on: bool) -> None:
+    """While any server of this process runs (`on` counted, `off` uncounted), this process
+    is the child subreaper (PR_SET_CHILD_SUBREAPER): stubs whose tritonserver died first
+    become its children, so `reap_group` reaps them at once, instead of init in its own
+    time (seconds here: `[triton_python_b] <defunct>` under PID 1 after a stop)."""
+    import ctypes
+    global _adopters
+    with _adopting:
+        _adopters += 1 if on else -1
+        if _adopters == (1 if on else 0):
+            ctypes.CDLL(None).prctl(36, int(on))   # 36 = PR_SET_CHILD_SUBREAPER
+
+
+def reap_group(pgid: int, timeout: float = 10.0) -> list[int]:
+    """Wait until no process of group `pgid` exists, zombies included: reap those that are
+    this process's children (adopted orphans), wait for the rest to go. Returns what is
+    still there after `timeout` s (nothing, unless a process will not die)."""
     deadline = time.monotonic() + timeout
-    while group_pids(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while True:
+        for pid in group_pids(pgid, zombies=True):
+            found = _stat(pid)
+            if found is not None and found[1] == os.getpid() and found[0] in ("Z", "X"):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:      # reaped meanwhile
+                    pass
+        left = group_pids(pgid, zombies=True)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
 
 
 class Periodic:

@@ -16,23 +16,19 @@ recurrent model is served and load-tested the same way. A stream model's contrac
 RNN or GRU, h and c for an LSTM).
 
 The in-process runner is ONNX Runtime on model.onnx (the config's names are the graph's) or
-TorchScript on model.pt (names `<name>__<index>`: inputs by position, outputs by index).
+TorchScript on model.pt (names mapped as NVIDIA's pytorch backend maps them: backends/naming.py).
 Arrays are in the model's shapes: an input the config reshapes (a stream model's lengths,
 `dims: [1]` + `reshape: []`) is (batch,) here and (batch, 1) on the wire (`Tensor.wire`).
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ServeError
-
-ORDINAL = re.compile(r".+__(\d+)")
-
 
 @dataclass(frozen=True)
 class Tensor:
@@ -84,9 +80,15 @@ class Published:
             session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
             return lambda feeds: dict(zip(names_out, session.run(names_out, feeds)))
         import torch
+        from .backends.naming import input_positions, output_positions
         module = torch.jit.load(path, map_location="cpu").eval()
-        order = sorted(self.inputs, key=lambda t: _ordinal(t.name))
-        positions = [_ordinal(t.name) for t in self.outputs]
+        arguments = [a.name for a in module.forward.schema.arguments[1:]]    # minus self
+        try:
+            at = input_positions([t.name for t in self.inputs], arguments)
+            positions = output_positions(names_out)
+        except ValueError as exc:
+            raise ServeError(f"{self.name}: {exc}") from None
+        order = [t for _, t in sorted(zip(at, self.inputs), key=lambda pair: pair[0])]
 
         def run(feeds):
             with torch.inference_mode():
@@ -95,13 +97,6 @@ class Published:
             result = result if isinstance(result, (tuple, list)) else (result,)
             return {name: result[i].numpy() for name, i in zip(names_out, positions)}
         return run
-
-
-def _ordinal(name: str) -> int:
-    match = ORDINAL.fullmatch(name)
-    if not match:
-        raise ServeError(f"{name!r}: a TorchScript model's tensors are named <name>__<index>")
-    return int(match.group(1))
 
 
 def _tensors(entries: list[dict]) -> tuple[Tensor, ...]:

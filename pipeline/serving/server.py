@@ -46,13 +46,13 @@ from ..errors import ServeError
 from .install import (DEFAULT_ENV, SHM_PREFIX, WORKSPACE_PREFIX, Installation, error_lines, locate,
                       remove_stale, server_failed)
 from .net import check_host, free_ports, http_get, http_json, http_post, port_in_use
-from .procs import stop_with_parent, wait_group_gone
+from .procs import adopt_orphans, reap_group, stop_with_parent
 from .repository import preflight, preflight_model
 
 __all__ = ["DEFAULT_ENV", "SHM_PREFIX", "WORKSPACE_PREFIX", "Installation", "ServeConfig",
            "TritonServer", "error_lines", "locate", "remove_stale", "server_failed"]
 
-BACKEND_SOURCE = Path(__file__).parent / "backends" / "model.py"
+BACKEND_SOURCES = [Path(__file__).parent / "backends" / f for f in ("model.py", "naming.py")]
 SERVED_BACKENDS = ("onnxruntime", "pytorch")     # config `backend:` names this stand-in serves
 RESTRICT_KEY = "rnn-pipeline-repository-key"
 FINALIZED = b"rnn-pipeline backend finalized:"   # backends/model.py: an instance is done
@@ -88,6 +88,7 @@ class TritonServer:
         # Loads and unloads come from serve's SIGHUP reload and from the watchdog's healing:
         # one at a time, and none while the watchdog counts a model's stubs.
         self.control = threading.RLock()
+        self._adopting = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "TritonServer":
@@ -155,6 +156,9 @@ class TritonServer:
         env.pop("PYTHONPATH", None)    # the stub's Python is the serving env's, not the caller's
         env.pop("PYTHONHOME", None)
         self.log_path = log_path
+        if not self._adopting:       # the stubs' reaper, should tritonserver die first
+            self._adopting = True
+            adopt_orphans(True)
         with open(log_path, "ab") as sink:
             self._log_start = sink.tell()     # a kept --log file holds earlier runs too
             # Own session: Ctrl-C in a terminal reaches only us, and stop() can signal the
@@ -169,14 +173,15 @@ class TritonServer:
 
     def _backend_dir(self, installation: Installation) -> Path:
         """<workspace>/backends: python/ (library, utils, this Python's stub), and this
-        package's backend as onnxruntime/model.py and pytorch/model.py."""
+        package's backend as onnxruntime/model.py and pytorch/model.py (naming.py beside)."""
         backends = self.workspace / "backends"
         shutil.copytree(installation.python_backend, backends / "python",
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(installation.stub, backends / "python" / "triton_python_backend_stub")
         for name in SERVED_BACKENDS:
             (backends / name).mkdir()
-            shutil.copy(BACKEND_SOURCE, backends / name / "model.py")
+            for source in BACKEND_SOURCES:
+                shutil.copy(source, backends / name / source.name)
         return backends
 
     def _wait_ready(self) -> None:
@@ -295,7 +300,11 @@ class TritonServer:
             except (ProcessLookupError, PermissionError):
                 pass
             process.wait()
-            wait_group_gone(process.pid)
+            # ends when every stub is reaped too: none left as `<defunct>` under init
+            reap_group(process.pid)
+        if self._adopting:
+            self._adopting = False
+            adopt_orphans(False)
         for region in Path("/dev/shm").glob(self.shm_prefix + "*"):
             region.unlink(missing_ok=True)
         if self.workspace is not None:

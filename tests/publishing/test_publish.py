@@ -256,6 +256,27 @@ def test_changed_config_refused(build):
     assert sorted(published_versions(build / "model_repository", MODEL)) == [1]
 
 
+def test_config_with_the_old_torchscript_names_is_kept(build):
+    """A repository published before issue 24 has TorchScript configs naming tensors
+    `input__0` / `output__0` (`input__0..2` for stream models): the next version goes in
+    beside them, those configs untouched (a config never changes under published versions)."""
+    publish(build)
+    legacy = {}
+    for runtime in ("torchscript", "stream_torchscript"):
+        path = build / "model_repository" / f"{MODEL}_{runtime}" / "config.pbtxt"
+        text = path.read_text()
+        for i, name in enumerate(("input", "lengths", "h_in")):
+            text = text.replace(f'name: "{name}"\n', f'name: "input__{i}"\n')
+        for i, name in enumerate(("output", "h_out")):
+            text = text.replace(f'name: "{name}"\n', f'name: "output__{i}"\n')
+        assert 'name: "input__0"' in text and 'name: "output__0"' in text
+        path.write_text(text)
+        legacy[path] = text
+    rebuild(build)
+    assert publish(build)["version"] == 2
+    assert {path: path.read_text() for path in legacy} == legacy
+
+
 def test_damaged_published_version_is_reported(build):
     publish(build)
     card = build / "model_repository" / f"{MODEL}_onnx" / "1" / "README.md"

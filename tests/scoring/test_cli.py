@@ -32,6 +32,32 @@ def test_score_prints_a_summary_and_progress_lines_go_to_stderr(out, tmp_path, d
     assert_matches(out, "forecaster", by_id, sequences)
 
 
+def test_parquet_without_ids_is_scored_with_row_numbers(out, tmp_path):
+    """No `id` column: the row number is the id (as for an .npz), counted across the files of
+    a folder in name order, and the summary line says so. A file that has ids beside one
+    that has none is refused."""
+    import pyarrow as pa
+
+    sequences = ragged(spec_of(out, "forecaster"), 30, 1, 12, seed=4)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, part in (("a", sequences[:17]), ("b", sequences[17:])):
+        table = write_parquet(tmp_path / f"{name}.parquet", part)
+        pq.write_table(pq.read_table(table).drop_columns(["id"]), folder / f"{name}.parquet")
+    result = run("--model", "forecaster", "--input", folder, "--output", tmp_path / "y.parquet",
+                 "--out", out, "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    assert "scored 30 rows" in result.output
+    assert "ids are row numbers from 0 (the input has no id column)" in result.output
+    by_id, table = read_output(tmp_path / "y.parquet")
+    assert table.schema.field("id").type == pa.int64()
+    assert_matches(out, "forecaster", by_id, sequences)      # row i's answer is sequence i's
+    write_parquet(folder / "c.parquet", sequences[:2])       # ids here, none in a.parquet
+    one_line_error(run("--model", "forecaster", "--input", folder, "--output",
+                       tmp_path / "z.parquet", "--out", out),
+                   "c.parquet: has column 'id', unlike the first file")
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--id-column", "key"], "x.parquet: has no column 'key'; columns: id, sequence"),
     (["--sequence-column", "seq"], "x.parquet: has no column 'seq'"),

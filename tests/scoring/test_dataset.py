@@ -87,8 +87,8 @@ def test_files_and_columns_are_checked_before_reading(tmp_path):
     with pytest.raises(InputError, match="bad.parquet: not a readable Parquet file"):
         open_dataset(tmp_path / "bad.parquet", SPEC)
     pq.write_table(pa.table({"key": [1], "sequence": [[[0.0] * 5]]}), tmp_path / "k.parquet")
-    with pytest.raises(InputError, match="has no column 'id'; columns: key, sequence"):
-        open_dataset(tmp_path / "k.parquet", SPEC)
+    with pytest.raises(InputError, match="has no column 'ident'; columns: key, sequence"):
+        open_dataset(tmp_path / "k.parquet", SPEC, id_column="ident")
     data = open_dataset(tmp_path / "k.parquet", SPEC, id_column="key")
     assert data.rows == 1 and data.id_type == pa.int64()
 

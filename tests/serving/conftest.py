@@ -25,11 +25,11 @@ def pytest_runtest_makereport(item, call):
 
 
 def leftovers(server: TritonServer, pid: int) -> list[str]:
-    """What a stopped server left behind: running processes of its group (zombies, orphans
-    init has yet to reap, hold nothing), shm regions, files."""
+    """What a stopped server left behind: processes of its group (a stop ends once its stubs
+    are reaped, so not even a zombie), shm regions, files."""
     from pipeline.serving.procs import group_pids
 
-    left = [f"process {p}" for p in group_pids(pid)]
+    left = [f"process {p}" for p in group_pids(pid, zombies=True)]
     left += [str(r) for r in Path("/dev/shm").glob(server.shm_prefix + "*")]
     return left
 

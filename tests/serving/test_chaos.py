@@ -233,7 +233,7 @@ def test_killed_stub_heals_under_load_and_sigterm_drains(published, tmp_path):
                                                  for s, e, o in slow_done])
     assert len(slow_done) == 2 and all(e > term and o == "ok" for _, e, o in slow_done), slow_done
     # nothing left behind: the server's process group, its shm regions, its workspace
-    procs.wait_group_gone(server, 10)
-    assert procs.group_pids(server) == []
+    # (serve exits once it has reaped every stub: no zombie is left for init to collect)
+    assert procs.group_pids(server, zombies=True) == []
     assert list(Path("/dev/shm").glob(shm_prefix + "*")) == []
     assert list(Path(tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}{proc.pid}-*")) == []

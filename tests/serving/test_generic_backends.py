@@ -68,11 +68,13 @@ def torchscript_model(path: Path):
     torch.jit.save(torch.jit.script(Synthetic()), str(path))
 
 
+# The pytorch backend's three naming rules (backends/naming.py): `<name>__<index>` (configs
+# published before issue 24), forward's argument names (input, lengths, h_in), config order.
 NAMES = {"synthetic_onnx": (("input", "lengths", "h_in"), ("output", "h_out")),
          "synthetic_torchscript": (("input__0", "lengths__1", "h_in__2"), ("output__0", "h_out__1")),
          "synthetic_unbatched_onnx": (("input", "lengths", "h_in"), ("output", "h_out")),
-         "synthetic_unbatched_torchscript": (("input__0", "lengths__1", "h_in__2"),
-                                             ("output__0", "h_out__1"))}
+         "synthetic_unbatched_torchscript": (("input", "lengths", "h_in"), ("output", "h_out")),
+         "synthetic_ordered_torchscript": (("x", "n", "state"), ("y", "state_out"))}
 
 
 @pytest.fixture(scope="module")

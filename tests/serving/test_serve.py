@@ -1,5 +1,7 @@
 """tritonserver on a published repository, over HTTP and gRPC: health, metadata against the
 spec, answers against eager PyTorch, Triton's own refusals of bad requests, and reload."""
+import re
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from tests.publishing.test_publish import rebuild
 PROTOCOLS = ("http", "grpc")
 RUNTIMES = ("onnx", "torchscript")
 SHAPES = [(1, 1), (1, 7), (3, 25), (64, 40)]   # (batch, seq); 64: the largest Triton batch
+STREAM_INPUTS = ("input", "lengths", "h_in")    # an RNN's stream model, either backend
 
 
 def client(server, protocol):
@@ -23,11 +26,9 @@ def client(server, protocol):
 
 
 def names(model, runtime):
-    """The names a client uses: the graph's for ONNX; pytorch backend `<name>__<index>`."""
+    """The names a client uses: the contract's, whichever backend serves it."""
     spec = SPECS[model]
-    if runtime == "onnx":
-        return spec.input_name, spec.output_name
-    return f"{spec.input_name}__0", f"{spec.output_name}__0"
+    return spec.input_name, spec.output_name
 
 
 def infer(module, triton, model_name, input_name, x, output_name, datatype="FP32"):
@@ -146,17 +147,15 @@ def test_stream_models_equal_the_eager_stream_reference(server, published, proto
     feeds = {spec.input_name: x, spec.lengths_name: lengths, spec.state_in_name: h}
     want = reference.run(feeds)
     with triton:
-        for runtime in ("stream_onnx", "stream_torchscript"):
-            torchscript = runtime.endswith("torchscript")
+        for runtime in ("stream_onnx", "stream_torchscript"):    # one request for both
             tensors = []
-            for i, (name, value) in enumerate(feeds.items()):
+            for name, value in feeds.items():
                 value = value[:, None] if value.ndim == 1 else value   # lengths: dims [1]
-                wire = f"{spec.input_name}__{i}" if torchscript else name
-                tensors.append(module.InferInput(wire, list(value.shape), "INT64" if value.dtype == np.int64
+                tensors.append(module.InferInput(name, list(value.shape), "INT64" if value.dtype == np.int64
                                                  else "FP32"))
                 tensors[-1].set_data_from_numpy(value)
             outs = [t.name for t in spec.stream_outputs]
-            wires = [f"{spec.output_name}__{i}" if torchscript else n for i, n in enumerate(outs)]
+            wires = outs
             result = triton.infer(f"{model}_{runtime}", tensors,
                                   outputs=[module.InferRequestedOutput(w) for w in wires])
             for name, wire in zip(outs, wires):
@@ -177,7 +176,7 @@ def test_a_model_that_raises_answers_with_its_error(server):
     def call(triton, lengths):
         tensors = []
         for i, value in enumerate([feeds[0], lengths, feeds[2]]):
-            tensors.append(module.InferInput(f"input__{i}", list(value.shape),
+            tensors.append(module.InferInput(STREAM_INPUTS[i], list(value.shape),
                                              "INT64" if value.dtype == np.int64 else "FP32"))
             tensors[-1].set_data_from_numpy(value)
         return triton.infer("classifier_stream_torchscript", tensors)
@@ -185,7 +184,7 @@ def test_a_model_that_raises_answers_with_its_error(server):
     with module.InferenceServerClient(server.urls["http"]) as triton:
         with pytest.raises(InferenceServerException, match="classifier_stream_torchscript: "):
             call(triton, feeds[1])
-        assert call(triton, np.array([[3]], np.int64)).as_numpy("output__0").shape == (1, 2)
+        assert call(triton, np.array([[3]], np.int64)).as_numpy("output").shape == (1, 2)
 
 
 def test_repository_api_is_closed_to_clients(server):
@@ -217,6 +216,25 @@ def test_loadtest_reports_and_checks_answers(server, published, protocol, tmp_pa
     assert all(lv["answers"] > 0 and lv["errors"] == 0 and lv["wrong"] == 0 for lv in report["levels"])
     assert report["errors"] == report["wrong"] == 0
     assert "p99 ms" in result.output
+
+
+def test_loadtest_in_a_log_writes_plain_progress_lines(server, published, tmp_path):
+    """stderr to a file, as under CI or nohup: one plain line per level (every 5 s and at
+    its end), no progress bar's carriage returns."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "loadtest.log"
+    with open(log, "w") as sink:
+        done = subprocess.run([sys.executable, "-m", "pipeline", "loadtest", "--registry",
+                               str(published["registry"]), "--url", server.urls["grpc"],
+                               "--concurrency", "1,2", "--duration", "1", "--out", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=sink, text=True, timeout=120)
+    text = log.read_text()
+    assert done.returncode == 0, done.stdout + text
+    assert "\r" not in text and "\x1b" not in text, repr(text[:300])
+    for level in (1, 2):
+        assert re.search(rf"^loadtest grpc x{level}: 1/1 s, [1-9]\d* answers, 0 errors$", text, re.M), text
 
 
 def test_loadtest_fails_on_errors(published, tmp_path):
@@ -270,7 +288,7 @@ def test_success_counter_grows_by_the_answers(server):
             for i, value in enumerate([np.zeros((1, 3, spec.input_size), np.float32),
                                        np.array([[0]], np.int64),
                                        np.zeros((1, spec.hidden_size), np.float32)]):
-                tensors.append(module.InferInput(f"input__{i}", list(value.shape),
+                tensors.append(module.InferInput(STREAM_INPUTS[i], list(value.shape),
                                                  "INT64" if i == 1 else "FP32"))
                 tensors[-1].set_data_from_numpy(value)
             with pytest.raises(InferenceServerException):

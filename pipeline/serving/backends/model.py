@@ -14,19 +14,21 @@ axis, run once, and the outputs split back per request), and `reshape`
 here). Checks at load time that the config's names are the artifact's own:
 - onnxruntime: the config's inputs are exactly the graph's inputs, outputs among its outputs,
   data types equal;
-- pytorch: the `<name>__<index>` convention (pytorch_backend "Ordinal Base I/O Names"):
-  input `__i` is forward's i-th argument, output `__j` the j-th element of what it returns.
+- pytorch: NVIDIA's pytorch backend's rules (naming.py, copied beside this file): inputs by
+  forward's argument names, by `<name>__<index>`, or in config order; outputs by index or in
+  config order; as many inputs as forward takes.
 Outputs are returned in the data type the config promises, or the request fails: a model that
 returns another dtype is an error, never silently cast.
 """
 import json
 import os
-import re
+import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-ORDINAL = re.compile(r"(.+)__(\d+)")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # naming.py, copied beside us
+from naming import input_positions, output_positions  # noqa: E402
 # Printed by finalize(); the stub's stdout is tritonserver's log, where `serve` counts these at
 # a stop (pipeline/serving/server.py, FINALIZED: the same words).
 FINALIZED = "rnn-pipeline backend finalized:"
@@ -40,20 +42,6 @@ def _tensors(entries):
     return [(t["name"], pb_utils.triton_string_to_numpy(t["data_type"]),
              [int(d) for d in t["reshape"]["shape"]] if "reshape" in t else None)
             for t in entries]
-
-
-def _ordinals(tensors, kind):
-    """Positions of `<name>__<i>` tensors; refuses names outside the convention or gaps."""
-    found = {}
-    for name, _, _ in tensors:
-        match = ORDINAL.fullmatch(name)
-        if not match:
-            raise pb_utils.TritonModelException(
-                f"{kind} {name!r}: pytorch backend names are <name>__<index>")
-        found[int(match.group(2))] = name
-    if sorted(found) != list(range(len(found))):
-        raise pb_utils.TritonModelException(f"{kind} indices {sorted(found)}: not 0..{len(found) - 1}")
-    return [found[i] for i in range(len(found))]
 
 
 class OnnxRuntime:
@@ -89,21 +77,23 @@ class TorchScript:
         torch.set_num_threads(1)   # see OnnxRuntime
         self.torch = torch
         self.module = torch.jit.load(path, map_location="cpu").eval()
-        self.input_order = _ordinals(inputs, "input")
-        self.output_count = len(_ordinals(outputs, "output"))
-        arity = len(self.module.forward.schema.arguments) - 1     # minus self
-        if arity != len(self.input_order):
-            raise pb_utils.TritonModelException(
-                f"forward takes {arity} inputs, the config lists {len(self.input_order)}")
+        arguments = [a.name for a in self.module.forward.schema.arguments[1:]]   # minus self
+        names = [n for n, _, _ in inputs]
+        try:
+            positions = input_positions(names, arguments)
+            self.output_positions = output_positions([n for n, _, _ in outputs])
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
+        self.input_order = [name for _, name in sorted(zip(positions, names))]
 
     def __call__(self, feeds):
         with self.torch.inference_mode():
             result = self.module(*(self.torch.tensor(feeds[n]) for n in self.input_order))
         result = result if isinstance(result, (tuple, list)) else (result,)
-        if len(result) < self.output_count:
+        if max(self.output_positions) >= len(result):
             raise ValueError(f"forward returned {len(result)} outputs, the config lists "
-                             f"{self.output_count}")
-        return [t.numpy() for t in result[:self.output_count]]
+                             f"{len(self.output_positions)}")
+        return [result[i].numpy() for i in self.output_positions]
 
 
 RUNTIMES = {"onnxruntime": OnnxRuntime, "pytorch": TorchScript}
