@@ -196,9 +196,12 @@ def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
         servers = _children(proc.pid)
         assert servers, "no tritonserver under serve"
         proc.send_signal(signal.SIGHUP)       # check the repository again, load what is new
-        assert proc.stdout.readline().startswith("  ")   # the models listed after the ready line
+        listed = [proc.stdout.readline()]
+        while listed[-1] and not listed[-1].startswith("reloaded:"):   # the models, then it
+            listed.append(proc.stdout.readline())
         proc.send_signal(stop_signal)
         out, err = proc.communicate(timeout=60)
+        out = "".join(listed) + out
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

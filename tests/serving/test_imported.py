@@ -44,25 +44,17 @@ def imported(tmp_path_factory):
     stop_and_check(server)
 
 
-def wire_names(spec, runtime, names):
-    """The pytorch backend's `<name>__<index>` names, the graph's own for ONNX."""
-    if "torchscript" not in runtime:
-        return list(names)
-    base = spec.input_name if names[0] == spec.input_name else spec.output_name
-    return [f"{base}__{i}" for i in range(len(names))]
-
-
-def ask(module, triton, model, spec, runtime, feeds: dict, outputs: list[str]):
+def ask(module, triton, model, runtime, feeds: dict, outputs: list[str]):
+    """One request; the contract's tensor names, whichever backend serves `runtime`."""
     tensors = []
-    for wire, value in zip(wire_names(spec, runtime, list(feeds)), feeds.values()):
+    for name, value in feeds.items():
         value = value[:, None] if value.ndim == 1 else value        # lengths: dims [1]
-        tensors.append(module.InferInput(wire, list(value.shape),
+        tensors.append(module.InferInput(name, list(value.shape),
                                          "INT64" if value.dtype == np.int64 else "FP32"))
         tensors[-1].set_data_from_numpy(value)
-    wires = wire_names(spec, runtime, outputs)
     result = triton.infer(f"{model}_{runtime}", tensors,
-                          outputs=[module.InferRequestedOutput(w) for w in wires])
-    return {name: result.as_numpy(w) for name, w in zip(outputs, wires)}
+                          outputs=[module.InferRequestedOutput(n) for n in outputs])
+    return {name: result.as_numpy(name) for name in outputs}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -75,7 +67,7 @@ def test_served_answers_equal_the_users_module(imported, protocol, model):
         want = theirs(torch.from_numpy(x)).numpy()
     with triton:
         for runtime in ("onnx", "torchscript"):
-            got = ask(module, triton, model, spec, runtime, {"input": x}, ["output"])["output"]
+            got = ask(module, triton, model, runtime, {"input": x}, ["output"])["output"]
             np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5, err_msg=runtime)
         for runtime in ("stream_onnx", "stream_torchscript"):   # bidirectional: none
             assert triton.is_model_ready(f"{model}_{runtime}") == spec.has_stream
@@ -102,11 +94,11 @@ def test_served_lstm_stream_carries_h_and_c(imported, protocol):
     module, triton = client(imported["server"], protocol)
     with triton:
         for runtime in ("stream_onnx", "stream_torchscript"):
-            got = ask(module, triton, "churn", spec, runtime, feeds, outputs)
+            got = ask(module, triton, "churn", runtime, feeds, outputs)
             for name in outputs:
                 np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=1e-5,
                                            err_msg=f"{runtime} {name}")
-            fresh = ask(module, triton, "churn", spec, runtime, zeros, ["output"])["output"]
+            fresh = ask(module, triton, "churn", runtime, zeros, ["output"])["output"]
             with torch.inference_mode():
                 for i, n in enumerate(lengths):
                     row = user_model("churn")(torch.from_numpy(x[i:i + 1, :n])).numpy()
