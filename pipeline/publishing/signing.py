@@ -16,7 +16,8 @@ bundle format is written here: model-signing and cryptography do both.
 
 `verify_version` checks a folder before anything in it is loaded: the signature against the
 given public key, then a re-hash of every file (one altered, added or removed is refused),
-then the folder's place. model-signing names the folder in its statement only for
+then the folder's place, then what Triton reads beside it (covered.py: config.pbtxt, whose
+digest the signed manifest holds, and nothing else in the Triton model folder). model-signing names the folder in its statement only for
 information and never compares it, so the binding to a place is ours: the signed
 `manifest.json` names the Triton model and version, and a folder that lies elsewhere (a
 version renamed 2 -> 3, an onnx version moved under another model) is refused.
@@ -272,6 +273,8 @@ def verify_version(folder: str | os.PathLike, public_key: str | os.PathLike) -> 
     # Every file now holds the signed bytes, manifest.json included: trust what it says.
     manifest = check_manifest(folder)
     _check_place(folder, manifest)
+    from .covered import check_model_folder      # config.pbtxt and what lies beside it
+    check_model_folder(folder, manifest)
     return {"folder": folder, "model": manifest.get("model"), "version": manifest.get("version"),
             "runtime": manifest.get("runtime"), "triton_model": manifest.get("triton_model"),
             "files": sorted(p.name for p in folder.iterdir() if p.name != SIGNATURE),
