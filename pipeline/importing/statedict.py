@@ -61,12 +61,7 @@ def read_state_dict(path: Path) -> tuple[dict, str]:
             what = refused[0].split("GLOBAL", 1)[-1].split(" was ")[0].strip()
             raise ImportRefused(f"{path}: holds pickled Python objects ({what}), not a plain "
                                 f"state dict; {NEEDED}") from None
-        detail = next((line.strip() for line in str(exc).splitlines()
-                       if "WeightsUnpickler error:" in line), first_line(exc))
-        if "weights_only" in detail or "pickle" in detail.lower():
-            raise ImportRefused(f"{path}: not a plain state dict (its pickle holds more than "
-                                f"tensors); {NEEDED}") from None
-        raise ImportRefused(f"{path}: unreadable ({detail})") from None
+        raise ImportRefused(f"{path}: unreadable ({_reason(exc)}); {NEEDED}") from None
     if not isinstance(state, dict) or not state:
         raise ImportRefused(f"{path}: not a state dict (a dict of tensors): holds "
                             f"{type(state).__name__}")
@@ -75,6 +70,17 @@ def read_state_dict(path: Path) -> tuple[dict, str]:
             raise ImportRefused(f"{path}: not a state dict: {key!r} holds "
                                 f"{type(value).__name__}, not a tensor")
     return state, fmt
+
+
+def _reason(exc: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to set weights_only=False:
+    the first line after "WeightsUnpickler error:", else the message's first line."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1]
+        text = next((line for line in after.splitlines() if line.strip()), "")
+    reason = first_line(Exception(text)) if text.strip() else type(exc).__name__
+    return type(exc).__name__ if "weights_only" in reason else reason
 
 
 def recognise(state: dict, task: str, nonlinearity: str | None, name: str

@@ -9,8 +9,9 @@ folders must pass `check_version` first, or nothing starts.
 `check_version` is the one place a version is admitted: the release manifest (every file it
 names, sha256 and size, the model file itself among them) and, with `serve --public-key FILE`,
 the release signature (`publishing.signing.verify_version`: signed by that key, every file
-re-hashed, the folder where its signed manifest says) and, with or without a key, what
-Triton reads beside it: config.pbtxt as published, nothing else there (publishing/covered.py).
+re-hashed, the folder where its signed manifest says, and what Triton reads beside it:
+config.pbtxt as signed, nothing else there; publishing/covered.py). Without a key only
+corruption is caught, and hand-written configs (your own Triton models) are served as they are.
 """
 from __future__ import annotations
 
@@ -27,13 +28,10 @@ DEFAULT_FILENAME = re.compile(r'^\s*default_model_filename\s*:\s*"([^"]+)"', re.
 
 def check_version(folder: Path, model_file: str | None, public_key: Path | None = None) -> None:
     """Admit one published version folder, or raise PipelineError naming what fails."""
-    manifest = check_manifest(folder, require=(model_file,) if model_file else ())
+    check_manifest(folder, require=(model_file,) if model_file else ())
     if public_key is not None:
         from ..publishing.signing import verify_version
         verify_version(folder, public_key)       # config.pbtxt and its folder included
-    else:       # corruption only: whoever edits config.pbtxt can edit the manifest too
-        from ..publishing.covered import check_model_folder
-        check_model_folder(folder, manifest)
 
 
 def preflight_model(folder: Path, public_key: Path | None = None) -> list[int]:

@@ -43,7 +43,7 @@ def members(tarball: Path) -> list[tuple[tarfile.TarInfo, bytes | None]]:
 def repack(path: Path, items) -> Path:
     with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
         for info, data in items:
-            info = tarfile.TarInfo(info.name) if isinstance(info, str) else info
+            info = tarfile.TarInfo(info) if isinstance(info, str) else info
             if data is not None:
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
