@@ -44,7 +44,8 @@ def _declared(fp, where: str, available: int) -> None:
     need = math.prod(shape) * dtype.itemsize
     left = available - fp.tell()
     if need > left or need > MAX_ARRAY_BYTES:
-        what = (f"more than the {left:,} bytes the file holds" if need > left else
+        what = (f"more than the {left:,} bytes the file holds (unreadable: truncated, or "
+                f"a lying header)" if need > left else
                 f"more than the limit of {MAX_ARRAY_BYTES >> 30} GiB an input array may take")
         raise InputError(f"{where}: header declares shape {shape} {dtype} ({need:,} bytes), "
                          f"{what}; refused before allocating")

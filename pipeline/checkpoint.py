@@ -68,8 +68,11 @@ def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
         check_weight_shapes(spec, path)          # before a model of the spec's size is built
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found; run `python -m pipeline train` first") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: does not fit config.json ({first_line(exc)})") from None
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot load weights ({first_line(exc)})") from None
+    except ValueError as exc:       # shapes: read from the header, not what the spec builds
+        raise CheckpointError(f"{path}: cannot load weights: they do not fit config.json "
+                              f"({first_line(exc)})") from None
     model = build_model(spec)
     try:
         state = load_file(path)

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import pipeline.bounded as bounded
 from pipeline.cli import cli
 
 from .test_cli import one_line_error
@@ -68,6 +67,7 @@ def test_the_stated_limit_holds_for_honest_headers_too(out, tmp_path, monkeypatc
     """A file as big as its header says, above MAX_ARRAY_BYTES (lowered here), and a Parquet
     column chunk likewise."""
     np.save(tmp_path / "x.npy", np.zeros((2, 30, 5), np.float32))            # 1,200 bytes
+    import pipeline.bounded as bounded
     monkeypatch.setattr(bounded, "MAX_ARRAY_BYTES", 1000)
     one_line_error(run("predict", "--model", "classifier", "--out", out, "--input",
                        tmp_path / "x.npy"), "limit of")

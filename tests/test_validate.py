@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.manifest import check_manifest, read_manifest, write_manifest
-from pipeline.validate import check_recipe_dict
 
 from .perturb import noisy_onnx_weights
 from .test_cli import one_line_error
@@ -78,6 +77,7 @@ def test_each_bad_number_is_one_line_naming_its_field(model_dir, field, value, n
     (("train", "epochs"), 2.5, "train.epochs is 2.5; must be an integer"),
 ])
 def test_every_number_of_the_recipe_is_checked(exported, path, value, needle):
+    from pipeline.validate import check_recipe_dict
     recipe = json.loads((exported["out"] / MODEL / "config.json").read_text())["recipe"]
     check_recipe_dict(recipe)                                    # the good one passes
     node = recipe

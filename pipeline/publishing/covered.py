@@ -31,9 +31,11 @@ def config_entry(text: str) -> dict:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def check_model_folder(folder: Path, manifest: dict) -> None:
+def check_model_folder(folder: Path, manifest: dict, require_config: bool = True) -> None:
     """Raise SignatureError unless the Triton model folder holding version `folder` holds
-    only what its signature covers (see the module docstring)."""
+    only what its signature covers (see the module docstring). `require_config=False`: a
+    missing config.pbtxt is allowed (a version folder copied out alone, to be loaded by
+    predict or score, not served); one that is there must match."""
     from .publish import STAGING_PREFIX, VERSION_DIR
 
     model = Path(folder).parent
@@ -48,6 +50,8 @@ def check_model_folder(folder: Path, manifest: dict) -> None:
                              "where Triton looks; only the config and version folders may "
                              "lie there)")
     config = model / TRITON_CONFIG
+    if not require_config and not config.exists() and not config.is_symlink():
+        return
     if not config.is_file() or config.is_symlink():
         raise SignatureError(f"{config}: missing (or a link); Triton needs it and the "
                              "signature covers it")

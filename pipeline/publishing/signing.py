@@ -261,8 +261,12 @@ def _verify_signature(folder: Path, public_key: Path) -> None:
                              f"{first_line(exc)})") from None
 
 
-def verify_version(folder: str | os.PathLike, public_key: str | os.PathLike) -> dict:
-    """Check a version folder's signature, every file's hash and the folder's place.
+def verify_version(folder: str | os.PathLike, public_key: str | os.PathLike,
+                   served: bool = True) -> dict:
+    """Check a version folder's signature, every file's hash and the folder's place, and
+    what Triton reads beside it (covered.py). `served=False` (a loader that reads only this
+    folder: predict, score) lets a version copied out alone, with no config.pbtxt beside
+    it, load; a config or other file that is there is still held to the signature.
 
     Raises SigningKeyError for a key file that is not a key, SignatureError naming the reason
     the signature is rejected or the files that differ. Returns {"folder", "model", "version",
@@ -274,7 +278,7 @@ def verify_version(folder: str | os.PathLike, public_key: str | os.PathLike) -> 
     manifest = check_manifest(folder)
     _check_place(folder, manifest)
     from .covered import check_model_folder      # config.pbtxt and what lies beside it
-    check_model_folder(folder, manifest)
+    check_model_folder(folder, manifest, require_config=served)
     return {"folder": folder, "model": manifest.get("model"), "version": manifest.get("version"),
             "runtime": manifest.get("runtime"), "triton_model": manifest.get("triton_model"),
             "files": sorted(p.name for p in folder.iterdir() if p.name != SIGNATURE),

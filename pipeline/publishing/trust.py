@@ -102,7 +102,7 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
     from ..specs import to_dict
 
     folder = Path(folder)
-    info = verify_version(folder, public_key)
+    info = verify_version(folder, public_key, served=False)   # config.pbtxt: if there
     spec = release_spec(info["manifest"])
     if spec is None or info["runtime"] not in BACKENDS:
         raise SignatureError(f"{folder / MANIFEST}: names model {info['model']!r}, runtime "

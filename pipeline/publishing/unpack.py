@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import PublishError
-from ..fsio import atomic_path, ensure_dir
+from ..fsio import atomic_path, ensure_dir, sha256_file
 from ..manifest import MANIFEST
 
 MAX_MEMBERS = 10_000
@@ -116,14 +116,6 @@ def _copy(source, target: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def extract_release(tar_path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     """Unpack a release tarball into `dest`; return the files written.
 
@@ -152,7 +144,7 @@ def extract_release(tar_path: str | os.PathLike, dest: str | os.PathLike) -> lis
                 # the size checked in the first pass, whatever this header says
                 digest = _copy(tar.extractfile(member), staged[norm], plan[norm].size)
                 target = targets[norm]
-                if target.exists() and (not target.is_file() or _sha256(target) != digest):
+                if target.exists() and (not target.is_file() or sha256_file(target) != digest):
                     raise PublishError(f"{tar_path}: member {member.name!r}: {target} exists "
                                        "with other content; refused")
         written = []
