@@ -18,6 +18,7 @@ from .errors import CheckpointError, first_line
 from .fsio import atomic_paths, json_bytes
 from .provenance import versions
 from .specs import ModelSpec, Recipe, recipe_from_dict, to_dict
+from .validate import check_recipe_dict, check_weight_shapes
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
@@ -46,6 +47,7 @@ def read_config(model_dir: Path) -> dict:
     path = Path(model_dir) / CONFIG
     try:
         config = json.loads(path.read_text())
+        check_recipe_dict(config["recipe"])     # every number's type and range, by name
         config["recipe"] = recipe_from_dict(config["recipe"])
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found; run `python -m pipeline train` first") from None
@@ -62,6 +64,15 @@ def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
     from .families import build_model
 
     path = Path(model_dir) / WEIGHTS
+    try:
+        check_weight_shapes(spec, path)          # before a model of the spec's size is built
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found; run `python -m pipeline train` first") from None
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot load weights ({first_line(exc)})") from None
+    except ValueError as exc:       # shapes: read from the header, not what the spec builds
+        raise CheckpointError(f"{path}: cannot load weights: they do not fit config.json "
+                              f"({first_line(exc)})") from None
     model = build_model(spec)
     try:
         state = load_file(path)

@@ -23,17 +23,24 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
+
+from .errors import PipelineError
 
 TMP_PREFIX = ".tmp-"   # temp files start with this, so leftovers are easy to spot
 
 
 @contextlib.contextmanager
-def atomic_paths(*dests: str | os.PathLike) -> Iterator[list[Path]]:
-    """Yield one temp path beside each of `dests`; on success flush them all, then rename
-    each onto its destination in the order given (so the last one named lands last)."""
+def atomic_paths(*dests: str | os.PathLike,
+                 clear: tuple[str | os.PathLike, ...] = ()) -> Iterator[list[Path]]:
+    """Yield one temp path beside each of `dests`; on success flush them all, remove the
+    files named in `clear` (in that order), then rename each temp onto its destination in
+    the order given (so the last one named lands last: name the file that marks a whole
+    set last, and clear it first, and no kill leaves it beside another run's files)."""
     dests = [Path(d) for d in dests]
     tmps: list[Path] = []
     try:
@@ -48,6 +55,8 @@ def atomic_paths(*dests: str | os.PathLike) -> Iterator[list[Path]]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o644)   # mkstemp makes 0600; artifacts are meant to be shared
+        for path in clear:
+            Path(path).unlink(missing_ok=True)
         for tmp, dest in zip(tmps, dests):
             os.replace(tmp, dest)
     except BaseException as exc:
@@ -82,9 +91,20 @@ def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
         except (ValueError, IndexError):
             continue                    # not named by atomic_paths: not ours to remove
         if pid != os.getpid() and not _alive(pid):
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():   # a temp folder (import's)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def temp_dir(dest: str | os.PathLike) -> Path:
+    """A new empty folder beside `dest`, named so `sweep_stale_temps` removes it once its
+    writer is gone: fill it, then rename it onto `dest` (last: the folder appears whole)."""
+    dest = Path(dest)
+    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{dest.name}.{os.getpid()}.",
+                                 dir=dest.parent))
 
 
 def _alive(pid: int) -> bool:
@@ -149,8 +169,25 @@ def model_lock(model_dir: str | os.PathLike) -> Iterator[None]:
     """
     folder = ensure_dir(model_dir)
     with open(folder / ".lock", "a") as handle:
+        # flock locks belong to an open file, not a process: a second open of a lock file
+        # this thread already holds would wait for itself forever (a registry that is also
+        # a model folder). Refused instead, in one line.
+        key = (os.fstat(handle.fileno()).st_dev, os.fstat(handle.fileno()).st_ino,
+               threading.get_ident())
+        if key in _HELD:
+            raise LockError(f"{folder}: already locked by this run as {_HELD[key]}; one "
+                            "folder cannot play two roles (a model folder and a registry?)")
         fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD[key] = folder
         try:
             yield
         finally:
+            del _HELD[key]
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_HELD: dict[tuple[int, int, int], Path] = {}   # (device, inode, thread) -> the folder locked
+
+
+class LockError(PipelineError):
+    """A lock this thread holds already: waiting would never end."""

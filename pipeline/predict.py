@@ -42,6 +42,7 @@ from typing import Callable
 
 import numpy as np
 
+from .bounded import check_npy, check_npz
 from .errors import InputError, PipelineError, first_line
 from .specs import ModelSpec
 
@@ -80,7 +81,9 @@ def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
         if not head.startswith(NPY_MAGIC if suffix == ".npy" else ZIP_MAGIC):
             raise InputError(f"{path}: not a {suffix} file (it does not start like one)")
         if suffix == ".npy":
+            check_npy(path)                 # the header's shape, before numpy allocates it
             return np.load(path, allow_pickle=False)
+        check_npz(path)
         with np.load(path, allow_pickle=False) as archive:
             names = archive.files
             if len(names) == 1:
@@ -208,6 +211,7 @@ def load_stream_input(path: str | Path, spec: ModelSpec) -> dict[str, np.ndarray
         with open(path, "rb") as f:
             if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
                 raise InputError(f"{path}: not a .npz file (it does not start like one)")
+        check_npz(path)
         with np.load(path, allow_pickle=False) as archive:
             extra = sorted(set(archive.files) - set(names))
             if extra:

@@ -70,9 +70,12 @@ def model_name(ctx, param, value):
 
 
 def found_models(out: Path) -> tuple[str, ...]:
-    """Model folders under `out`: those holding a config.json (trained or imported)."""
+    """Model folders under `out`: those holding a config.json (trained or imported), named
+    as a model can be (not a killed import's `.tmp-*` folder)."""
     out = Path(out)
-    return tuple(sorted(p.parent.name for p in out.glob("*/config.json"))) if out.is_dir() else ()
+    return tuple(sorted(p.parent.name for p in out.glob("*/config.json")
+                        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.parent.name))) \
+        if out.is_dir() else ()
 
 
 def selected(models: tuple[str, ...], out: Path, choices: tuple[str, ...] | None = None

@@ -11,10 +11,15 @@
 
 Writes `<out>/<name>/weights.safetensors` and `config.json` (the spec, and the recipe's
 `source`: the file, its sha256, the key mapping, what was assumed) only after every check
-passed; a refusal is one ImportRefused line and writes nothing.
+passed; a refusal is one ImportRefused line and writes nothing. Both files are written into
+a temp folder `<out>/.tmp-<name>.<pid>.*` that is renamed onto `<out>/<name>` last, so a
+killed import leaves no half model folder under the name (the next import sweeps the temp
+folder). Names the artifact root uses for itself (`model_repository`, ...) are refused.
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -28,6 +33,9 @@ from .statedict import ImportRefused, canonical, read_state_dict, recognise
 __all__ = ["ImportConfig", "ImportRefused", "main"]
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Folders of the artifact root that are not models: publish's default registry, the soak
+# run's output (Makefile). A model of that name would share their folder and its lock.
+RESERVED = ("model_repository", "soak")
 
 
 @dataclass(frozen=True)
@@ -43,14 +51,19 @@ class ImportConfig:
 def main(config: ImportConfig, log: Callable[[str], None] = print) -> dict:
     """Import; return {"spec", "folder", "notes", "checked_shapes"}."""
     from ..checkpoint import save_checkpoint
-    from ..fsio import sha256_file
+    from ..fsio import ensure_dir, sha256_file, sweep_stale_temps, temp_dir
 
     name, path = config.name, Path(config.weights)
     if not NAME.fullmatch(name):
         raise ImportRefused(f"model name {name!r}: use a plain identifier (letters, digits, _)")
     if name in RECIPES:
         raise ImportRefused(f"model name {name!r} is a built-in recipe; choose another")
+    if name.lower() in RESERVED:
+        raise ImportRefused(f"model name {name!r} is a folder the pipeline uses for itself "
+                            f"under --out ({', '.join(RESERVED)}); choose another")
     folder = Path(config.out) / name
+    if Path(config.out).is_dir():
+        sweep_stale_temps(config.out)         # a killed import's temp folder
     if folder.exists():
         raise ImportRefused(f"{folder} exists already; choose another name (or remove it)")
     state, fmt = read_state_dict(path)
@@ -67,13 +80,22 @@ def main(config: ImportConfig, log: Callable[[str], None] = print) -> dict:
               "keys": mapping, "module": config.module, "notes": notes,
               "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     recipe = Recipe(model=spec, data=None, train=None, source=source)
+    ensure_dir(config.out)
+    staging = temp_dir(folder)
     try:
-        folder.mkdir(parents=True)         # atomic: a racing import of this name fails here
-    except FileExistsError:
-        raise ImportRefused(f"{folder} exists already; choose another name") from None
-    try:
-        save_checkpoint(folder, model, recipe, metrics={})
+        save_checkpoint(staging, model, recipe, metrics={})
+        os.chmod(staging, 0o755)           # mkdtemp makes 0700; a model folder is shared
+        if folder.exists():
+            raise ImportRefused(f"{folder} exists already; choose another name")
+        # last, atomic: the folder appears whole; a racing import of this name (a
+        # non-empty folder there now) fails here
+        os.rename(staging, folder)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise ImportRefused(f"{folder} exists already; choose another name") from None
+        raise
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)    # nothing half-written stays
+        shutil.rmtree(staging, ignore_errors=True)    # nothing half-written stays
         raise
     return {"spec": spec, "folder": folder, "notes": notes, "checked_shapes": checked}

@@ -16,6 +16,7 @@ rnn_cell.* + linear.* for a cell (pipeline.families.base.MODULE_NAMES).
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from ..errors import PipelineError, first_line
@@ -25,6 +26,11 @@ from ..specs import ModelSpec
 RECURRENT = re.compile(r"(?P<prefix>(?:.*\.)?)(?P<kind>weight|bias)_(?P<mat>ih|hh|hr)"
                        r"(?:_l(?P<layer>\d+)(?P<rev>_reverse)?)?")
 CELLS = {1: "RNN", 3: "GRU", 4: "LSTM"}
+
+
+# Why a pickle that holds more than tensors is never loaded, whatever torch suggests.
+NEEDED = ("import needs torch.save(model.state_dict()) or a .safetensors file: unpickling "
+          "anything else runs code from the file, so it is never done")
 
 
 class ImportRefused(PipelineError):
@@ -38,21 +44,24 @@ def read_state_dict(path: Path) -> tuple[dict, str]:
     if not path.is_file():
         raise ImportRefused(f"{path}: no such file")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state, fmt = load_file(str(path)), "safetensors"
-        else:
-            state, fmt = torch.load(str(path), map_location="cpu", weights_only=True), "torch"
+        # torch warns (and its error text advises) that weights_only=False "will likely
+        # succeed": the one thing a user must never do with a file they do not trust. Our
+        # own line replaces both.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+                state, fmt = load_file(str(path)), "safetensors"
+            else:
+                state, fmt = torch.load(str(path), map_location="cpu", weights_only=True), \
+                    "torch"
     except Exception as exc:   # torch/safetensors raise many types for a bad file
         refused = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
         if refused:            # a class or function pickled: what weights_only never runs
             what = refused[0].split("GLOBAL", 1)[-1].split(" was ")[0].strip()
             raise ImportRefused(f"{path}: holds pickled Python objects ({what}), not a plain "
-                                "state dict, and torch.load(weights_only=True) refuses them; "
-                                "save model.state_dict(), not the model") from None
-        detail = next((line.strip() for line in str(exc).splitlines()
-                       if "WeightsUnpickler error:" in line), first_line(exc))
-        raise ImportRefused(f"{path}: unreadable ({detail})") from None
+                                f"state dict; {NEEDED}") from None
+        raise ImportRefused(f"{path}: unreadable ({_reason(exc)}); {NEEDED}") from None
     if not isinstance(state, dict) or not state:
         raise ImportRefused(f"{path}: not a state dict (a dict of tensors): holds "
                             f"{type(state).__name__}")
@@ -61,6 +70,17 @@ def read_state_dict(path: Path) -> tuple[dict, str]:
             raise ImportRefused(f"{path}: not a state dict: {key!r} holds "
                                 f"{type(value).__name__}, not a tensor")
     return state, fmt
+
+
+def _reason(exc: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to set weights_only=False:
+    the first line after "WeightsUnpickler error:", else the message's first line."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1]
+        text = next((line for line in after.splitlines() if line.strip()), "")
+    reason = first_line(Exception(text)) if text.strip() else type(exc).__name__
+    return type(exc).__name__ if "weights_only" in reason else reason
 
 
 def recognise(state: dict, task: str, nonlinearity: str | None, name: str

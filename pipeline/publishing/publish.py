@@ -47,6 +47,7 @@ from ..manifest import MANIFEST, check_manifest, file_entry, require_listed, saf
 from ..runtimes import ARTIFACTS, STREAM_ARTIFACTS
 from ..specs import ModelSpec, Recipe
 from .card import model_card
+from .covered import CONFIG_KEY, config_entry
 from .release import write_tarball
 from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
 from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, legacy_config_pbtxt, parse_config,
@@ -166,6 +167,8 @@ def stage(repository: Path, model_dir: Path, recipe: Recipe, runtime: str, versi
             "model": spec.name, "version": version, "runtime": runtime,
             "triton_model": triton_name(spec.name, runtime), "published": published,
             "export": manifest,     # the build's own manifest: its files, signature, versions
+            # what Triton reads beside the folder, covered by the signature (covered.py)
+            CONFIG_KEY: config_entry(config_pbtxt(spec, runtime)),
         }
         (staging / MANIFEST).write_text(json.dumps(release, indent=2) + "\n")
         check_manifest(staging)     # the release passes the same gate as the build

@@ -7,23 +7,26 @@ A release tarball holds `<model>_onnx/` and `<model>_torchscript/`, each with it
 config.pbtxt and version folder, with paths from the repository root: unpacking one into a
 Triton model repository installs that version. Packing is deterministic (sorted names,
 owner 0, the release's publish time as mtime, gzip without a timestamp), so publishing the
-same release twice gives the same bytes. `extract_release` checks every member first and
-refuses anything that could land outside the target folder or change a file already there.
+same release twice gives the same bytes. `extract_release` (unpack.py) checks every member
+first and refuses anything that could land outside the target folder, change a file already
+there, or unpack otherwise with GNU tar than with Python's tarfile.
 """
 from __future__ import annotations
 
 import gzip
 import io
 import json
-import os
 import tarfile
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import PublishError
-from ..fsio import atomic_write_bytes, ensure_dir
+from ..fsio import atomic_write_bytes
 from ..manifest import MANIFEST
 from .triton import BACKENDS, TRITON_CONFIG, triton_name
+from .unpack import extract_release
+
+__all__ = ["extract_release", "release_tar", "tarball_path", "write_tarball"]
 
 
 def tarball_path(repository: Path, model: str, version: int) -> Path:
@@ -67,45 +70,3 @@ def write_tarball(repository: Path, model: str, version: int) -> Path:
     elif dest.read_bytes() != data:
         raise PublishError(f"{dest}: exists with other content; releases are immutable")
     return dest
-
-
-def extract_release(tar_path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Unpack a release tarball into `dest`; return the files written.
-
-    Every member is checked before anything is written. Refused: absolute names, `..`,
-    symlinks and hardlinks (a release holds only files and folders), devices and fifos, a
-    path through an existing link out of `dest`, and a file that exists with other content
-    (published versions are immutable; identical files are left as they are).
-    """
-    root = ensure_dir(dest).resolve()
-    todo: list[tuple[Path, bytes | None]] = []
-    with tarfile.open(tar_path, "r:*") as tar:
-        for member in tar.getmembers():
-            name, where = member.name, f"{tar_path}: member {member.name!r}"
-            pure = PurePosixPath(name)
-            if not name or "\x00" in name or "\\" in name or pure.is_absolute() \
-                    or ".." in pure.parts:
-                raise PublishError(f"{where}: points outside {dest}")
-            if member.issym() or member.islnk():
-                raise PublishError(f"{where}: is a link (to {member.linkname!r}); refused")
-            if not (member.isfile() or member.isdir()):
-                raise PublishError(f"{where}: is a device or fifo; refused")
-            target = (root / pure).resolve()
-            if target != root and root not in target.parents:
-                raise PublishError(f"{where}: resolves outside {dest}")
-            data = tar.extractfile(member).read() if member.isfile() else None
-            if data is not None and target.exists() and \
-                    (not target.is_file() or target.read_bytes() != data):
-                raise PublishError(f"{where}: {target} exists with other content; refused")
-            todo.append((target, data))
-    written = []
-    for target, data in todo:
-        if data is None:
-            target.mkdir(parents=True, exist_ok=True)
-        elif not target.exists():
-            ensure_dir(target.parent)
-            atomic_write_bytes(target, data)
-            written.append(target)
-    return written
-
-

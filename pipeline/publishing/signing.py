@@ -16,7 +16,8 @@ bundle format is written here: model-signing and cryptography do both.
 
 `verify_version` checks a folder before anything in it is loaded: the signature against the
 given public key, then a re-hash of every file (one altered, added or removed is refused),
-then the folder's place. model-signing names the folder in its statement only for
+then the folder's place, then what Triton reads beside it (covered.py: config.pbtxt, whose
+digest the signed manifest holds, and nothing else in the Triton model folder). model-signing names the folder in its statement only for
 information and never compares it, so the binding to a place is ours: the signed
 `manifest.json` names the Triton model and version, and a folder that lies elsewhere (a
 version renamed 2 -> 3, an onnx version moved under another model) is refused.
@@ -262,8 +263,12 @@ def _verify_signature(folder: Path, public_key: Path) -> None:
                              f"{first_line(exc)})") from None
 
 
-def verify_version(folder: str | os.PathLike, public_key: str | os.PathLike) -> dict:
-    """Check a version folder's signature, every file's hash and the folder's place.
+def verify_version(folder: str | os.PathLike, public_key: str | os.PathLike,
+                   served: bool = True) -> dict:
+    """Check a version folder's signature, every file's hash and the folder's place, and
+    what Triton reads beside it (covered.py). `served=False` (a loader that reads only this
+    folder: predict, score) lets a version copied out alone, with no config.pbtxt beside
+    it, load; a config or other file that is there is still held to the signature.
 
     Raises SigningKeyError for a key file that is not a key, SignatureError naming the reason
     the signature is rejected or the files that differ. Returns {"folder", "model", "version",
@@ -274,6 +279,8 @@ def verify_version(folder: str | os.PathLike, public_key: str | os.PathLike) -> 
     # Every file now holds the signed bytes, manifest.json included: trust what it says.
     manifest = check_manifest(folder)
     _check_place(folder, manifest)
+    from .covered import check_model_folder      # config.pbtxt and what lies beside it
+    check_model_folder(folder, manifest, require_config=served)
     return {"folder": folder, "model": manifest.get("model"), "version": manifest.get("version"),
             "runtime": manifest.get("runtime"), "triton_model": manifest.get("triton_model"),
             "files": sorted(p.name for p in folder.iterdir() if p.name != SIGNATURE),

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import SignatureError, first_line
 from ..manifest import MANIFEST
+from .covered import release_spec
 from .publish import VERSION_DIR
 from .signing import load_public_key, verify_version
 from .triton import BACKENDS, triton_name
@@ -101,7 +102,7 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
     from ..specs import to_dict
 
     folder = Path(folder)
-    info = verify_version(folder, public_key)
+    info = verify_version(folder, public_key, served=False)   # config.pbtxt: if there
     spec = release_spec(info["manifest"])
     if spec is None or info["runtime"] not in BACKENDS:
         raise SignatureError(f"{folder / MANIFEST}: names model {info['model']!r}, runtime "
@@ -122,20 +123,3 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
                                   folder / BACKENDS[info["runtime"]][3], device, threads)
     return load_runner(info["runtime"], spec, folder / BACKENDS[info["runtime"]][3], device,
                        threads)
-
-
-def release_spec(manifest: dict):
-    """The ModelSpec of a published version from its manifest.json: the export manifest's
-    `spec`, or, for builds from before it was recorded, the built-in recipe named; None if
-    neither (or the recorded one is not a valid spec)."""
-    from ..specs import SPECS, model_spec_from_dict
-
-    export = manifest.get("export") if isinstance(manifest, dict) else None
-    recorded = export.get("spec") if isinstance(export, dict) else None
-    if recorded is None:
-        return SPECS.get(manifest.get("model")) if isinstance(manifest, dict) else None
-    try:
-        spec = model_spec_from_dict(recorded)
-    except (TypeError, ValueError, KeyError):
-        return None
-    return spec if spec.name == manifest.get("model") else None

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from ..bounded import check_npz, check_parquet
 from ..errors import InputError, first_line
 from ..predict import ZIP_MAGIC, _reading, check_lengths
 from ..specs import ModelSpec
@@ -114,6 +115,7 @@ def _parquet_schema(file: Path, id_column: str, sequence_column: str, row_ids: b
         schema, rows = meta.schema_arrow, meta.metadata.num_rows
     except (OSError, ValueError) as exc:            # ArrowInvalid is a ValueError
         raise InputError(f"{file}: not a readable Parquet file ({first_line(exc)})") from None
+    check_parquet(file, meta.metadata)              # declared sizes, before any row group
     if sequence_column not in schema.names:
         raise InputError(f"{file}: has no column {sequence_column!r}; columns: "
                          f"{', '.join(schema.names)} (see --sequence-column)")
@@ -158,6 +160,7 @@ class _npz:
             with open(self.path, "rb") as f:
                 if not f.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
                     raise InputError(f"{self.path}: not a .npz file (it does not start like one)")
+            check_npz(self.path)            # declared shapes, before numpy allocates them
             self.archive = np.load(self.path, allow_pickle=False)
         return self.archive
 

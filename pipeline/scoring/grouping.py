@@ -71,13 +71,10 @@ class LengthPool:
         if not len(lengths):
             return
         order = np.argsort(lengths, kind="stable")                 # (n,) rows by length
-        steps = checked.values.reshape(-1, self.features)           # (all steps, F)
         cuts = np.flatnonzero(np.diff(lengths[order])) + 1
         for idx in np.split(order, cuts):                           # rows of one length
             length = int(lengths[idx[0]])
-            # (rows, length) step indices: each row's steps are contiguous in values
-            gather = checked.starts[idx, None] // self.features + np.arange(length)
-            x = np.take(steps, gather, axis=0)                      # (rows, length, F)
+            x = _gather(checked.values, checked.starts[idx], length, self.features)
             buffer = self.buffers.setdefault(length, _Buffer())
             buffer.ids.append(checked.ids.take(arrow(idx)))
             buffer.xs.append(x)
@@ -105,6 +102,17 @@ class LengthPool:
         del buffer
         for lo in range(0, len(x), self.max_group):
             yield Group(length, ids[lo:lo + self.max_group], x[lo:lo + self.max_group])
+
+
+def _gather(values: np.ndarray, starts: np.ndarray, length: int, features: int) -> np.ndarray:
+    """(rows, length, F) from flat `values`, row i's floats at starts[i] on: each row from
+    its own start, never from arithmetic over the batch, where a rejected row of any
+    length or feature count may lie between good ones (issue 25)."""
+    if not (starts % features).any():    # the common case: index whole steps, F x fewer indices
+        steps = values[:values.size // features * features].reshape(-1, features)
+        return np.take(steps, starts[:, None] // features + np.arange(length), axis=0)
+    gather = starts[:, None] + np.arange(length * features)            # (rows, length * F)
+    return np.take(values, gather).reshape(len(starts), length, features)
 
 
 def run_group(runner: "Runner", group: Group) -> np.ndarray:

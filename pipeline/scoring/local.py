@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 from .dataset import open_dataset
 from .rows import Checked, check_batch
 from .grouping import LengthPool, run_group
+from .ids import refuse_repeated, repeated_ids
 from .output import Progress, ScoreWriter, cast_ids, rejects_path
 from .score import Artifact, ScoreConfig, open_runner
 
@@ -34,7 +35,10 @@ def score_local(config: ScoreConfig, artifact: Artifact, log: Callable[[str], No
     progress = Progress(data.rows, log, enabled=config.progress)
     start = time.perf_counter()
     skip = config.bad_rows == "skip"
-    batches = _checked(data, spec, config)
+    repeated = repeated_ids(data, spec)
+    if not skip:
+        refuse_repeated(repeated, config.id_column)   # before anything is scored
+    batches = _checked(data, spec, config, repeated)
     try:
         with ScoreWriter(config.output, spec, config.id_column, data.id_type, skip) as out:
             for checked in batches:
@@ -59,9 +63,9 @@ def score_local(config: ScoreConfig, artifact: Artifact, log: Callable[[str], No
             "rejects": rejects_path(config.output) if skip else None, "row_ids": data.row_ids}
 
 
-def _checked(data, spec, config: ScoreConfig) -> Iterator[Checked]:
+def _checked(data, spec, config: ScoreConfig, repeated) -> Iterator[Checked]:
     rows = min(READ_ROWS, config.batch_rows)
-    source = (check_batch(b, spec, config.id_column, config.sequence_column)
+    source = (check_batch(b, spec, config.id_column, config.sequence_column, repeated)
               for b in data.batches(rows, spec))
     return _read_ahead(source) if config.prefetch else source
 

@@ -11,6 +11,9 @@ and, for a classification model, `label` int64 (argmax). Rejects: the id column 
 renamed onto them only when the whole input has been scored (pipeline.fsio.atomic_paths):
 an interrupted run, even by SIGKILL, leaves no file under the output's name; a killed run's
 temp file (no Parquet footer, `.tmp-` name) is removed by the next `score` in that folder.
+The pair is one unit: the previous output is removed first, then the rejects land, then the
+output, so wherever a run is killed an output never sits beside another run's rejects (and
+a run with --bad-rows fail removes an older run's rejects file).
 """
 from __future__ import annotations
 
@@ -84,12 +87,16 @@ class ScoreWriter:
 
         from ..fsio import atomic_paths, sweep_stale_temps
         sweep_stale_temps(self.output.parent)            # a killed run's temp files
-        dests = [self.output] + ([rejects_path(self.output)] if self.skip else [])
+        # One unit: the old output goes first and the new one lands last, after its rejects
+        # (or, with --bad-rows fail, after the old rejects are gone): a kill at any point
+        # leaves no output beside another run's rejects.
+        rejects = rejects_path(self.output)
+        dests = ([rejects] if self.skip else []) + [self.output]
         self._stack = contextlib.ExitStack()
-        tmps = self._stack.enter_context(atomic_paths(*dests))
-        self._out = self._stack.enter_context(pq.ParquetWriter(tmps[0], self.schema))
+        tmps = self._stack.enter_context(atomic_paths(*dests, clear=(self.output, rejects)))
+        self._out = self._stack.enter_context(pq.ParquetWriter(tmps[-1], self.schema))
         self._rej = self._stack.enter_context(
-            pq.ParquetWriter(tmps[1], self.reject_schema)) if self.skip else None
+            pq.ParquetWriter(tmps[0], self.reject_schema)) if self.skip else None
         return self
 
     def __exit__(self, *exc_info):

@@ -83,7 +83,7 @@ class ScoreActor:
     """
 
     def __init__(self, files, artifact: Artifact, threads: int, id_column: str,
-                 sequence_column: str):
+                 sequence_column: str, repeated=None):
         if isinstance(files, list):
             import ray
             files = ray.get(files[0])
@@ -99,7 +99,7 @@ class ScoreActor:
         else:
             local = replace(artifact, model_dir=self.folder)
         self.runner = open_runner(local, threads)   # manifest / signature, then load
-        self.columns = id_column, sequence_column
+        self.columns, self.repeated = (id_column, sequence_column), repeated
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
         """(rows,) id, sequence -> (rows,) id, output, [label,] reason (null when good)."""
@@ -116,7 +116,7 @@ class ScoreActor:
         if not batch.num_rows:
             return schema.empty_table()
         (record,) = batch.combine_chunks().to_batches()          # one contiguous batch
-        checked = check_batch(record, spec, id_column, sequence_column)
+        checked = check_batch(record, spec, id_column, sequence_column, self.repeated)
         parts = []
         for group in group_batch(checked, spec.input_size):
             table = output_table(spec, schema.remove(len(schema) - 1), group.ids,
@@ -175,6 +175,7 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
     import pyarrow.compute as pc
 
     from .dataset import open_dataset
+    from .ids import refuse_repeated, repeated_ids
 
     runner = open_runner(artifact, 1)      # the driver refuses a bad artifact before Ray
     spec = runner.spec
@@ -183,6 +184,9 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
     cpus, per_actor = os.cpu_count() or 1, config.actor_cpus or config.threads
     actors = config.actors or max(1, int(cpus // per_actor) - 1)
     skip = config.bad_rows == "skip"
+    repeated = repeated_ids(data, spec)          # the whole input's, before the actors split it
+    if not skip:
+        refuse_repeated(repeated, config.id_column)
     # A local Ray gets a logical CPU beyond the actors' for the read tasks: an actor pool
     # holding every CPU would leave the Parquet reads unscheduled (a deadlock).
     with ray_session(config.ray_address, max(cpus, int(actors * per_actor) + 1)) as ray:
@@ -210,7 +214,8 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
             fn_constructor_kwargs=dict(files=[ray.put(files)], artifact=artifact,
                                        threads=config.threads,
                                        id_column=config.id_column,
-                                       sequence_column=config.sequence_column))
+                                       sequence_column=config.sequence_column,
+                                       repeated=repeated))
         progress = Progress(data.rows, log, enabled=config.progress)
         start = time.perf_counter()
         try:

@@ -4,7 +4,7 @@ model, and rejects with a one-line reason each.
     >>> checked = check_batch(batch, spec)             # a pyarrow RecordBatch
     >>> checked.values[checked.starts[0]:][:checked.lengths[0] * spec.input_size]   # row 0
 
-A row is rejected when its sequence is null, empty, not a list of lists of floats (the
+A row is rejected when its id is null or repeated (ids.py), its sequence is null, empty, not a list of lists of floats (the
 column's type; then every row of that batch), has a null step, a step of the wrong feature
 count, a null value, NaN/Inf, or a float64 value beyond float32; the first reason found
 wins. Good rows keep their floats where Arrow decoded them (float32 is not copied).
@@ -34,9 +34,12 @@ class Checked:
 
 
 def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
-                sequence_column: str = "sequence") -> Checked:
-    """Split `batch` into good rows (flat float32 values) and rejects (id, reason)."""
+                sequence_column: str = "sequence", repeated: "pa.Array | None" = None
+                ) -> Checked:
+    """Split `batch` into good rows (flat float32 values) and rejects (id, reason); rows
+    whose id is null or among `repeated` (ids.repeated_ids) are rejected first."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     ids, col = batch.column(id_column), batch.column(sequence_column)
     n, features = len(batch), spec.input_size
@@ -46,6 +49,14 @@ def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
         for i in np.flatnonzero(mask & np.equal(reasons, None)):
             reasons[i] = reason(i) if callable(reason) else reason
 
+    mark(_nulls(ids), "null id")
+    if repeated is not None and len(repeated):
+        try:                    # (a later file's ids in the first's type, as written)
+            same = pc.is_in(ids.cast(repeated.type), value_set=repeated)
+        except (ValueError, TypeError, NotImplementedError):
+            same = None         # not castable: output.cast_ids refuses the file in one line
+        if same is not None:
+            mark(same.to_numpy(zero_copy_only=False) & ~_nulls(ids), "duplicate id")
     t = col.type
     inner_t = t.value_type if _is_list(t) else None
     if inner_t is None or not _is_list(inner_t) or inner_t.value_type not in (

@@ -3,12 +3,15 @@
     >>> preflight(Path("exported/model_repository"))
     {'classifier_onnx': [1], 'classifier_torchscript': [1], ...}
 
-Every Triton model folder (one holding config.pbtxt) with at least one integer version folder
-is served; each of its version folders must pass `check_version` first, or nothing starts.
+Every Triton model folder (every subfolder of the repository, as Triton sees it) with at
+least one integer version folder is served; it must hold config.pbtxt and each of its version
+folders must pass `check_version` first, or nothing starts.
 `check_version` is the one place a version is admitted: the release manifest (every file it
 names, sha256 and size, the model file itself among them) and, with `serve --public-key FILE`,
 the release signature (`publishing.signing.verify_version`: signed by that key, every file
-re-hashed, the folder where its signed manifest says).
+re-hashed, the folder where its signed manifest says, and what Triton reads beside it:
+config.pbtxt as signed, nothing else there; publishing/covered.py). Without a key only
+corruption is caught, and hand-written configs (your own Triton models) are served as they are.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def check_version(folder: Path, model_file: str | None, public_key: Path | None 
     check_manifest(folder, require=(model_file,) if model_file else ())
     if public_key is not None:
         from ..publishing.signing import verify_version
-        verify_version(folder, public_key)
+        verify_version(folder, public_key)       # config.pbtxt and its folder included
 
 
 def preflight_model(folder: Path, public_key: Path | None = None) -> list[int]:
@@ -36,13 +39,17 @@ def preflight_model(folder: Path, public_key: Path | None = None) -> list[int]:
     the first that fails. [] when it holds no version (nothing to serve)."""
     versions = sorted(int(v.name) for v in folder.iterdir()
                       if v.is_dir() and VERSION_DIR.fullmatch(v.name)) if folder.is_dir() else []
-    if versions:
-        found = DEFAULT_FILENAME.search((folder / TRITON_CONFIG).read_text(errors="replace"))
+    config = folder / TRITON_CONFIG
+    found = DEFAULT_FILENAME.search(config.read_text(errors="replace")) \
+        if versions and config.is_file() else None
     for version in versions:
         try:
             check_version(folder / str(version), found and found.group(1), public_key)
         except PipelineError as exc:
             raise ServeError(f"{folder.name} version {version} is not served: {exc}") from None
+    if versions and not config.is_file():
+        raise ServeError(f"{folder.name}: version folders but no {TRITON_CONFIG} (Triton may "
+                         "make one up for it); not served")
     return versions
 
 
@@ -56,7 +63,8 @@ def preflight(registry: Path, public_key: Path | None = None) -> dict[str, list[
         raise ServeError(f"{registry}: no such model repository; publish first "
                          "(`python -m pipeline publish`, or `make publish`)")
     models: dict[str, list[int]] = {}
-    for folder in sorted(p for p in registry.iterdir() if (p / TRITON_CONFIG).is_file()):
+    # every subfolder, as Triton takes every one for a model, config.pbtxt or not
+    for folder in sorted(p for p in registry.iterdir() if p.is_dir()):
         versions = preflight_model(folder, public_key)
         if versions:     # a config without a version: nothing to serve (Triton would refuse it)
             models[folder.name] = versions

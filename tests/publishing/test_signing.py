@@ -19,13 +19,14 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.errors import PublishError, SignatureError, SigningKeyError
+from pipeline.errors import PublishError, ServeError, SignatureError, SigningKeyError
 from pipeline.manifest import check_manifest, read_manifest, write_manifest
 from pipeline.publishing.publish import PublishConfig, main
 from pipeline.publishing.release import extract_release
 from pipeline.publishing.signing import fingerprint, load_public_key, sign_version, \
     verify_version
 from pipeline.publishing.trust import verify_registry
+from pipeline.serving.repository import preflight
 from tests.seeds import seed_model
 from tests.test_cli import one_line_error
 
@@ -269,7 +270,40 @@ def moved_to_another_model(repo, keys):
     return target
 
 
+def edit_config(repo, old, new):
+    """config.pbtxt beside the version folder edited (what Triton reads; issue 25, row 3)."""
+    path = onnx_dir(repo).parent / "config.pbtxt"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return onnx_dir(repo)
+
+
+def config_dims(repo, keys):
+    return edit_config(repo, "dims: [ -1, 10 ]", "dims: [ -1, 11 ]")
+
+
+def config_max_batch_size(repo, keys):
+    return edit_config(repo, "max_batch_size: 64", "max_batch_size: 4096")
+
+
+def config_model_filename(repo, keys):
+    return edit_config(repo, 'default_model_filename: "model.onnx"',
+                       'default_model_filename: "README.md"')
+
+
+def added_beside_config(repo, keys):
+    (onnx_dir(repo).parent / "notes.txt").write_text("added beside config.pbtxt")
+    return onnx_dir(repo)
+
+
+BESIDE = (config_dims, config_max_batch_size, config_model_filename, added_beside_config)
+
 REFUSED = [  # (tamper, needles of the one-line error)
+    (config_dims, ["config.pbtxt: altered after signing"]),
+    (config_max_batch_size, ["config.pbtxt: altered after signing"]),
+    (config_model_filename, ["config.pbtxt: altered after signing"]),
+    (added_beside_config, ["notes.txt not signed"]),
     (backdoor, ["model.onnx altered after signing", "manifest.json altered"]),
     (added, ["notes.txt not signed (added after signing)"]),
     (added_git_file, [".gitignore not signed"]),
@@ -293,6 +327,10 @@ def test_tampering_is_refused_and_nothing_is_loaded(repo, keys, tmp_path, tamper
         one_line_error(invoke("verify-release", path, "--public-key", pub), *needles)
     with pytest.raises(SignatureError):
         verify_registry(repo, pub)
+    with pytest.raises(ServeError) as refused:
+        preflight(repo, pub)                          # serve's pre-flight
+    if tamper in BESIDE:                              # (others: its manifest check may speak first)
+        assert needles[0] in str(refused.value)
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 10), np.float32))
     one_line_error(invoke("predict", "--version-dir", folder, "--public-key", pub,
                           "--input", tmp_path / "x.npy"), *needles)

@@ -1,0 +1,64 @@
+"""Ids that cannot be joined back: repeated ones, found before any row is scored.
+
+    >>> repeated = repeated_ids(data)            # a scoring.dataset.Dataset
+    >>> check_batch(batch, spec, repeated=repeated)   # such rows: "duplicate id"
+
+The output is written in length order, not input order, so a row's id is the only way back
+to its input row: an id that appears twice makes two answers that cannot be told apart.
+Every row holding a repeated id is therefore bad, all of its occurrences, not all but the
+first (which one came "first" would be the engine's order, not the user's). Null ids are
+bad rows too (rows.py, "null id").
+
+What it costs: one pass over the id column alone (Parquet reads that column only), and the
+ids held once, as Arrow arrays (8 bytes a row for integer ids), while they are counted.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import InputError, first_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .dataset import Dataset
+
+
+def repeated_ids(data: "Dataset", spec) -> "pa.Array":
+    """The distinct non-null ids that appear more than once across every input file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if data.row_ids:                    # row numbers as ids (no id column): none repeats
+        return pa.array([], data.id_type)
+    chunks = []
+    for path in data.files:
+        if path.suffix == ".npz":
+            chunks += [b.column(0) for b in data.batches(1 << 16, spec)]
+            continue
+        import pyarrow.parquet as pq
+        try:
+            column = pq.ParquetFile(path).read(columns=[data.id_column]).column(0)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable ({first_line(exc)})") from None
+        chunks += column.chunks
+    if not chunks:
+        return pa.array([], data.id_type)
+    try:
+        ids = pa.chunked_array([c.cast(data.id_type) for c in chunks], data.id_type)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise InputError(f"id column {data.id_column!r}: files hold ids of different types "
+                         f"({first_line(exc)})") from None
+    counts = pc.value_counts(ids.drop_null())           # struct<values, counts>
+    if not len(counts):
+        return pa.array([], data.id_type)
+    return counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+
+
+def refuse_repeated(repeated: "pa.Array", id_column: str) -> None:
+    """--bad-rows fail: one line naming a repeated id, before any row is scored."""
+    if len(repeated):
+        more = f" (and {len(repeated) - 1} more repeated ids)" if len(repeated) > 1 else ""
+        raise InputError(f"id column {id_column!r}: id {repeated[0].as_py()!r} appears more "
+                         f"than once{more}; ids must be unique to join the output back "
+                         "(--bad-rows skip rejects every such row as 'duplicate id')")
