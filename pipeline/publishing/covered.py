@@ -9,7 +9,8 @@ signature over the version folder alone would let all of that change unnoticed. 
 - publish records the sha256 and size of the config.pbtxt it writes in each version's
   manifest.json (`triton_config`), which the version's signature covers; the config on disk
   must match it byte for byte. A version published before this was recorded is held to the
-  config its signed spec generates (`triton.config_pbtxt`), byte for byte too.
+  config its signed spec generates (`triton.config_pbtxt`, or the TorchScript names of
+  before, `legacy_config_pbtxt`), byte for byte too.
 - the model folder may hold nothing else: config.pbtxt, integer version folders (each
   verified on its own) and publish's own `.staging-*` folders (Triton skips non-integer
   folders). Any other file or folder there is refused, as an added file in a version is.
@@ -20,7 +21,7 @@ import hashlib
 from pathlib import Path
 
 from ..errors import SignatureError
-from .triton import BACKENDS, TRITON_CONFIG, config_pbtxt
+from .triton import BACKENDS, TRITON_CONFIG, config_pbtxt, legacy_config_pbtxt
 
 CONFIG_KEY = "triton_config"          # in a release manifest.json: {"sha256", "size"}
 MAX_CONFIG = 1 << 20                  # a config.pbtxt is ~1 KB; never read a huge one whole
@@ -67,8 +68,8 @@ def check_model_folder(folder: Path, manifest: dict, require_config: bool = True
         return
     spec = release_spec(manifest)      # a version from before the digest was recorded
     runtime = manifest.get("runtime")
-    if spec is None or runtime not in BACKENDS or \
-            data != config_pbtxt(spec, runtime).encode():
+    if spec is None or runtime not in BACKENDS or data.decode(errors="replace") not in \
+            (config_pbtxt(spec, runtime), legacy_config_pbtxt(spec, runtime)):
         raise SignatureError(f"{config}: differs from the config {folder.name}'s signed spec "
                              "gives; altered after signing")
 

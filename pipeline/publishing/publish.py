@@ -144,7 +144,7 @@ def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: in
 
 
 def stage(repository: Path, model_dir: Path, recipe: Recipe, runtime: str, version: int,
-          manifest: dict, report: dict, metrics: dict, published: str,
+          manifest: dict, report: dict, metrics: dict, published: str, config_text: str,
           signing_key: Path | None = None) -> Path:
     """Write (and sign) one version folder as `<model>_<runtime>/.staging-*/N`; return it."""
     spec = recipe.model
@@ -168,7 +168,7 @@ def stage(repository: Path, model_dir: Path, recipe: Recipe, runtime: str, versi
             "triton_model": triton_name(spec.name, runtime), "published": published,
             "export": manifest,     # the build's own manifest: its files, signature, versions
             # what Triton reads beside the folder, covered by the signature (covered.py)
-            CONFIG_KEY: config_entry(config_pbtxt(spec, runtime)),
+            CONFIG_KEY: config_entry(config_text),
         }
         (staging / MANIFEST).write_text(json.dumps(release, indent=2) + "\n")
         check_manifest(staging)     # the release passes the same gate as the build
@@ -198,17 +198,27 @@ def commit(staging: Path, target: Path) -> None:
         raise
 
 
-def write_config(repository: Path, spec: ModelSpec, runtime: str) -> None:
-    """Write `<model>_<runtime>/config.pbtxt` if absent; refuse a different existing one
-    (one published before TorchScript models took the contract's tensor names is kept)."""
+def kept_config(repository: Path, spec: ModelSpec, runtime: str) -> str:
+    """The text `<model>_<runtime>/config.pbtxt` has once published: the spec's, or an
+    existing one from before TorchScript models took the contract's tensor names (kept).
+    Refuse any other existing config."""
     text = config_pbtxt(spec, runtime)
     parse_config(text)               # a config Triton cannot parse is never written
+    path = repository / triton_name(spec.name, runtime) / TRITON_CONFIG
+    if not path.exists():
+        return text
+    have = path.read_text()
+    if have not in (text, legacy_config_pbtxt(spec, runtime)):
+        raise PublishError(f"{path}: differs from {spec.name}'s spec, and every version of a "
+                           "Triton model shares it; publish into another --registry")
+    return have
+
+
+def write_config(repository: Path, spec: ModelSpec, runtime: str, text: str) -> None:
+    """Write `<model>_<runtime>/config.pbtxt` (the `kept_config` text) if absent."""
     path = ensure_dir(repository / triton_name(spec.name, runtime)) / TRITON_CONFIG
     if not path.exists():
         atomic_write_bytes(path, text.encode())
-    elif path.read_text() not in (text, legacy_config_pbtxt(spec, runtime)):
-        raise PublishError(f"{path}: differs from {spec.name}'s spec, and every version of a "
-                           "Triton model shares it; publish into another --registry")
 
 
 def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
@@ -251,14 +261,15 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
         published = datetime.now(timezone.utc).isoformat(timespec="seconds")
         folders = {rt: repository / triton_name(spec.name, rt) / str(version) for rt in runtimes}
         staged: dict[str, Path] = {}
+        configs = {rt: kept_config(repository, spec, rt) for rt in runtimes}
         try:
             for runtime in runtimes:
                 if runtime not in have:
                     staged[runtime] = stage(repository, model_dir, recipe, runtime, version,
                                             manifest, report, metrics, published,
-                                            config.signing_key)
+                                            configs[runtime], config.signing_key)
             for runtime in runtimes:
-                write_config(repository, spec, runtime)
+                write_config(repository, spec, runtime, configs[runtime])
             for runtime, folder in staged.items():
                 commit(folder, folders[runtime])
         finally:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.errors import IntegrityError, PublishError
 from pipeline.manifest import check_manifest, read_manifest, write_manifest
+from pipeline.publishing.covered import CONFIG_KEY, check_model_folder
 from pipeline.publishing.publish import PublishConfig, commit, main, published_versions
 from pipeline.publishing.release import extract_release
 from pipeline.specs import MODEL_NAMES
@@ -272,6 +273,14 @@ def test_config_with_the_old_torchscript_names_is_kept(build):
     rebuild(build)
     assert publish(build)["version"] == 2
     assert {path: path.read_text() for path in legacy} == legacy
+    # what the signature covers (issue 25) is the config kept on disk: version 2 records its
+    # digest, and a version from before digests were recorded is held to the legacy text
+    for path in legacy:
+        for version in ("1", "2"):
+            release = json.loads((path.parent / version / "manifest.json").read_text())
+            if version == "1":
+                release.pop(CONFIG_KEY)
+            check_model_folder(path.parent / version, release)
 
 
 def test_damaged_published_version_is_reported(build):
