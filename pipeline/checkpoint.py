@@ -62,7 +62,11 @@ def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
     from .families import build_model
 
     path = Path(model_dir) / WEIGHTS
-    model = build_model(spec)
+    if spec.layers:                     # a chain of layers (issue 22)
+        from .network import build_chain
+        model = build_chain(spec)
+    else:
+        model = build_model(spec)
     try:
         state = load_file(path)
         model.load_state_dict(state, strict=True)

@@ -116,7 +116,10 @@ def _first_bad(x: np.ndarray) -> tuple[int, ...] | None:
 
 def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
     """Enforce the input policy on `x`; return it as a contiguous (batch, seq, features) array
-    of the spec's dtype. `where` prefixes every message (the file name)."""
+    of the spec's dtype (int64 (batch, seq) ids for a token model: `check_tokens`). `where`
+    prefixes every message (the file name)."""
+    if spec.input_kind == "tokens":
+        return check_tokens(x, spec, where)
     if x.ndim != 3:
         raise InputError(f"{where}: shape {x.shape} has rank {x.ndim}; model {spec.name} expects "
                          f"rank 3 (batch, seq, features={spec.input_size})")
@@ -142,6 +145,23 @@ def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
     return converted
 
 
+def check_tokens(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
+    """Token ids: an integer (batch, seq) array, every id in 0..vocab-1 (an id outside the
+    embedding's table is an error in some runtimes and garbage in others)."""
+    if x.ndim != 2:
+        raise InputError(f"{where}: shape {x.shape} has rank {x.ndim}; model {spec.name} expects "
+                         f"token ids of rank 2 (batch, seq)")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise InputError(f"{where}: shape {x.shape} is empty; batch and seq must be >= 1")
+    if x.dtype.kind not in "iu":
+        raise InputError(f"{where}: dtype {x.dtype}; model {spec.name} takes integer token ids")
+    if (bad := np.argwhere((x < 0) | (x >= spec.input_size))).size:
+        at = tuple(int(i) for i in bad[0])
+        raise InputError(f"{where}: token id {x[at]} at index {at} is outside the vocabulary "
+                         f"0..{spec.input_size - 1}")
+    return np.ascontiguousarray(x, dtype=np.int64)
+
+
 def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np.ndarray]:
     """Enforce the stream contract (spec.stream_inputs) on {name: array}; return the feeds
     converted (input as `check_input`, lengths int64, states in the spec's dtype, zeros
@@ -154,8 +174,8 @@ def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np
         optional = " and ".join(repr(t.name) for t in state_specs)
         raise InputError(f"{where}: needs arrays {x_spec.name!r} and {len_spec.name!r} "
                          f"(and optionally {optional}); got {sorted(feeds)}")
-    x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq, F)
-    batch, seq, _ = x.shape
+    x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq[, F])
+    batch, seq = x.shape[:2]
     lengths = check_lengths(np.asarray(feeds[len_spec.name]), batch, seq, where, len_spec.name)
     checked = {x_spec.name: x, len_spec.name: lengths}
     for t in state_specs:
