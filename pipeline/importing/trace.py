@@ -212,8 +212,10 @@ class _Reader:
             elif node.op == "output":
                 out = node.args[0]
                 if isinstance(out, (tuple, list, dict)):
-                    self.refuse(node, f"forward returns tuple of {len(out)} values; the "
-                                      "pipeline exports one output tensor")
+                    parts = [p for p in (out.values() if isinstance(out, dict) else out)
+                             if hasattr(p, "op")]     # the output node has no source line
+                    self.refuse(parts[0] if parts else node, f"forward returns tuple of "
+                                f"{len(out)} values (the pipeline exports one output tensor)")
                 v = self.settle(node, vals[out])
                 if v.what not in ("seq", "row") or v.packed:
                     self.refuse(node, f"forward returns a {'packed' if v.packed else v.what} "
@@ -320,10 +322,14 @@ class _Reader:
             return v
         if target in ("contiguous",) and v is not None:
             return v
+        if target in ("size", "dim") or target is getattr and args[1] == "shape":
+            return Value("size")              # sizes: only a state built from them reads them
+        if target in (torch.zeros, torch.ones, torch.randn, torch.full, "new_zeros"):
+            return Value("made tensor")
         if target in (torch.cat, torch.concat):
             return self.cat(node, vals)
         v = self.settle(node, v) if v is not None else None
-        if v is None:
+        if v is None or v.what in ("size", "made tensor"):
             self.refuse(node, f"{_name(node)} not on the model's input")
         fn = self.fns.get(target) or (target if isinstance(target, str) and target in
                                       ("relu", "tanh", "sigmoid", "softmax", "log_softmax")
@@ -373,6 +379,8 @@ class _Reader:
     def getitem(self, node, v, index):
         if v is None:
             self.refuse(node, "indexing a value that is not the model's")
+        if v.what == "size":
+            return v
         if v.what == "rnn":
             if index == 0:
                 return Value("seq", v.pos, v.width, v.directions, v.packed)
