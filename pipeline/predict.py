@@ -20,6 +20,10 @@ file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
   (object) arrays are never loaded. Rank 3 (batch, seq, features); batch, seq >= 1;
   features = the spec's input_size; dtype the spec's (float32), float64 converted (an
   overflow is refused), any other refused; no NaN or Inf (the first one's index is given).
+  A token model (a chain starting with an Embedding, issue 22) takes integer ids instead:
+  rank 2 (batch, seq), every id in 0..vocabulary-1; its .csv holds one id per row. A
+  per-step model writes (batch, seq, outputs); a model whose forward packs its input runs
+  every row at full length here (give ragged rows through `--stream`, or `score`).
 
     python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
 
@@ -74,6 +78,11 @@ def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
                 table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
             if table.size == 0:
                 raise InputError(f"{path}: no rows; a .csv holds one sequence, a row per step")
+            if spec.input_kind == "tokens":             # one id per row (or one row of ids)
+                if min(table.shape) != 1 or not np.array_equal(table, np.round(table)):
+                    raise InputError(f"{path}: a token model's .csv holds one sequence of "
+                                     "integer ids, one per row")
+                return table.reshape(1, -1).astype(np.int64)     # (1, steps)
             return table[None]                          # (1, steps, features)
         with open(path, "rb") as f:
             head = f.read(len(NPY_MAGIC))
@@ -243,7 +252,14 @@ def load_input(path: str | Path, spec: ModelSpec) -> np.ndarray:
 
 
 def format_rows(y: np.ndarray, spec: ModelSpec) -> list[str]:
-    """One line per sequence: the predicted class and logits, or the forecast values."""
+    """One line per sequence: the predicted class and logits, or the forecast values; for
+    a per-step model the class of every step, or every step's values."""
+    if y.ndim == 3:                                     # (batch, seq, outputs)
+        if spec.task == "classification":
+            return [f"{i}: classes per step [{', '.join(str(int(c)) for c in row.argmax(-1))}]"
+                    for i, row in enumerate(y)]
+        return [f"{i}: per step [" + "; ".join(", ".join(f"{v:.6g}" for v in step)
+                                              for step in row) + "]" for i, row in enumerate(y)]
     lines = []
     for i, row in enumerate(y):                         # row: (output_size,)
         values = ", ".join(f"{v:.6g}" for v in row)
@@ -283,8 +299,11 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
     if config.stream:
         return _main_stream(runner, config, log)
     spec = runner.spec
-    x = load_input(config.input, spec)                  # (batch, seq, features)
-    y = runner.run({spec.input_name: x})[spec.output_name]   # (batch, output_size)
+    x = load_input(config.input, spec)                  # (batch, seq, features) or ids
+    feeds = {spec.input_name: x}
+    if spec.takes_lengths:                              # a packed forward: rows full length
+        feeds[spec.lengths_name] = np.full(x.shape[0], x.shape[1], np.int64)
+    y = runner.run(feeds)[spec.output_name]             # (batch, [seq,] output_size)
     log(f"{spec.name} ({runner.name}): {x.shape} -> {y.shape}")
     if config.output is not None:
         with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
