@@ -111,3 +111,53 @@ def test_publish_writes_int64_inputs_per_step_dims_and_every_state(out, tmp_path
     card = (registry / "tagger_onnx" / "1" / "README.md").read_text()
     assert "Embedding (50 token ids -> 12) -> `nn.LSTM(batch_first=True)` (12 -> 16)" in card
     assert "| input | `input` | `input` | int64 | (batch, seq) | [-1] |" in card
+
+
+def test_score_token_sequences_with_per_step_outputs_and_labels(out, tmp_path):
+    """A Parquet column of list<int64> ids of ragged lengths: each row's per-step outputs
+    (list<list<float32>>) and labels (list<int64>) equal the user's module on that row
+    alone; a row with an id outside the vocabulary is rejected with its reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    rows = [rng.integers(0, 50, n).tolist() for n in (7, 1, 12, 7, 3)] + [[3, 99, 4]]
+    pq.write_table(pa.table({"id": list(range(len(rows))),
+                             "sequence": pa.array(rows, pa.list_(pa.int64()))}),
+                   tmp_path / "ids.parquet")
+    result = run("score", "--model", "tagger", "--out", out, "--input",
+                 tmp_path / "ids.parquet", "--output", tmp_path / "y.parquet",
+                 "--bad-rows", "skip")
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "y.parquet")
+    assert table.schema.field("output").type == pa.list_(pa.list_(pa.float32()))
+    assert table.schema.field("label").type == pa.list_(pa.int64())
+    theirs = chain_model("tagger")
+    got = {i: (np.array(o), lab) for i, o, lab in zip(*(table.column(c).to_pylist()
+                                                        for c in ("id", "output", "label")))}
+    assert sorted(got) == [0, 1, 2, 3, 4]
+    for i, row in enumerate(rows[:5]):
+        with torch.inference_mode():
+            want = theirs(torch.tensor([row]))[0].numpy()
+        np.testing.assert_allclose(got[i][0], want, atol=2e-5, rtol=2e-5)
+        assert got[i][1] == want.argmax(-1).tolist()
+    rejects = pq.read_table(tmp_path / "y.rejects.parquet").to_pylist()
+    assert rejects == [{"id": 5, "reason": "token id 99 outside the vocabulary 0..49 at step 1"}]
+
+
+def test_score_a_packed_model_row_by_row(out, tmp_path):
+    from pipeline.scoring.dataset import sequences_table
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(6)
+    seqs = [rng.standard_normal((n, 6)).astype(np.float32) for n in (5, 2, 9, 5)]
+    pq.write_table(sequences_table(seqs), tmp_path / "x.parquet")
+    result = run("score", "--model", "padded", "--out", out, "--input",
+                 tmp_path / "x.parquet", "--output", tmp_path / "y.parquet")
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "y.parquet").to_pydict()
+    theirs = chain_model("padded")
+    for i, output in zip(table["id"], table["output"]):
+        with torch.inference_mode():
+            want = theirs(torch.from_numpy(seqs[i][None]), torch.tensor([len(seqs[i])]))
+        np.testing.assert_allclose(output, want[0].numpy(), atol=2e-5, rtol=2e-5)

@@ -35,8 +35,13 @@ class Checked:
 
 def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
                 sequence_column: str = "sequence") -> Checked:
-    """Split `batch` into good rows (flat float32 values) and rejects (id, reason)."""
+    """Split `batch` into good rows (flat float32 values) and rejects (id, reason); a token
+    model's rows are checked by tokens.py (flat int64 ids)."""
     import pyarrow as pa
+
+    if spec.input_kind == "tokens":
+        from .tokens import check_token_batch
+        return check_token_batch(batch, spec, id_column, sequence_column)
 
     ids, col = batch.column(id_column), batch.column(sequence_column)
     n, features = len(batch), spec.input_size
