@@ -139,3 +139,14 @@ def test_verify_every_runtime_from_the_cli(chains):
                                           "--device", "cpu"])
         assert result.exit_code == 0, result.output
         assert "checks passed" in result.output
+
+
+def test_openvino_sees_only_the_contract_names(chains):
+    """A chain's graph outputs carry no internal name besides the contract's."""
+    import openvino as ov
+    out, specs = chains
+    for name in STREAMED:
+        spec = specs[name]
+        for stream, want in ((False, [spec.output]), (True, spec.stream_outputs)):
+            compiled = ov.Core().compile_model(str(out / name / artifact("onnx", stream)), "CPU")
+            assert [p.get_names() for p in compiled.outputs] == [{t.name} for t in want], name
