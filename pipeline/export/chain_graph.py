@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from ..families.graph import GraphBuilder, value_info
 from ..network import layer_weights

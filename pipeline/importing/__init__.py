@@ -7,7 +7,7 @@
 
     statedict.py  read the file (weights_only / safetensors), recognise the network, the
                   canonical weights
-    trace.py      --module: the chain of layers read from the user's forward (torch.fx)
+    trace.py      --module: the user's forward traced by torch.fx (reader.py: into a chain)
     chain.py      --module: the spec and canonical weights of that chain (a cell loop is
                   recorded from the order its modules run in)
     module.py     --module: the user's forward must equal the canonical form
