@@ -30,7 +30,9 @@ SERVE_STAMP := $(SERVE_VENV)/.installed
 KEYS    ?= .keys
 
 # What each stage's output depends on besides the previous stage's files.
-CORE_SRC  := pipeline/specs.py pipeline/validate.py pipeline/fsio.py pipeline/checkpoint.py $(wildcard pipeline/families/*.py)
+CORE_SRC  := pipeline/specs.py pipeline/validate.py pipeline/fsio.py pipeline/checkpoint.py \
+             $(wildcard pipeline/families/*.py) $(wildcard pipeline/layers/*.py) pipeline/network.py \
+             pipeline/inputs.py
 TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
 RUNTIME_SRC := $(wildcard pipeline/runtimes/*.py)
 STREAM_SRC := pipeline/verify_stream.py pipeline/predict.py

@@ -48,6 +48,8 @@ import numpy as np
 
 from .checkpoint import read_config
 from .fsio import atomic_path, atomic_write_json, model_lock
+from .inputs import model_feeds
+from .layers.chain import flops_per_layer
 from .manifest import read_manifest
 from .provenance import source_commit, versions
 from .runtimes import RUNTIMES, installed, open_runners, resolve_device, select_runtimes
@@ -119,7 +121,9 @@ def time_round_robin(calls: dict[str, Callable[[], object]], budget_s: float,
 
 def flops(spec, batch: int, seq: int) -> int:
     """Multiply-adds x2 of the recurrence (every gate, layer and direction) and the head
-    (activations, gate products and bias adds not counted)."""
+    (activations, gate products and bias adds not counted); a chain's: its layers'."""
+    if spec.layers:
+        return batch * sum(n for _, n in flops_per_layer(spec, seq))
     from .families import family
     h, d, gates = spec.hidden_size, spec.directions, family(spec).gates
     inputs = [spec.input_size] + [h * d] * (spec.num_layers - 1)      # each layer's input
@@ -170,8 +174,7 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         rng = np.random.default_rng(config.seed)
         rows = []
         for batch, seq in config.shapes:
-            feeds = {spec.input_name: rng.standard_normal(
-                (batch, seq, spec.input_size)).astype(np.float32)}
+            feeds = model_feeds(spec, rng, batch, seq)      # ids in the vocabulary, lengths
             calls = {r.name: (lambda r=r: r.run(feeds)) for r in runners}
             with torch.inference_mode():
                 times = time_round_robin(calls, config.budget_s, config.min_reps,
@@ -209,9 +212,15 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
             "versions": versions(),
             "source_commit": source_commit(),
             "flops": {f"{b}x{s}": flops(spec, b, s) for b, s in config.shapes},
+            "flops_per_layer": {f"{b}x{s}": [[words, b * n] for words, n in
+                                             flops_per_layer(spec, s)]
+                                for b, s in config.shapes},
             "rows": rows,
         }
         atomic_write_json(model_dir / BENCHMARK_JSON, result)
+        b, s = config.shapes[-1]
+        log(f"{config.model} FLOPs per layer at ({b}, {s}): " + "; ".join(
+            f"{words}: {n:,}" for words, n in result["flops_per_layer"][f"{b}x{s}"]))
         if config.plot:
             with atomic_path(model_dir / BENCHMARK_PNG) as tmp:
                 plot(result, tmp)

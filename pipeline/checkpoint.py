@@ -73,7 +73,11 @@ def load_weights(model_dir: Path, spec: ModelSpec) -> nn.Module:
     except ValueError as exc:       # shapes: read from the header, not what the spec builds
         raise CheckpointError(f"{path}: cannot load weights: they do not fit config.json "
                               f"({first_line(exc)})") from None
-    model = build_model(spec)
+    if spec.layers:                     # a chain of layers (issue 22)
+        from .network import build_chain
+        model = build_chain(spec)
+    else:
+        model = build_model(spec)
     try:
         state = load_file(path)
         model.load_state_dict(state, strict=True)

@@ -82,7 +82,7 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance,
     worst = float((diff / bound).max(initial=0.0))
     agree = None
     if classification and actual.ndim == 2 and actual.size:
-        agree = bool((actual.argmax(axis=1) == expected.argmax(axis=1)).all())
+        agree = bool((actual.argmax(axis=-1) == expected.argmax(axis=-1)).all())
     reasons = []
     if worst > 1.0:
         at = tuple(int(i) for i in np.unravel_index(np.argmax(diff / bound), diff.shape))

@@ -20,6 +20,10 @@ file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
   (object) arrays are never loaded. Rank 3 (batch, seq, features); batch, seq >= 1;
   features = the spec's input_size; dtype the spec's (float32), float64 converted (an
   overflow is refused), any other refused; no NaN or Inf (the first one's index is given).
+  A token model (a chain starting with an Embedding, issue 22) takes integer ids instead:
+  rank 2 (batch, seq), every id in 0..vocabulary-1; its .csv holds one id per row. A
+  per-step model writes (batch, seq, outputs); a model whose forward packs its input runs
+  every row at full length here (give ragged rows through `--stream`, or `score`).
 
     python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
 
@@ -75,6 +79,11 @@ def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
                 table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
             if table.size == 0:
                 raise InputError(f"{path}: no rows; a .csv holds one sequence, a row per step")
+            if spec.input_kind == "tokens":             # one id per row (or one row of ids)
+                if min(table.shape) != 1 or not np.array_equal(table, np.round(table)):
+                    raise InputError(f"{path}: a token model's .csv holds one sequence of "
+                                     "integer ids, one per row")
+                return table.reshape(1, -1).astype(np.int64)     # (1, steps)
             return table[None]                          # (1, steps, features)
         with open(path, "rb") as f:
             head = f.read(len(NPY_MAGIC))
@@ -119,7 +128,10 @@ def _first_bad(x: np.ndarray) -> tuple[int, ...] | None:
 
 def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
     """Enforce the input policy on `x`; return it as a contiguous (batch, seq, features) array
-    of the spec's dtype. `where` prefixes every message (the file name)."""
+    of the spec's dtype (int64 (batch, seq) ids for a token model: `check_tokens`). `where`
+    prefixes every message (the file name)."""
+    if spec.input_kind == "tokens":
+        return check_tokens(x, spec, where)
     if x.ndim != 3:
         raise InputError(f"{where}: shape {x.shape} has rank {x.ndim}; model {spec.name} expects "
                          f"rank 3 (batch, seq, features={spec.input_size})")
@@ -145,6 +157,23 @@ def check_input(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
     return converted
 
 
+def check_tokens(x: np.ndarray, spec: ModelSpec, where: str) -> np.ndarray:
+    """Token ids: an integer (batch, seq) array, every id in 0..vocab-1 (an id outside the
+    embedding's table is an error in some runtimes and garbage in others)."""
+    if x.ndim != 2:
+        raise InputError(f"{where}: shape {x.shape} has rank {x.ndim}; model {spec.name} expects "
+                         f"token ids of rank 2 (batch, seq)")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise InputError(f"{where}: shape {x.shape} is empty; batch and seq must be >= 1")
+    if x.dtype.kind not in "iu":
+        raise InputError(f"{where}: dtype {x.dtype}; model {spec.name} takes integer token ids")
+    if (bad := np.argwhere((x < 0) | (x >= spec.input_size))).size:
+        at = tuple(int(i) for i in bad[0])
+        raise InputError(f"{where}: token id {x[at]} at index {at} is outside the vocabulary "
+                         f"0..{spec.input_size - 1}")
+    return np.ascontiguousarray(x, dtype=np.int64)
+
+
 def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np.ndarray]:
     """Enforce the stream contract (spec.stream_inputs) on {name: array}; return the feeds
     converted (input as `check_input`, lengths int64, states in the spec's dtype, zeros
@@ -157,8 +186,8 @@ def check_stream_feeds(feeds: dict, spec: ModelSpec, where: str) -> dict[str, np
         optional = " and ".join(repr(t.name) for t in state_specs)
         raise InputError(f"{where}: needs arrays {x_spec.name!r} and {len_spec.name!r} "
                          f"(and optionally {optional}); got {sorted(feeds)}")
-    x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq, F)
-    batch, seq, _ = x.shape
+    x = check_input(np.asarray(feeds[x_spec.name]), spec, where)   # (batch, seq[, F])
+    batch, seq = x.shape[:2]
     lengths = check_lengths(np.asarray(feeds[len_spec.name]), batch, seq, where, len_spec.name)
     checked = {x_spec.name: x, len_spec.name: lengths}
     for t in state_specs:
@@ -227,7 +256,14 @@ def load_input(path: str | Path, spec: ModelSpec) -> np.ndarray:
 
 
 def format_rows(y: np.ndarray, spec: ModelSpec) -> list[str]:
-    """One line per sequence: the predicted class and logits, or the forecast values."""
+    """One line per sequence: the predicted class and logits, or the forecast values; for
+    a per-step model the class of every step, or every step's values."""
+    if y.ndim == 3:                                     # (batch, seq, outputs)
+        if spec.task == "classification":
+            return [f"{i}: classes per step [{', '.join(str(int(c)) for c in row.argmax(-1))}]"
+                    for i, row in enumerate(y)]
+        return [f"{i}: per step [" + "; ".join(", ".join(f"{v:.6g}" for v in step)
+                                              for step in row) + "]" for i, row in enumerate(y)]
     lines = []
     for i, row in enumerate(y):                         # row: (output_size,)
         values = ", ".join(f"{v:.6g}" for v in row)
@@ -267,8 +303,11 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
     if config.stream:
         return _main_stream(runner, config, log)
     spec = runner.spec
-    x = load_input(config.input, spec)                  # (batch, seq, features)
-    y = runner.run({spec.input_name: x})[spec.output_name]   # (batch, output_size)
+    x = load_input(config.input, spec)                  # (batch, seq, features) or ids
+    feeds = {spec.input_name: x}
+    if spec.takes_lengths:                              # a packed forward: rows full length
+        feeds[spec.lengths_name] = np.full(x.shape[0], x.shape[1], np.int64)
+    y = runner.run(feeds)[spec.output_name]             # (batch, [seq,] output_size)
     log(f"{spec.name} ({runner.name}): {x.shape} -> {y.shape}")
     if config.output is not None:
         with atomic_path(config.output) as tmp, open(tmp, "wb") as f:

@@ -13,6 +13,14 @@ head on the last step's top-layer output (`out[:, -1, :]`; both directions' for 
 bidirectional stack). The seed models are two instances: forecaster (rnn_tanh cell_loop)
 and classifier (rnn_tanh stack).
 
+A model imported from a user's forward (issue 22) is a chain of layers instead: `layers`, a
+tuple of pipeline.layers dataclasses (Embedding, Linear, LayerNorm, Dropout, Activation,
+Recurrent, Readout), and `input_kind` "features" (float32 (batch, seq, F)) or "tokens"
+(int64 ids (batch, seq), the chain starting with an Embedding). Its cell/form/sizes fields
+then describe its first recurrent layer, input_size its features (or vocabulary) and
+output_size its output. A spec without `layers` is a seed-form model, the chain Recurrent,
+Readout(last_step), Linear (`ModelSpec.chain`); its config.json is written as before.
+
     >>> from pipeline.specs import SPECS
     >>> SPECS["forecaster"].input.shape
     ('batch', 'seq', 10)
@@ -83,6 +91,9 @@ class ModelSpec:
     # an expansive recurrence), an element may also be off by drift_factor x D. Measured in
     # pipeline/compare.py: honest runtimes reached 4.8 D at most, 1e-3 weight noise >= 434 D.
     drift_factor: float = 8.0
+    # issue 22: a chain of layers (empty: the seed form) and what its input is
+    input_kind: Literal["features", "tokens"] = "features"
+    layers: tuple = ()
 
     def __post_init__(self):
         problems = [
@@ -95,6 +106,42 @@ class ModelSpec:
         ]
         if any(problems):
             raise ValueError(f"model {self.name}: {next(p for p in problems if p)}")
+        if self.layers:
+            from .layers.chain import check_chain
+            problem = check_chain(self)
+            if problem:
+                raise ValueError(f"model {self.name}: {problem}")
+
+    @property
+    def chain(self) -> tuple:
+        """The layers, in order; a seed-form spec's are Recurrent, Readout(last_step), Linear."""
+        if self.layers:
+            return self.layers
+        from .layers import Linear, Readout, Recurrent
+        width = self.hidden_size * self.directions
+        return (Recurrent(self.cell, self.form, self.input_size, self.hidden_size,
+                          self.num_layers, self.bidirectional),
+                Readout("last_step", width, self.directions), Linear(width, self.output_size))
+
+    @property
+    def recurrent(self) -> tuple:
+        return tuple(layer for layer in self.chain if layer.kind == "recurrent")
+
+    @property
+    def per_step(self) -> bool:
+        """No readout: an output per step, (batch, seq, O)."""
+        return all(layer.kind != "readout" for layer in self.chain)
+
+    @property
+    def takes_lengths(self) -> bool:
+        """The forward packs its input (pack_padded_sequence): model.* take `lengths` too."""
+        return any(getattr(layer, "packed", False) for layer in self.chain)
+
+    @property
+    def stream_refusal(self) -> str | None:
+        """Why the model has no stream form, or None."""
+        from .layers.chain import stream_refusal
+        return stream_refusal(self.chain)
 
     @property
     def directions(self) -> int:
@@ -103,7 +150,7 @@ class ModelSpec:
     @property
     def has_stream(self) -> bool:
         """A stream form carries state forward; a backward direction would need the future."""
-        return not self.bidirectional
+        return self.stream_refusal is None if self.layers else not self.bidirectional
 
     @property
     def state(self) -> tuple[Axis, ...]:
@@ -115,31 +162,58 @@ class ModelSpec:
     @property
     def state_names(self) -> tuple[tuple[str, str], ...]:
         """(state input, state output) pairs: h, and c for an LSTM; h_out feeds h_in."""
-        pairs = ((self.state_in_name, self.state_out_name),)
-        if self.cell == "lstm":
-            pairs += ((self.cell_state_in_name, self.cell_state_out_name),)
-        return pairs
+        return tuple(pair for pair, _ in self._states())
+
+    def _states(self) -> tuple:
+        """((state in, state out), shape) per state tensor: each recurrent layer's h (and c)
+        in chain order; a chain's second recurrent layer's are h_in_1, h_out_1, ..."""
+        if not self.layers:
+            pairs = ((self.state_in_name, self.state_out_name),)
+            if self.cell == "lstm":
+                pairs += ((self.cell_state_in_name, self.cell_state_out_name),)
+            return tuple((p, self.state) for p in pairs)
+        out = []
+        for k, layer in enumerate(self.recurrent):
+            tail = f"_{k}" if k else ""
+            shape = ("batch", *(() if layer.layers == 1 else (layer.layers,)), layer.hidden)
+            names = [(self.state_in_name, self.state_out_name),
+                     (self.cell_state_in_name, self.cell_state_out_name)][:layer.states]
+            out += [((i + tail, o + tail), shape) for i, o in names]
+        return tuple(out)
 
     @property
     def input(self) -> TensorSpec:
+        if self.input_kind == "tokens":
+            return TensorSpec(self.input_name, "int64", ("batch", "seq"))
         return TensorSpec(self.input_name, self.dtype, ("batch", "seq", self.input_size))
 
     @property
+    def lengths(self) -> TensorSpec:
+        return TensorSpec(self.lengths_name, "int64", ("batch",))
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """model.*'s inputs: input, and lengths where the forward packs."""
+        return (self.input, self.lengths) if self.takes_lengths else (self.input,)
+
+    @property
     def output(self) -> TensorSpec:
-        return TensorSpec(self.output_name, self.dtype, ("batch", self.output_size))
+        per_step = ("seq",) if self.layers and self.per_step else ()
+        return TensorSpec(self.output_name, self.dtype, ("batch", *per_step, self.output_size))
 
     @property
     def stream_inputs(self) -> tuple[TensorSpec, ...]:
         """model_stream.*: input zero-padded past each row's length, lengths in 1..seq,
         then the state to continue from (h_in, + c_in for an LSTM; zeros start a stream)."""
-        return (self.input, TensorSpec(self.lengths_name, "int64", ("batch",)),
-                *(TensorSpec(i, self.dtype, self.state) for i, _ in self.state_names))
+        return (self.input, self.lengths,
+                *(TensorSpec(i, self.dtype, shape) for (i, _), shape in self._states()))
 
     @property
     def stream_outputs(self) -> tuple[TensorSpec, ...]:
         """output: the head on each row's top-layer state at its own last valid step; then
         the state there (h_out, + c_out for an LSTM), fed back as the next call's state."""
-        return (self.output, *(TensorSpec(o, self.dtype, self.state) for _, o in self.state_names))
+        return (self.output,
+                *(TensorSpec(o, self.dtype, shape) for (_, o), shape in self._states()))
 
     def tolerance(self, device: str = "cpu") -> Tolerance:
         return self.cuda_tolerance if device == "cuda" else self.cpu_tolerance
@@ -202,7 +276,13 @@ MODEL_NAMES: tuple[str, ...] = tuple(RECIPES)
 
 
 def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
+    """asdict; a ModelSpec without layers is written as before issue 22 (no chain keys)."""
+    data = dataclasses.asdict(obj)
+    for spec in (data, data.get("model")):
+        if isinstance(spec, dict) and spec.get("layers") == () and "input_kind" in spec:
+            if spec["input_kind"] == "features":
+                del spec["layers"], spec["input_kind"]
+    return data
 
 
 def _build(cls, data: dict):
@@ -226,6 +306,9 @@ def model_spec_from_dict(data: dict) -> ModelSpec:
     data = dict(data)
     if "arch" in data:                       # a seed config.json from before the families
         data.update(LEGACY_ARCHS[data.pop("arch")])
+    if data.get("layers"):
+        from .layers import layer_from_dict
+        data["layers"] = tuple(layer_from_dict(d) for d in data["layers"])
     return _build(ModelSpec, data)
 
 

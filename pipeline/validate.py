@@ -34,6 +34,11 @@ LIMITS = {   # field -> (low, high), inclusive; fields of any spec dataclass
     "noise": (0, math.inf), "epochs": (0, 10**6), "lr": (0, math.inf),
     "grad_clip": (0, math.inf), "seed": (0, 2**63 - 1),
 }
+# a chain's layers (issue 22): their sizes, and the recurrent layer's `layers` count
+LAYER_LIMITS = {"inputs": (1, MAX_SIZE), "outputs": (1, MAX_SIZE), "hidden": (1, MAX_SIZE),
+                "dim": (1, MAX_SIZE), "size": (1, MAX_SIZE), "num": (1, 10**7),
+                "layers": (1, MAX_LAYERS), "eps": (0, 1)}
+MAX_CHAIN = 256          # layers in a chain
 NESTED = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec,
           "cpu_tolerance": Tolerance, "cuda_tolerance": Tolerance}
 
@@ -59,6 +64,9 @@ def _check(cls, data, where: str) -> None:
         if field is None:
             continue                      # unknown keys: the dataclass refuses them by name
         name = f"{where}{key}"
+        if cls is ModelSpec and key == "layers":
+            _check_layers(value, name)
+            continue
         nested = NESTED.get(key)
         if nested is not None:
             if value is not None:
@@ -78,13 +86,31 @@ def _check(cls, data, where: str) -> None:
         raise ValueError(f"{where}seq_min {data['seq_min']} > {where}seq_max {data['seq_max']}")
 
 
-def _number(name: str, value, integer: bool) -> None:
+def _check_layers(layers, name: str) -> None:
+    """Each layer of a chain by its kind's dataclass: numbers typed, sizes in range."""
+    from .layers import KINDS
+    if not isinstance(layers, list) or len(layers) > MAX_CHAIN:
+        raise ValueError(f"{name} must be a list of at most {MAX_CHAIN} layers")
+    for i, layer in enumerate(layers):
+        where = f"{name}[{i}]"
+        kind = KINDS.get(layer.get("kind")) if isinstance(layer, dict) else None
+        if kind is None:
+            raise ValueError(f"{where} is not a layer of a known kind ({', '.join(KINDS)})")
+        for field in dataclasses.fields(kind):
+            value = layer.get(field.name)
+            if field.name not in layer or str(field.type) not in ("int", "float"):
+                continue
+            _number(f"{where}.{field.name}", value, integer=str(field.type) == "int",
+                    limits=LAYER_LIMITS)
+
+
+def _number(name: str, value, integer: bool, limits: dict = LIMITS) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             (integer and not isinstance(value, int)):
         raise ValueError(f"{name} is {value!r}; must be {'an integer' if integer else 'a number'}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{name} is {value!r}; must be a finite number")
-    low, high = LIMITS.get(name.rsplit(".", 1)[-1], (-math.inf, math.inf))
+    low, high = limits.get(name.rsplit(".", 1)[-1], (-math.inf, math.inf))
     if not low <= value <= high:
         bound = f">= {low}" if high == math.inf else f"in {low}..{high:,}"
         raise ValueError(f"{name} is {value!r}; must be {bound}")
@@ -99,7 +125,12 @@ def check_weight_shapes(spec: ModelSpec, weights: Path) -> None:
     from .families import build_model
 
     with torch.device("meta"):                   # shapes only: no memory for the weights
-        expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+        if spec.layers:                          # a chain of layers (network.py)
+            from .network import build_chain
+            model = build_chain(spec)
+        else:
+            model = build_model(spec)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     with safe_open(str(weights), "pt") as f:
         found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     for key, shape in expected.items():

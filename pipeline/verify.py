@@ -36,6 +36,7 @@ from .checkpoint import WEIGHTS, read_config
 from .compare import compare
 from .errors import VerificationError, first_line
 from .fsio import atomic_write_json, model_lock
+from .inputs import model_feeds
 from .manifest import check_manifest, read_manifest, require_listed
 from .provenance import versions
 from .runtimes import (DEFAULT_VERIFY, artifact, load_runner, load_stream_runner, on_cuda,
@@ -149,15 +150,15 @@ def run_matrix(spec: ModelSpec, reference, runners, shapes, seed: int) -> list[d
     rows = []
     for batch, seq in shapes:
         for scale in SCALES:
-            x = (scale * rng.standard_normal((batch, seq, spec.input_size))).astype(np.float32)
-            expected = reference.run({spec.input_name: x})[spec.output_name]
-            exact = [y[spec.output_name] for y in exact_model.spread({spec.input_name: x})]
+            feeds = model_feeds(spec, rng, batch, seq, scale)   # ids in the vocabulary
+            expected = reference.run(feeds)[spec.output_name]
+            exact = [y[spec.output_name] for y in exact_model.spread(feeds)]
             for runner in runners:
                 tol = spec.tolerance("cuda" if on_cuda(runner.provider) else "cpu")
                 try:
                     if runner.precision != spec.dtype:
                         raise RuntimeError(f"computes in {runner.precision}, not {spec.dtype}")
-                    actual = runner.run({spec.input_name: x})[spec.output_name]
+                    actual = runner.run(feeds)[spec.output_name]
                     c = compare(actual, expected, tol, spec.task == "classification",
                                 exact, spec.drift_factor).as_dict()
                 except Exception as exc:  # a runtime that cannot run a shape fails that row

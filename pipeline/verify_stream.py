@@ -24,6 +24,7 @@ import numpy as np
 
 from .compare import compare
 from .errors import first_line
+from .inputs import sample_input
 from .predict import check_stream_feeds
 from .runtimes import artifact, on_cuda
 from .specs import ModelSpec
@@ -40,16 +41,20 @@ GARBAGE = 1e3             # padding values: a read past a length would show at o
 
 def ragged_feeds(spec: ModelSpec, rng, batch: int, seq: int, scale: float = 1.0,
                  lengths=None) -> dict[str, np.ndarray]:
-    """Seeded stream feeds: rows of their own lengths, garbage padding, a random h_in."""
+    """Seeded stream feeds: rows of their own lengths, garbage padding (other ids inside the
+    vocabulary for a token model), a random h_in."""
     if lengths is None:
         lengths = rng.integers(1, seq + 1, batch)
         lengths[0] = seq
         if batch > 1:
             lengths[1] = 1
     lengths = np.asarray(lengths, dtype=np.int64)
-    x = (scale * rng.standard_normal((batch, seq, spec.input_size))).astype(np.float32)
+    x = sample_input(spec, rng, batch, seq, scale)
     pad = np.arange(seq)[None, :] >= lengths[:, None]                # (batch, seq)
-    x[pad] = (GARBAGE * rng.standard_normal((int(pad.sum()), spec.input_size)))
+    if spec.input_kind == "tokens":
+        x[pad] = rng.integers(0, spec.input_size, int(pad.sum()))
+    else:
+        x[pad] = (GARBAGE * rng.standard_normal((int(pad.sum()), spec.input_size)))
     x_spec, len_spec, *states = spec.stream_inputs
     feeds = {x_spec.name: x, len_spec.name: lengths}
     for t in states:    # h in tanh's range; an LSTM's c is unbounded, but this is typical
@@ -57,8 +62,14 @@ def ragged_feeds(spec: ModelSpec, rng, batch: int, seq: int, scale: float = 1.0,
     return feeds
 
 
-def compare_stream(spec: ModelSpec, actual: dict, expected: dict, tol) -> dict:
-    """Compare output and every state; the worst of them, reasons named by tensor."""
+def compare_stream(spec: ModelSpec, actual: dict, expected: dict, tol, lengths=None) -> dict:
+    """Compare output and every state; the worst of them, reasons named by tensor. A
+    per-step output is compared at each row's valid steps only (`lengths`): past them the
+    contract lets it hold anything."""
+    if lengths is not None and len(spec.output.shape) == 3:
+        pad = np.arange(actual[spec.output_name].shape[1])[None, :] >= lengths[:, None]
+        actual = {**actual, spec.output_name: np.where(pad[..., None], expected[spec.output_name],
+                                                       actual[spec.output_name])}
     rows = {t.name: compare(actual[t.name], expected[t.name], tol,
                             spec.task == "classification" and t.name == spec.output_name)
             for t in spec.stream_outputs}
@@ -78,14 +89,18 @@ def _failed(exc: Exception) -> dict:
 
 def run_chunked(runner, spec: ModelSpec, x: np.ndarray, chunks) -> dict[str, np.ndarray]:
     """Feed x (batch, sum(chunks), F) piece by piece, each state output fed back as the
-    next call's state input (zeros first); the last outputs."""
-    start, result, states = 0, None, {}
+    next call's state input (zeros first); the last outputs (a per-step output: every
+    chunk's, joined along the sequence)."""
+    start, result, states, steps = 0, None, {}, []
     for n in chunks:
         feeds = {spec.input_name: x[:, start:start + n], **states,
                  spec.lengths_name: np.full(x.shape[0], n, np.int64)}
         result = runner.run(check_stream_feeds(feeds, spec, "chunked stream"))
         states = {i: result[o] for i, o in spec.state_names}
+        steps.append(result[spec.output_name])
         start += n
+    if len(spec.output.shape) == 3:
+        result = {**result, spec.output_name: np.concatenate(steps, axis=1)}
     return result
 
 
@@ -106,7 +121,8 @@ def stream_rows(spec: ModelSpec, reference, runners, shapes, seed: int = 0,
         for runner in runners:
             tol = spec.tolerance("cuda" if on_cuda(runner.provider) else "cpu")
             try:
-                c = compare_stream(spec, run(runner), expected, tol)
+                c = compare_stream(spec, run(runner), expected, tol,
+                                   feeds[spec.lengths_name])
             except Exception as exc:  # a runtime that cannot run a case fails that row
                 c = _failed(exc)
             rows.append(_row(runner, tol, check, batch, seq, scale, c))
@@ -117,7 +133,7 @@ def stream_rows(spec: ModelSpec, reference, runners, shapes, seed: int = 0,
                                        f"ragged {batch}x{seq}")
             judge("ragged", feeds, reference.run(feeds), lambda r: r.run(feeds), scale)
     for batch in batches or CHUNK_BATCHES:
-        x = rng.standard_normal((batch, sum(chunkings[0]), spec.input_size)).astype(np.float32)
+        x = sample_input(spec, rng, batch, sum(chunkings[0]))
         whole = check_stream_feeds({spec.input_name: x, spec.lengths_name:
                                     np.full(batch, x.shape[1], np.int64)}, spec, "whole")
         expected = reference.run(whole)

@@ -74,7 +74,9 @@ def test_bring_your_own_model_walk_through_runs_as_printed(root):
     text = section("Bring your own model")
     (module,) = [b for b in blocks(text, "python") if b.startswith("# my_models.py")]
     (root / "my_models.py").write_text(module)
-    setup, curl = blocks(text, "sh")
+    # the walk-through's two blocks: the setup (from activating the venv) and the requests
+    (setup,) = [b for b in blocks(text, "sh") if b.startswith(". .venv/bin/activate")]
+    (curl,) = [b for b in blocks(text, "sh") if "curl " in b]
     lines = commands(setup)
     assert lines[0] == ". .venv/bin/activate", "the walk-through must start with the venv"
     serve = lines.pop()

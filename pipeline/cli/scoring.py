@@ -16,8 +16,8 @@ from .common import domain_errors, out_option, selected, single_model_option, ve
               help="A .parquet file, a folder of them, or an .npz (input, lengths[, id]).")
 @click.option("--output", required=True, metavar="FILE.parquet",
               type=click.Path(dir_okay=False, path_type=Path),
-              help="Output Parquet: id, output (list<float32>), label (classifiers); written "
-                   "atomically.")
+              help="Output Parquet: id, output (list<float32>), label (classifiers); a "
+                   "per-step model's list<list<float32>> and list<int64>; written atomically.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="local: this process; ray: Ray Data with an actor pool "
               "(pip install '.[scale]').")

@@ -40,7 +40,7 @@ def describe(path: Path, spec: ModelSpec, inputs=None, outputs=None) -> dict:
         raise ExportError(f"{spec.name}: ONNX checker rejects the graph: "
                           f"{first_line(exc)}") from None
     dtype = onnx.helper.tensor_dtype_to_np_dtype
-    for got, wants in ((model.graph.input, inputs or (spec.input,)),
+    for got, wants in ((model.graph.input, inputs or spec.inputs),
                        (model.graph.output, outputs or (spec.output,))):
         if [v.name for v in got] != [w.name for w in wants]:
             raise ExportError(f"{spec.name}: graph tensors {[v.name for v in got]}, spec "

@@ -208,10 +208,32 @@ def build_onnx(spec: ModelSpec, state: dict, opset: int = 18):
 
 def build_stream_onnx(spec: ModelSpec, state: dict, opset: int = 18):
     """model_stream.onnx: (input, lengths, *states) -> (output, *states); see stream.py."""
-    net, fam = _Net(spec, state), family(spec)
-    H, L = spec.hidden_size, spec.num_layers
-    x, lengths = spec.input_name, spec.lengths_name
+    net = _Net(spec, state)
+    L = spec.num_layers
     ins = [t.name for t in spec.stream_inputs[2:]]          # h_in (+ c_in), (B, [L,] H)
+    b = GraphBuilder()
+    states, _ = stream_states(b, net, spec.input_name, spec.lengths_name, ins)
+    top = states[0] if L == 1 else b.op("Gather", [states[0], b.const(L - 1, "k", np.int64)],
+                                         axis=1)
+    w, bias = head_weights(spec, state)
+    b.op("Gemm", [top, b.const(w), b.const(bias)], [spec.output_name], transB=1)
+    outputs = [b.op("Identity", [s], [name]) for s, name in
+               zip(states, [t.name for t in spec.stream_outputs[1:]])]
+    return b.model([value_info(t.name, list(t.shape), t.dtype) for t in spec.stream_inputs],
+                   [value_info(spec.output_name, list(spec.output.shape)),
+                    *(value_info(o, list(t.shape)) for o, t in
+                      zip(outputs, spec.stream_outputs[1:]))],
+                   opset=opset, ir_version=IR_VERSIONS[opset])
+
+
+def stream_states(b: GraphBuilder, net: _Net, x: str, lengths: str, ins: list[str],
+                  steps: bool = False, full: bool | None = None
+                  ) -> tuple[list[str], str | None]:
+    """The recurrent layers of `net` from the states named `ins` ((B, [L,] H) each) over
+    each row's first `lengths` steps: (each state after the row's last valid step, and
+    with `steps` the top layer's h at every step (B, S, H), else None). `full`: the
+    caller's own If already knows whether every row is full length (an LSTM's form)."""
+    fam, H, L = net.fam, net.H, net.spec.num_layers
 
     def layer_state(b, name, k, layout):
         s = name if L == 1 else b.op("Gather", [name, b.const(k, "k", np.int64)], axis=1)
@@ -232,7 +254,9 @@ def build_stream_onnx(spec: ModelSpec, state: dict, opset: int = 18):
                                               b.ints(-1, H)])])
             else:                   # every row is full length in this branch (below)
                 outs.append([b.op("Squeeze", [f, b.ints(0)]) for f in finals])
-        return _stack_layers(b, outs, L)
+        top = [b.op("Reshape", [b.op("Transpose", [res[-1][0]], perm=[2, 0, 1, 3]),
+                                b.ints(0, 0, -1)])] if steps else []       # (B, S, H)
+        return _stack_layers(b, outs, L) + top
 
     def scan(b):
         init = [[layer_state(b, n, k, "scan") for n in ins] for k in range(L)]
@@ -241,37 +265,29 @@ def build_stream_onnx(spec: ModelSpec, state: dict, opset: int = 18):
         idx = index(b, (1, 1, -1), (H, 1))                               # (1, H, B)
         outs = []
         for per_dir in res:
-            steps = per_dir[0][1]                                        # {state: (S, H, B)}
-            gathered = [b.op("GatherElements", [steps[i], idx], axis=0) for i in every]
+            per_step = per_dir[0][1]                                     # {state: (S, H, B)}
+            gathered = [b.op("GatherElements", [per_step[i], idx], axis=0) for i in every]
             outs.append([b.op("Transpose", [b.op("Squeeze", [g, b.ints(0)])], perm=[1, 0])
                          for g in gathered])                             # (B, H) each
-        return _stack_layers(b, outs, L)
+        top = [b.op("Transpose", [res[-1][0][1][0]], perm=[2, 0, 1])] if steps else []
+        return _stack_layers(b, outs, L) + top
 
     # Which form: where the family has no portable operator, the Scan; where its state is
     # h alone, the operator (every step's h is in its Y; as the seeds' stream graphs, with no
     # If, whose ~2 us would double a streaming step, measured); an LSTM's operator outputs c
     # only after the last step, so it runs when every row is full length (a streaming
     # step, a chunk) and the Scan, which emits c per step, when rows are ragged.
-    b = GraphBuilder()
     if not fam.native_op:
         states = scan(b)
     elif fam.states == 1:
         states = native(b)
+    elif full is not None:
+        states = native(b) if full else scan(b)
     else:
         shortest = b.op("ReduceMin", [lengths], keepdims=1)
         full = b.op("Equal", [shortest, b.op("Shape", [x], start=1, end=2)])
         states = _if(b, full, native, scan)
-    top = states[0] if L == 1 else b.op("Gather", [states[0], b.const(L - 1, "k", np.int64)],
-                                         axis=1)
-    w, bias = head_weights(spec, state)
-    b.op("Gemm", [top, b.const(w), b.const(bias)], [spec.output_name], transB=1)
-    outputs = [b.op("Identity", [s], [name]) for s, name in
-               zip(states, [t.name for t in spec.stream_outputs[1:]])]
-    return b.model([value_info(t.name, list(t.shape), t.dtype) for t in spec.stream_inputs],
-                   [value_info(spec.output_name, list(spec.output.shape)),
-                    *(value_info(o, list(t.shape)) for o, t in
-                      zip(outputs, spec.stream_outputs[1:]))],
-                   opset=opset, ir_version=IR_VERSIONS[opset])
+    return (states[:-1], states[-1]) if steps else (states, None)
 
 
 def _last_step(b, y: str, x: str) -> str:
@@ -292,9 +308,16 @@ def _stack_layers(b, per_layer: list[list[str]], layers: int) -> list[str]:
 
 
 def export_onnx(model, spec: ModelSpec, path: Path, opset: int) -> None:
-    """Write model.onnx for `model` (the canonical eager module) to `path`."""
+    """Write model.onnx for `model` (the canonical eager module) to `path`; a chain's is
+    chain_graph.py's."""
+    if spec.layers:
+        from .chain_graph import export_chain_onnx
+        return export_chain_onnx(model, spec, path, opset)
     Path(path).write_bytes(build_onnx(spec, model.state_dict(), opset).SerializeToString())
 
 
 def export_stream_onnx(model, spec: ModelSpec, path: Path, opset: int) -> None:
+    if spec.layers:
+        from .chain_graph import export_chain_stream_onnx
+        return export_chain_stream_onnx(model, spec, path, opset)
     Path(path).write_bytes(build_stream_onnx(spec, model.state_dict(), opset).SerializeToString())

@@ -28,6 +28,7 @@ import numpy as np
 from ..checkpoint import CONFIG, WEIGHTS, load_checkpoint, read_config
 from ..compare import compare
 from ..errors import ExportError, first_line
+from ..inputs import model_feeds
 from ..fsio import atomic_paths, json_bytes, model_lock, sweep_stale_temps
 from ..manifest import MANIFEST, build_manifest
 from ..provenance import source_commit, versions
@@ -69,12 +70,12 @@ def self_check(paths: dict[str, Path], spec: ModelSpec, model) -> list[dict]:
     runners = [load_runner(runtime, spec, path) for runtime, path in paths.items()]
     rows = []
     for batch, seq in check_shapes(spec):
-        x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
+        feeds = model_feeds(spec, rng, batch, seq)      # ids in the vocabulary, lengths
         with torch.inference_mode():
-            expected = model(torch.from_numpy(x)).numpy()
+            expected = model(*(torch.from_numpy(feeds[t.name]) for t in spec.inputs)).numpy()
         for runner in runners:
             try:
-                actual = runner.run({spec.input_name: x})[spec.output_name]
+                actual = runner.run(feeds)[spec.output_name]
             except Exception as exc:  # an unrolled graph fails at seq 1 with a shape error
                 raise ExportError(f"{spec.name} {runner.name}: fails at batch {batch}, seq {seq}: "
                                   f"{first_line(exc)}") from None
@@ -125,8 +126,9 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
         spec = cfg["recipe"].model
         streams = STREAM_ARTIFACTS if spec.has_stream else {}
         if not spec.has_stream:
-            log(f"{spec.name}: bidirectional, so no stream artifacts (the backward direction "
-                "needs the whole sequence); writing model.pt and model.onnx")
+            why = spec.stream_refusal if spec.layers else \
+                "bidirectional: the backward direction needs the whole sequence"
+            log(f"{spec.name}: no stream artifacts ({why}); writing model.pt and model.onnx")
         names = [*ARTIFACTS.values(), *streams.values(), MANIFEST]
         # All files go to temp files and are renamed into place together, manifest last,
         # only after every artifact passed the self-check and every byte was flushed.
@@ -156,7 +158,8 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
                          **{STREAM_ARTIFACTS[r]: path for r, path in stream.items()}},
                 model=spec.name,
                 spec=to_dict(spec),      # a published version's contract travels with it
-                signature={"inputs": [to_dict(spec.input)], "outputs": [to_dict(spec.output)]},
+                signature={"inputs": [to_dict(t) for t in spec.inputs],
+                           "outputs": [to_dict(spec.output)]},
                 onnx=graph,
                 **extra,
                 self_check={"tolerance": to_dict(spec.tolerance("cpu")), "rows": rows,

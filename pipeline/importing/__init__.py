@@ -7,6 +7,9 @@
 
     statedict.py  read the file (weights_only / safetensors), recognise the network, the
                   canonical weights
+    trace.py      --module: the user's forward traced by torch.fx (reader.py: into a chain)
+    chain.py      --module: the spec and canonical weights of that chain (a cell loop is
+                  recorded from the order its modules run in)
     module.py     --module: the user's forward must equal the canonical form
 
 Writes `<out>/<name>/weights.safetensors` and `config.json` (the spec, and the recipe's
@@ -67,13 +70,14 @@ def main(config: ImportConfig, log: Callable[[str], None] = print) -> dict:
     if folder.exists():
         raise ImportRefused(f"{folder} exists already; choose another name (or remove it)")
     state, fmt = read_state_dict(path)
-    spec, mapping, notes = recognise(state, config.task, config.nonlinearity, name)
-    model = canonical(spec, state, mapping)
     checked = 0
-    if config.module:
-        from .module import check_module
-        checked = check_module(config.module, state, model, spec)
+    if config.module:                  # the chain read from the user's forward (trace.py)
+        from .chain import import_module
+        spec, model, mapping, notes, checked = import_module(
+            config.module, state, config.task, config.nonlinearity, name)
     else:
+        spec, mapping, notes = recognise(state, config.task, config.nonlinearity, name)
+        model = canonical(spec, state, mapping)
         notes.append("head assumed to read the last step's output (out[:, -1, :]); give "
                       "--module MODULE:FACTORY to check it against your own forward")
     source = {"file": path.name, "sha256": sha256_file(path), "format": fmt,

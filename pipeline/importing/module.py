@@ -1,12 +1,12 @@
-"""`import --module MODULE:FACTORY`: the user's own module must compute what the canonical
-form computes, or the import is refused.
+"""`import --module MODULE:FACTORY`: the user's own module must compute what the chain read
+from it (trace.py) computes, or the import is refused.
 
-The pipeline exports one network shape: the recurrent layers, then a linear head on the
-last step's top-layer output. A user's forward that mean-pools over time, masks, adds a
-layer without parameters (an activation before the head), or returns a tuple would be
-exported as something it is not. So the factory's module gets the same weights (its own
-keys, strictly) and both run on seeded random inputs at several batch x seq shapes; any
-difference beyond the spec's tolerance refuses the import, naming the shape and the size.
+The factory's module gets the weights (its own keys, strictly); the canonical model built
+from the chain gets the same weights under its keys, and both run on seeded random inputs
+at several batch x seq shapes, batch 1 included (token ids inside the vocabulary, ragged
+lengths for a packed forward); any difference beyond the spec's tolerance refuses the
+import, naming the shape and the size. So whatever the reading missed (a functional call
+fx saw but the chain does not hold, a cell loop recorded wrongly) is caught here.
 """
 from __future__ import annotations
 
@@ -39,10 +39,8 @@ def load_factory(target: str):
     return factory
 
 
-def check_module(target: str, state: dict, model, spec: ModelSpec) -> int:
-    """Refuse unless FACTORY()'s forward equals `model` (the canonical form) on seeded inputs;
-    return the number of shapes compared."""
-    import torch
+def load_user_module(target: str, state: dict):
+    """FACTORY() with the user's weights loaded strictly, in float32 eval mode."""
     from torch import nn
 
     try:
@@ -59,29 +57,54 @@ def check_module(target: str, state: dict, model, spec: ModelSpec) -> int:
     except Exception as exc:
         raise ImportRefused(f"--module {target!r}: does not take these weights "
                             f"({first_line(exc)})") from None
-    theirs = theirs.float().eval()
+    return theirs.float().eval()
+
+
+def check_inputs(spec: ModelSpec, batch: int, seq: int, generator, sorted_lengths=False):
+    """Seeded torch inputs of the spec's contract: features, or ids inside the vocabulary;
+    ragged lengths (row 0 full) for a packed forward, longest first if it wants them so."""
+    import torch
+
+    if spec.input_kind == "tokens":
+        x = torch.randint(0, spec.input_size, (batch, seq), generator=generator)
+    else:
+        x = torch.randn(batch, seq, spec.input_size, generator=generator)
+    if not spec.takes_lengths:
+        return (x,)
+    lengths = torch.randint(1, seq + 1, (batch,), generator=generator)
+    lengths[0] = seq
+    if sorted_lengths:
+        lengths = lengths.sort(descending=True).values
+    return x, lengths
+
+
+def check_module(target: str, theirs, model, spec: ModelSpec, read_as: str,
+                 sorted_lengths: bool = False) -> int:
+    """Refuse unless the user's module `theirs` computes what `model` (the canonical form
+    of the chain read from it) computes on seeded inputs; return the number of shapes."""
+    import torch
+
     tol = spec.tolerance("cpu")
     generator = torch.Generator().manual_seed(0)
+    want = tuple(spec.output.shape)
     for batch, seq in CHECK_SHAPES:
-        x = torch.randn(batch, seq, spec.input_size, generator=generator)
+        args = check_inputs(spec, batch, seq, generator, sorted_lengths)
         with torch.inference_mode():
-            expected = model(x)
+            expected = model(*args)
             try:
-                got = theirs(x)
+                got = theirs(*args)
             except Exception as exc:
-                raise ImportRefused(f"--module {target!r}: its forward fails on a (batch {batch}, "
-                                    f"seq {seq}, {spec.input_size}) input ({first_line(exc)})"
-                                    ) from None
+                raise ImportRefused(f"--module {target!r}: its forward fails on a batch {batch}, "
+                                    f"seq {seq} input ({first_line(exc)})") from None
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(expected.shape):
             what = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             raise ImportRefused(f"--module {target!r}: its forward returns {what} at batch "
-                                f"{batch}, seq {seq}; the pipeline exports one (batch, "
-                                f"{spec.output_size}) tensor")
+                                f"{batch}, seq {seq}; the pipeline exports one "
+                                f"{want} tensor")
         diff = (got.float() - expected).abs()
         if bool((diff > tol.atol + tol.rtol * expected.abs()).any()):
             raise ImportRefused(
-                f"--module {target!r}: its forward differs from the recurrent layers + linear "
-                f"head on the last step's output (out[:, -1, :]) at batch {batch}, seq {seq}: "
-                f"max abs difference {float(diff.max()):.3g}. The pipeline exports only that "
-                "form; a forward that pools, masks or adds layers cannot be imported")
+                f"--module {target!r}: its forward differs from {read_as} at batch {batch}, "
+                f"seq {seq}: max abs difference {float(diff.max()):.3g}; something in it is "
+                "not a layer the pipeline reads (see README: Bring your own model)")
     return len(CHECK_SHAPES)

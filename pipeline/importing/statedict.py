@@ -97,7 +97,8 @@ def recognise(state: dict, task: str, nonlinearity: str | None, name: str
     if len(groups) > 1:
         raise ImportRefused("two candidate recurrent stacks ("
                             + ", ".join(repr(p.rstrip(".") or "<top>") for p in groups)
-                            + "); one recurrent stack or cell is supported")
+                            + "); one recurrent stack or cell is read from a state dict "
+                            "alone: give --module MODULE:FACTORY to read your forward")
     (prefix, found), = groups.items()
     if any(m["mat"] == "hr" for m in found.values()):
         raise ImportRefused(f"{prefix}weight_hr_l0: an LSTM with proj_size is not supported")
@@ -154,12 +155,14 @@ def recognise(state: dict, task: str, nonlinearity: str | None, name: str
         raise ImportRefused("no Linear head: no 2-D '*.weight' beside the recurrent layer")
     if len(heads) > 1:
         raise ImportRefused(f"two candidate heads ({', '.join(h.rstrip('.') for h in heads)}); "
-                            "one nn.Linear on the last step's output is supported")
+                            "one nn.Linear on the last step's output is read from a state dict "
+                            "alone: give --module MODULE:FACTORY to read your forward")
     q = heads[0]
     leftover = sorted(set(state) - set(found) - {f"{q}weight", f"{q}bias"})
     if leftover:
-        raise ImportRefused(f"unexpected parameters {leftover[:3]}: only one recurrent layer "
-                            "and one nn.Linear head are supported")
+        raise ImportRefused(f"unexpected parameters {leftover[:3]}: one recurrent layer and "
+                            "one nn.Linear head are read from a state dict alone: give --module "
+                            "MODULE:FACTORY to read your forward")
     outputs, width = state[f"{q}weight"].shape
     if width != hidden * directions:
         raise ImportRefused(f"inconsistent shapes: head {q}weight takes {width} inputs, the "
@@ -183,14 +186,15 @@ def recognise(state: dict, task: str, nonlinearity: str | None, name: str
     return spec, mapping, notes
 
 
-def canonical(spec: ModelSpec, state: dict, mapping: dict[str, str]):
-    """The canonical eager model holding the state dict's weights (float32); zeros for
-    missing biases. ImportRefused on a non-float or non-finite tensor."""
+def canonical(spec: ModelSpec, state: dict, mapping: dict[str, str], build=None):
+    """The canonical eager model (`build()`, default the seed form's) holding the state
+    dict's weights (float32); zeros for missing biases. ImportRefused on a non-float or
+    non-finite tensor."""
     import torch
 
     from ..families import build_model
 
-    model = build_model(spec)
+    model = build() if build else build_model(spec)
     weights = {}
     for key, target in model.state_dict().items():
         src = mapping.get(key)

@@ -104,9 +104,9 @@ def _stream_sections(spec: ModelSpec, runtime: str, version: int) -> tuple[list[
     path = f"{triton_name(spec.name, 'stream_onnx')}/{version}/{BACKENDS['stream_onnx'][3]}"
     state_in = " and ".join(f"`{i}`" for i, _ in spec.state_names)
     state_out = " and ".join(f"`{o}`" for _, o in spec.state_names)
-    zeros = ", ".join(f"np.zeros({_shape((1, *spec.state[1:]))}, dtype=np.float32)"
-                      for _ in spec.state_names)
-    var = ("h", "c")[:len(spec.state_names)]                  # the snippet's variables
+    zeros = ", ".join(f"np.zeros({_shape((1, *t.shape[1:]))}, dtype=np.float32)"
+                      for t in spec.stream_inputs[2:])
+    var = [o.replace("_out", "") for _, o in spec.state_names]  # the snippet's variables
     names = ", ".join(var)
     return [
         "## Inputs and outputs (stream model)", "",
@@ -126,7 +126,9 @@ def _stream_sections(spec: ModelSpec, runtime: str, version: int) -> tuple[list[
         f'session = ort.InferenceSession("{path}", providers=["CPUExecutionProvider"])',
         f"{names} = {zeros}  # a new stream",
         "for step in range(5):  # one step at a time, state carried by the caller",
-        f"    x = np.full((1, 1, {spec.input_size}), 0.1 * step, dtype=np.float32)",
+        "    x = " + (f"np.full((1, 1), step % {spec.input_size}, dtype=np.int64)  # token ids"
+                    if spec.input_kind == "tokens" else
+                    f"np.full((1, 1, {spec.input_size}), 0.1 * step, dtype=np.float32)"),
         f'    y, {names} = session.run(None, {{"{spec.input_name}": x, '
         f'"{spec.lengths_name}": np.array([1]), '
         + ", ".join(f'"{i}": {v}' for (i, _), v in zip(spec.state_names, var)) + "})"]
@@ -136,6 +138,7 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
                signed_by: str | None = None, source: dict | None = None) -> str:
     """The card's text; `source`: the recipe's import record (None for a built-in recipe)."""
     from ..families import family      # torch modules live there: imported when a card is made
+    from ..layers.chain import describe_chain
     name = triton_name(spec.name, runtime)
     filename = BACKENDS[runtime][3]
     in_name, out_name = io_names(spec, runtime)
@@ -146,15 +149,23 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
     # Both runtimes, with paths from the repository root (or an unpacked release tarball).
     onnx_path = f"{triton_name(spec.name, 'onnx')}/{version}/{BACKENDS['onnx'][3]}"
     ts_path = f"{triton_name(spec.name, 'torchscript')}/{version}/{BACKENDS['torchscript'][3]}"
+    tokens = spec.input_kind == "tokens"
+    y_shape = f"(4, {'25, ' if len(spec.output.shape) == 3 else ''}{spec.output_size})"
+    lengths = spec.takes_lengths      # a packed forward: each row's valid steps too
     load = ["import numpy as np, onnxruntime as ort, torch", "",
-            f"x = np.zeros((4, 25, {spec.input_size}), dtype=np.{spec.dtype})  "
-            "# (batch, seq, features): any batch, any length",
+            (f"x = np.zeros((4, 25), dtype=np.int64)  # (batch, seq) token ids in "
+             f"0..{spec.input_size - 1}" if tokens else
+             f"x = np.zeros((4, 25, {spec.input_size}), dtype=np.{spec.dtype})  "
+             "# (batch, seq, features): any batch, any length"),
+            *([f"n = np.array([25, 3, 10, 1])  # {spec.lengths_name}: each row's valid steps"]
+              if lengths else []),
             f'session = ort.InferenceSession("{onnx_path}", providers=["CPUExecutionProvider"])',
-            f'(y,) = session.run(["{spec.output_name}"], {{"{spec.input_name}": x}})'
-            f"  # y: (4, {spec.output_size})", "",
+            f'(y,) = session.run(["{spec.output_name}"], {{"{spec.input_name}": x'
+            + (f', "{spec.lengths_name}": n' if lengths else "") + f"}})  # y: {y_shape}", "",
             f'model = torch.jit.load("{ts_path}", map_location="cpu").eval()',
             "with torch.inference_mode():",
-            f"    y = model(torch.from_numpy(x)).numpy()  # (4, {spec.output_size})"]
+            "    y = model(torch.from_numpy(x)" + (", torch.from_numpy(n)" if lengths else "")
+            + f").numpy()  # {y_shape}"]
     io = [
         "## Inputs and outputs", "",
         f"{axes} are free in the files: any batch size and any sequence length. Through "
@@ -162,8 +173,8 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
         "batch, holds at most that many; Triton dims leave the batch axis out (`-1`: any "
         "length).", "",
         "| | name (file) | name (Triton) | dtype | shape | Triton dims |", "|---|---|---|---|---|---|",
-        f"| input | `{spec.input_name}` | `{in_name}` | {spec.dtype} | {_shape(spec.input.shape)} "
-        f"| {dims(spec.input)} |",
+        f"| input | `{spec.input_name}` | `{in_name}` | {spec.input.dtype} | "
+        f"{_shape(spec.input.shape)} | {dims(spec.input)} |",
         f"| output | `{spec.output_name}` | `{out_name}` | {spec.dtype} | "
         f"{_shape(spec.output.shape)} | {dims(spec.output)} |", ""]
     stream = runtime.startswith("stream_")
@@ -172,7 +183,7 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
     what, origin = _origin(spec, metrics, source)
     return "\n".join([
         f"# {name}, version {version}", "",
-        f"{what}. Network: {family(spec).describe(spec)}.",
+        f"{what}. Network: {describe_chain(spec) if spec.layers else family(spec).describe(spec)}.",
         f"This folder is version {version} of the Triton model `{name}` "
         f"(`{filename}`, platform `{BACKENDS[runtime][1]}`). It never changes: a new build is "
         "published as a new version.", "",

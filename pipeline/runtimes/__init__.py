@@ -125,9 +125,11 @@ def open_runners(model_dir: Path, runtimes: tuple[str, ...], device: str = "cpu"
 
 def require_stream(spec: ModelSpec) -> None:
     """PipelineError unless the model has stream artifacts (a bidirectional one has none)."""
-    if not spec.has_stream:
+    if not spec.has_stream and not spec.layers:
         raise PipelineError(f"{spec.name} is bidirectional: it has no stream artifact (its "
                             "backward direction needs the whole sequence)")
+    if not spec.has_stream:
+        raise PipelineError(f"{spec.name} has no stream artifact: {spec.stream_refusal}")
 
 
 def load_stream_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
@@ -151,8 +153,11 @@ def load_stream_runner(runtime: str, spec: ModelSpec, path: Path, device: str = 
 
 def stream_reference(model, spec: ModelSpec) -> Runner:
     """The eager stream reference (row by row, unpadded) around an eager `model`."""
-    from ..families import StreamReference
     from .pytorch import TorchRunner
+    if spec.layers:
+        from ..network import ChainStreamReference as StreamReference
+    else:
+        from ..families import StreamReference
     return TorchRunner("torch", spec, "cpu", None, StreamReference(model, spec),
                        tuple(t.name for t in spec.stream_inputs),
                        tuple(t.name for t in spec.stream_outputs))

@@ -24,7 +24,7 @@ class Runner:
     precision: str = "float32"   # arithmetic the runtime really uses (OpenVINO reads it back)
 
     def __post_init__(self):
-        self.inputs = tuple(self.inputs) or (self.spec.input_name,)
+        self.inputs = tuple(self.inputs) or tuple(t.name for t in self.spec.inputs)
         self.outputs = tuple(self.outputs) or (self.spec.output_name,)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -171,6 +171,9 @@ class _npz:
 def _npz_arrays(path: Path, archive, spec: ModelSpec, load: bool = True):
     """(input (batch, seq, F), lengths (batch,), ids or None), after the layout checks;
     with load=False only as much as the checks need."""
+    if spec.input_kind == "tokens":
+        raise InputError(f"{path}: a token model scores a Parquet file: a list<int64> column "
+                         "of token ids per row")
     names = set(archive.files)
     if not {"input", "lengths"} <= names or names - {"input", "lengths", "id"}:
         raise InputError(f"{path}: holds arrays {sorted(names)}; give 'input' (batch, seq, "

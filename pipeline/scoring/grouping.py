@@ -46,7 +46,7 @@ MAX_GROUP = 4096
 class Group:
     length: int
     ids: "pa.Array"          # (rows,)
-    x: np.ndarray            # (rows, length, features) float32
+    x: np.ndarray            # (rows, length, features) float32 (int64 ids: features 1)
 
 
 @dataclass
@@ -115,11 +115,24 @@ def _gather(values: np.ndarray, starts: np.ndarray, length: int, features: int) 
     return np.take(values, gather).reshape(len(starts), length, features)
 
 
+def step_width(spec) -> int:
+    """Values per step in a checked row: the features, or one token id."""
+    return 1 if spec.input_kind == "tokens" else spec.input_size
+
+
 def run_group(runner: "Runner", group: Group) -> np.ndarray:
-    """The runner on one exact-length group: (rows, length, F) -> (rows, outputs) float32."""
+    """The runner on one exact-length group: (rows, length, F) -> (rows, outputs) float32,
+    or (rows, length, outputs) for a per-step model. A token model gets (rows, length) ids;
+    a packed forward gets every row's length (all equal in a group)."""
     spec = runner.spec
-    y = runner.run({spec.input_name: group.x})[spec.output_name]
-    return np.asarray(y, dtype=np.float32).reshape(len(group.x), spec.output_size)
+    rows = len(group.x)
+    feeds = {spec.input_name: group.x.reshape(rows, group.length) if
+             spec.input_kind == "tokens" else group.x}
+    if spec.takes_lengths:
+        feeds[spec.lengths_name] = np.full(rows, group.length, np.int64)
+    y = runner.run(feeds)[spec.output_name]
+    steps = (group.length,) if len(spec.output.shape) == 3 else ()
+    return np.asarray(y, dtype=np.float32).reshape(rows, *steps, spec.output_size)
 
 
 def group_batch(checked: "Checked", features: int) -> Iterator[Group]:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from .dataset import open_dataset
 from .rows import Checked, check_batch
-from .grouping import LengthPool, run_group
+from .grouping import LengthPool, run_group, step_width
 from .ids import refuse_repeated, repeated_ids
 from .output import Progress, ScoreWriter, cast_ids, rejects_path
 from .score import Artifact, ScoreConfig, open_runner
@@ -31,7 +31,7 @@ def score_local(config: ScoreConfig, artifact: Artifact, log: Callable[[str], No
     runner = open_runner(artifact, config.threads)          # manifest checked, then loaded
     spec = runner.spec
     data = open_dataset(config.input, spec, config.id_column, config.sequence_column)
-    pool = LengthPool(spec.input_size, config.batch_rows)
+    pool = LengthPool(step_width(spec), config.batch_rows)
     progress = Progress(data.rows, log, enabled=config.progress)
     start = time.perf_counter()
     skip = config.bad_rows == "skip"

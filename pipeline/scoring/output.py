@@ -38,25 +38,39 @@ def rejects_path(output: Path) -> Path:
 
 
 def output_schema(spec: ModelSpec, id_column: str, id_type) -> "pa.Schema":
+    """id, output list<float32> (list<list<float32>> per step), and for a classifier label
+    int64 (list<int64> per step)."""
     import pyarrow as pa
-    fields = [pa.field(id_column, id_type), pa.field("output", pa.list_(pa.float32()))]
+    per_step = len(spec.output.shape) == 3
+    values, label = pa.list_(pa.float32()), pa.int64()
+    if per_step:
+        values, label = pa.list_(values), pa.list_(label)
+    fields = [pa.field(id_column, id_type), pa.field("output", values)]
     if spec.task == "classification":
-        fields.append(pa.field("label", pa.int64()))
+        fields.append(pa.field("label", label))
     return pa.schema(fields)
 
 
 def output_table(spec: ModelSpec, schema: "pa.Schema", ids: "pa.Array",
                  y: np.ndarray) -> "pa.Table":
-    """(rows,) ids and (rows, O) outputs as a table of the output schema."""
+    """(rows,) ids and (rows, O) outputs (or (rows, length, O) per step) as a table of the
+    output schema."""
     import pyarrow as pa
 
     from .rows import arrow
-    rows, width = y.shape
-    offsets = arrow(np.arange(0, rows * width + 1, width, dtype=np.int32))
+
+    def lists(values: np.ndarray, width: int):       # consecutive runs of `width` values
+        offsets = arrow(np.arange(0, len(values) + 1, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, values)
+
+    rows, width = y.shape[0], y.shape[-1]
+    steps = y.shape[1] if y.ndim == 3 else 1
+    out = lists(arrow(y.reshape(-1).astype(np.float32)), width)        # (rows * steps)
     columns = [cast_ids(ids, schema.field(0).type, schema.field(0).name),
-               pa.ListArray.from_arrays(offsets, arrow(y.reshape(-1).astype(np.float32)))]
+               lists(out, steps) if y.ndim == 3 else out]
     if spec.task == "classification":
-        columns.append(arrow(y.argmax(axis=1).astype(np.int64)))
+        label = arrow(y.argmax(axis=-1).reshape(-1).astype(np.int64))
+        columns.append(lists(label, steps) if y.ndim == 3 else label)
     return pa.Table.from_arrays(columns, schema=schema)
 
 

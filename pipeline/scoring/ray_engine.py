@@ -105,7 +105,7 @@ class ScoreActor:
         """(rows,) id, sequence -> (rows,) id, output, [label,] reason (null when good)."""
         import pyarrow as pa
 
-        from .grouping import group_batch, run_group
+        from .grouping import group_batch, run_group, step_width
         from .output import output_schema, output_table
         from .rows import check_batch
 
@@ -118,7 +118,7 @@ class ScoreActor:
         (record,) = batch.combine_chunks().to_batches()          # one contiguous batch
         checked = check_batch(record, spec, id_column, sequence_column, self.repeated)
         parts = []
-        for group in group_batch(checked, spec.input_size):
+        for group in group_batch(checked, step_width(spec)):
             table = output_table(spec, schema.remove(len(schema) - 1), group.ids,
                                  run_group(self.runner, group))
             parts.append(table.append_column("reason", pa.nulls(len(group.ids), pa.string())))

@@ -37,9 +37,13 @@ def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
                 sequence_column: str = "sequence", repeated: "pa.Array | None" = None
                 ) -> Checked:
     """Split `batch` into good rows (flat float32 values) and rejects (id, reason); rows
-    whose id is null or among `repeated` (ids.repeated_ids) are rejected first."""
+    whose id is null or among `repeated` (ids.repeated_ids) are rejected first. A token
+    model's rows are checked by tokens.py (flat int64 ids)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    if spec.input_kind == "tokens":
+        from .tokens import check_token_batch
+        return check_token_batch(batch, spec, id_column, sequence_column, repeated)
 
     ids, col = batch.column(id_column), batch.column(sequence_column)
     n, features = len(batch), spec.input_size
@@ -49,14 +53,7 @@ def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
         for i in np.flatnonzero(mask & np.equal(reasons, None)):
             reasons[i] = reason(i) if callable(reason) else reason
 
-    mark(_nulls(ids), "null id")
-    if repeated is not None and len(repeated):
-        try:                    # (a later file's ids in the first's type, as written)
-            same = pc.is_in(ids.cast(repeated.type), value_set=repeated)
-        except (ValueError, TypeError, NotImplementedError):
-            same = None         # not castable: output.cast_ids refuses the file in one line
-        if same is not None:
-            mark(same.to_numpy(zero_copy_only=False) & ~_nulls(ids), "duplicate id")
+    mark_ids(ids, repeated, mark)
     t = col.type
     inner_t = t.value_type if _is_list(t) else None
     if inner_t is None or not _is_list(inner_t) or inner_t.value_type not in (
@@ -114,6 +111,19 @@ def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
             mark(np.arange(n) == i, f"{what} at step {step}, feature {feature}")
     return _split(ids, reasons, values, nsteps, starts)
 
+
+
+def mark_ids(ids: "pa.Array", repeated: "pa.Array | None", mark) -> None:
+    """mark(mask, reason) the rows whose id is null, or among `repeated` (ids.py)."""
+    import pyarrow.compute as pc
+    mark(_nulls(ids), "null id")
+    if repeated is not None and len(repeated):
+        try:                    # (a later file's ids in the first's type, as written)
+            same = pc.is_in(ids.cast(repeated.type), value_set=repeated)
+        except (ValueError, TypeError, NotImplementedError):
+            same = None         # not castable: output.cast_ids refuses the file in one line
+        if same is not None:
+            mark(same.to_numpy(zero_copy_only=False) & ~_nulls(ids), "duplicate id")
 
 def arrow(values: np.ndarray) -> "pa.Array":
     """A 1-D numeric numpy array as an Arrow array over the same memory. pa.array() would

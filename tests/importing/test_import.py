@@ -74,10 +74,15 @@ def test_relu_needs_saying_and_tanh_is_said_to_be_assumed(tmp_path):
     said = main(ImportConfig("said", path, "regression", nonlinearity="relu", out=tmp_path / "o"))
     assert said["spec"].cell == "rnn_relu"
     assert not any("tanh" in n for n in said["notes"])
-    # the wrong assumption, with the user's module to check it: refused, not mis-exported
-    with pytest.raises(ImportRefused, match="differs from"):
-        main(ImportConfig("wrong", path, "regression", module=f"{MODULE}:relu_stack",
-                          out=tmp_path / "o"))
+    # with the user's module, its forward says relu: nothing assumed
+    read = main(ImportConfig("read", path, "regression", module=f"{MODULE}:relu_stack",
+                             out=tmp_path / "o"))
+    assert read["spec"] == said["spec"].__class__(**{**said["spec"].__dict__, "name": "read"})
+    assert not any("tanh" in n for n in read["notes"])
+    # the wrong word beside the module: refused, not mis-exported
+    with pytest.raises(ImportRefused, match="--nonlinearity tanh: your module's recurrent"):
+        main(ImportConfig("wrong", path, "regression", nonlinearity="tanh",
+                          module=f"{MODULE}:relu_stack", out=tmp_path / "o"))
 
 
 def _state(name):
@@ -121,7 +126,7 @@ def _refusals(tmp_path):
         ("forecaster", lstm, {}, "built-in recipe"),
         ("gru_relu", _state("sensor"), {"nonlinearity": "relu"}, "plain RNN weights"),
         ("onelogit", one_logit, {}, "one logit per class"),
-        ("pooled", lstm, {"module": f"{MODULE}:mean_pool_lstm"}, "differs from"),
+        ("scaled", lstm, {"module": f"{MODULE}:scaled_lstm"}, "operator.mul at user_models.py:"),
         ("tupled", lstm, {"module": f"{MODULE}:tuple_lstm"}, "returns tuple"),
         ("nomodule", lstm, {"module": "tests.importing.nowhere:make"}, "cannot import"),
         ("wrongmod", lstm, {"module": f"{MODULE}:sensor_gru"}, "does not take these weights"),
