@@ -55,6 +55,10 @@ class VerifyConfig:
     shapes: tuple[tuple[int, int], ...] | None = None  # None: default_shapes(spec)
     seed: int = 0
     runtimes: tuple[str, ...] = DEFAULT_VERIFY        # names from RUNTIMES, or "all"
+    # the precision variants' accuracy budget (pipeline/precision/budget.py; None: default)
+    # and the data it is measured on (None: the verification inputs; else score's reader)
+    budget: object = None
+    data: Path | None = None
 
 
 def default_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
@@ -88,6 +92,21 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
                                 [load_stream_runner(r, spec, model_dir / artifact(r, stream=True),
                                                     _device_for(r, device)) for r in streams],
                                 shapes, config.seed)
+        # Precision variants (issue 23): every (runtime, precision) pair the manifest lists,
+        # against eager fp32 on the budget's data; the fp32 runtimes' figures beside them.
+        # A pair outside the budget is recorded as failed (never used); the fp32 verdict
+        # above does not depend on it.
+        from .precision.budget import DEFAULT_BUDGET
+        from .precision.gate import check_pairs
+        budget = config.budget or DEFAULT_BUDGET
+        cpu_runners = [r for r in runners if not on_cuda(r.provider)
+                       and r.precision == spec.dtype]
+        precisions = check_pairs(model_dir, manifest, spec, reference, budget, config.data,
+                                 cpu_runners, config.seed)
+        for entry in precisions:
+            if entry["precision"] == "fp32":
+                entry["passed"] = all(r["passed"] for r in rows if r["runtime"] in
+                                      (entry["runtime"], f"stream_{entry['runtime']}"))
         report = {
             "model": spec.name,
             "passed": all(r["passed"] for r in rows),
@@ -98,6 +117,9 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
             "drift_factor": spec.drift_factor,
             "runtimes": [runtime_entry(r, rows) for r in runners],
             "rows": rows,
+            "budget": budget.as_dict(),
+            "budget_data": str(config.data) if config.data else "verification inputs",
+            "precisions": precisions,
             "seed": config.seed,
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -22,9 +22,12 @@ class OpenVinoRunner(Runner):
         return {n: request.get_tensor(n).data.copy() for n in self.outputs}
 
 
-def load_openvino(spec: ModelSpec, path: Path, threads: int | None = None) -> OpenVinoRunner:
+def load_openvino(spec: ModelSpec, path: Path, threads: int | None = None,
+                  hint: str = "f32") -> OpenVinoRunner:
+    """`hint`: f32 (what verify judges), or bf16 for the bf16 precision variant
+    (pipeline/precision/bf16.py)."""
     import openvino as ov
-    config = {"INFERENCE_PRECISION_HINT": "f32",
+    config = {"INFERENCE_PRECISION_HINT": hint,
               "NUM_STREAMS": 1,                    # one request at a time, like the others
               "PERFORMANCE_HINT": "LATENCY"}
     if threads:
