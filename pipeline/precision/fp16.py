@@ -40,10 +40,12 @@ def to_float16(model):
         if out.type.tensor_type.elem_type == FLOAT:
             half = f"{out.name}_fp16"
             for node in _all_nodes(g):
-                node.output[:] = [half if o == out.name else o for o in node.output]
+                _replace(node.output, {out.name: half})
             g.node.append(helper.make_node("Cast", [half], [out.name], to=FLOAT,
                                            name=f"cast_{out.name}"))
-    g.node[:0] = casts_in
+    nodes = [*casts_in, *g.node]
+    del g.node[:]
+    g.node.extend(nodes)
     return model
 
 
@@ -55,9 +57,16 @@ def _all_nodes(g):
                 yield from _all_nodes(a.g)
 
 
+def _replace(names, renamed: dict) -> None:
+    """Rename in a protobuf repeated string field, in place."""
+    for k, name in enumerate(names):
+        if name in renamed:
+            names[k] = renamed[name]
+
+
 def _rename_inputs(g, renamed: dict) -> None:
     for node in _all_nodes(g):
-        node.input[:] = [renamed.get(i, i) for i in node.input]
+        _replace(node.input, renamed)
 
 
 def _retype(g, top: bool = False) -> None:
