@@ -57,6 +57,37 @@ def require_pair(report: dict, runtime: str, precision: str) -> dict:
     return e
 
 
+def read_report(model_dir: Path) -> dict:
+    """verification.json of a model folder; PipelineError when missing or unreadable."""
+    import json
+    path = Path(model_dir) / "verification.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise PipelineError(f"{path}: missing or unreadable; run `python -m pipeline verify "
+                            f"--model {Path(model_dir).name}` first") from None
+
+
+def verified_pair(model_dir: Path, runtime: str, precision: str) -> dict:
+    """The pair's verification entry, checked against the files on disk (manifest), or a
+    one-line PipelineError."""
+    from ..manifest import check_manifest
+    manifest = check_manifest(model_dir)
+    report = read_report(model_dir)
+    if report.get("artifacts") != manifest["files"]:
+        raise PipelineError(f"{Path(model_dir) / 'verification.json'}: judged other files "
+                            "than those on disk; run verify again")
+    return require_pair(report, runtime, precision)
+
+
+def open_verified_pair(model_dir: Path, runtime: str, precision: str, threads: int | None):
+    """The runner of a verified (runtime, precision) pair of a model folder (score uses it)."""
+    from ..checkpoint import read_config
+    verified_pair(model_dir, runtime, precision)
+    spec = read_config(model_dir)["recipe"].model
+    return load_pair(model_dir, spec, runtime, precision, {}, threads)
+
+
 def load_pair(model_dir: Path, spec, runtime: str, precision: str, report: dict,
               threads: int | None, stream: bool = False):
     """The runner of a verified variant pair (named "runtime:precision")."""
@@ -71,6 +102,20 @@ def load_pair(model_dir: Path, spec, runtime: str, precision: str, report: dict,
         runner.inputs = tuple(t.name for t in spec.stream_inputs)
         runner.outputs = tuple(t.name for t in spec.stream_outputs)
     runner.name = pair_name(runtime, precision)
+    return runner
+
+
+def load_variant(runtime: str, precision: str, spec, path: Path, threads: int | None,
+                 stream: bool):
+    """A runner of one file in a (runtime, precision) pair (a published version folder's)."""
+    if precision == "fp32":
+        from ..runtimes import load_runner, load_stream_runner
+        return (load_stream_runner if stream else load_runner)(runtime, spec, path, "cpu",
+                                                               threads)
+    runner = variant(precision).load(runtime, spec, path, threads, stream=stream)
+    if stream:
+        runner.inputs = tuple(t.name for t in spec.stream_inputs)
+        runner.outputs = tuple(t.name for t in spec.stream_outputs)
     return runner
 
 
@@ -150,10 +195,9 @@ def table(dep: dict) -> str:
 
 def bench_hook(model_dir: Path, spec, runtimes: tuple[str, ...], threads: int) -> tuple:
     """(verification report, runners of the usable variant pairs on `runtimes`) for bench."""
-    import json
     try:
-        report = json.loads((Path(model_dir) / "verification.json").read_text())
-    except (OSError, ValueError):
+        report = read_report(model_dir)
+    except PipelineError:
         return {}, []
     runners = [load_pair(model_dir, spec, rt, p, report, threads)
                for rt, p in usable(report) if p != "fp32" and rt in runtimes]
