@@ -97,3 +97,25 @@ def precision_lines(report: dict, key: str) -> list[str]:
         if precision != "fp32":
             lines.append(f"Budget: {entry.get('budget')}.")
     return lines + [""]
+
+
+def precision_annotations(registry: Path) -> dict[str, str]:
+    """{annotation: "precision on runtime, measured error"} for the newest version of every
+    Triton model in the repository (the KServe manifest carries them)."""
+    from ..precision.budget import describe
+    notes = {}
+    for folder in sorted(p for p in Path(registry).iterdir() if p.is_dir()):
+        versions = sorted(int(v.name) for v in folder.iterdir() if v.name.isdigit())
+        if not versions:
+            continue
+        newest = folder / str(versions[-1])
+        try:
+            runtime = json.loads((newest / "manifest.json").read_text())["runtime"]
+            report = json.loads((newest / "verification.json").read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        pair = pair_of(runtime)
+        entry = next((e for e in report.get("precisions", []) if (e["runtime"], e["precision"])
+                      == pair), {"runtime": pair[0], "precision": pair[1], "status": "fp32"})
+        notes[f"rnn-pipeline.io/precision.{folder.name}"[:253]] = describe(entry)
+    return notes

@@ -83,3 +83,17 @@ def test_score_with_a_verified_variant_and_refusal(users, tmp_path):
     assert r.exit_code == 1 and "refused: onnx:int8, max error" in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "z.parquet").exists()
+
+
+def test_kserve_manifest_carries_each_models_precision(users, tmp_path):
+    from pipeline.publishing.kserve import write_manifest
+    out, _ = users
+    key = keygen(tmp_path / "keys")
+    publish(PublishConfig("lstm2", out, tmp_path / "repo", signing_key=key["private"],
+                          deploy="onnx:int8"), log=lambda s: None)
+    docs = write_manifest(tmp_path / "repo", key["public"], tmp_path / "isvc.yaml",
+                          name="lstm2", storage_uri="pvc://models/repo", cpu="2",
+                          memory="2Gi")
+    notes = docs[1]["metadata"]["annotations"]
+    assert notes["rnn-pipeline.io/precision.lstm2_onnx_int8"].startswith("onnx:int8, max error")
+    assert "fp32" in notes["rnn-pipeline.io/precision.lstm2_onnx"]
