@@ -223,7 +223,7 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         if report.get("precisions"):          # deployment.json: the choice per shape
             from .precision.choice import write_deployment
             result["deployment"] = write_deployment(model_dir, spec, report, shape_times,
-                                                    config, log)
+                                                    config, time_round_robin, log)
         if config.plot:
             with atomic_path(model_dir / BENCHMARK_PNG) as tmp:
                 plot(result, tmp)

@@ -97,11 +97,13 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
         # A pair outside the budget is recorded as failed (never used); the fp32 verdict
         # above does not depend on it.
         from .precision.budget import DEFAULT_BUDGET
-        from .precision.gate import check_pairs
+        from .precision.gate import check_pairs, group_by_length, verification_inputs
         budget = config.budget or DEFAULT_BUDGET
         cpu_runners = [r for r in runners if not on_cuda(r.provider)
                        and r.precision == spec.dtype]
-        precisions = check_pairs(model_dir, manifest, spec, reference, budget, config.data,
+        inputs = group_by_length(user_sequences(config.data, spec)) if config.data else \
+            verification_inputs(spec, default_shapes(spec), SCALES, config.seed)
+        precisions = check_pairs(model_dir, manifest, spec, reference, budget, inputs,
                                  cpu_runners, config.seed)
         for entry in precisions:
             if entry["precision"] == "fp32":
@@ -133,6 +135,21 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
             f"({r['provider']}) batch {r['batch']} seq {r['seq']} scale {r['scale']:g}: "
             f"{r['reason']} (report: {model_dir / REPORT})", report)
     return report
+
+
+def user_sequences(path: Path, spec: ModelSpec, rows: int = 4096) -> list[np.ndarray]:
+    """The first `rows` good (seq, F) sequences of a .parquet / folder / .npz (score's reader
+    and row checks): the data `--data` measures the precision budget on."""
+    from .scoring.dataset import open_dataset
+    from .scoring.rows import check_batch
+
+    data, seqs, F = open_dataset(Path(path), spec), [], spec.input_size
+    for batch in data.batches(4096, spec):
+        c = check_batch(batch, spec, data.id_column, data.sequence_column)
+        seqs += [c.values[s:s + n * F].reshape(n, F) for s, n in zip(c.starts, c.lengths)]
+        if len(seqs) >= rows:
+            break
+    return seqs[:rows]
 
 
 def _device_for(runtime: str, device: str) -> str:

@@ -6,9 +6,11 @@ AVX512_BF16 / AMX units, accumulating in float32. The runner records the precisi
 compiled model reports back; a CPU without bf16 units gets f32 back, and that pair is then
 not bf16 at all (`unavailable` says so before anything is timed).
 
-bf16 in ONNX Runtime was measured too (docs/precision.md): its CPU provider has no bfloat16
-kernels for these operators on x86 (no LSTM, Scan body Gemm or MatMul in bf16), so a bf16
-file does not load; ORT is not a bf16 runtime here.
+bf16 in ONNX Runtime was tried too: onnxruntime 1.31.1's CPU provider has no bfloat16 kernel
+for MatMul, Gemm, Sigmoid, Tanh, Add or Mul ("NOT_IMPLEMENTED: Could not find an
+implementation"), and the ONNX LSTM operator does not take bfloat16 at all (its
+fastmath bf16 GEMM option is for ARM64 only), so a bf16 file of these graphs does not load:
+ORT is not a bf16 runtime on x86.
 """
 from __future__ import annotations
 

@@ -205,20 +205,20 @@ def bench_hook(model_dir: Path, spec, runtimes: tuple[str, ...], threads: int) -
 
 
 def write_deployment(model_dir: Path, spec, report: dict, shape_times: dict, config,
-                     log=print) -> dict:
-    """Time a stream step (batch 1, state carried) of eager and every usable pair, add it to
-    bench's per-shape times and write deployment.json; return it."""
+                     timer, log=print) -> dict:
+    """Time a stream step (batch 1, state carried) of eager and every usable pair with
+    `timer` (bench's time_round_robin), add it to bench's per-shape times and write
+    deployment.json; return it."""
     import torch
 
-    from ..bench import time_round_robin
     from ..fsio import atomic_write_json
     shapes = {}
     if spec.has_stream:
         runners, feeds = stream_runners(model_dir, spec, report, config.threads), stream_feeds(spec)
         calls = {r.name: (lambda r=r: r.run(feeds)) for r in runners}
         with torch.inference_mode():
-            shapes[STREAM_SHAPE] = time_round_robin(calls, config.budget_s, config.min_reps,
-                                                    config.max_reps, config.warmup, config.seed)
+            shapes[STREAM_SHAPE] = timer(calls, config.budget_s, config.min_reps,
+                                         config.max_reps, config.warmup, config.seed)
         log(f"{spec.name} stream step: " + ", ".join(
             f"{n} {np.median(t):.1f} µs" for n, t in shapes[STREAM_SHAPE].items()))
     shapes.update(shape_times)

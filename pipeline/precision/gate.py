@@ -4,8 +4,8 @@
 
 Called by verify (one entry per pair in verification.json's `precisions`). For each pair:
   data     the verification inputs (verify's default shapes at unit scale and at x10, plus
-           a (256, 50) batch), or with `data` the user's sequences (score's reader; equal
-           lengths run together), through the pair's stateless file;
+           a (256, 50) batch), or the user's sequences (verify reads them with score's
+           reader; equal lengths run together), through the pair's stateless file;
   stream   where the model has a stream form: LONG_STEPS steps fed one at a time to the
            pair's stream file with the state carried, at batch LONG_BATCH, the output at
            every step against eager's (the eager stream reference fed the same way);
@@ -30,30 +30,18 @@ LONG_STEPS, LONG_BATCH = 1200, 8
 DATA_ROWS = 4096            # the user's rows read at most
 
 
-def verification_inputs(spec, seed: int = 0) -> list[np.ndarray]:
-    """(batch, seq, F) float32 inputs: verify's default shapes at scales 1 and 10, + 256x50."""
-    from ..verify import SCALES, default_shapes
+def verification_inputs(spec, shapes, scales, seed: int = 0) -> list[np.ndarray]:
+    """(batch, seq, F) float32 inputs: verify's shapes at each of its scales, + 256x50."""
     rng = np.random.default_rng(seed + 23)
-    shapes = [*default_shapes(spec), (256, 50)]
     return [(scale * rng.standard_normal((b, s, spec.input_size))).astype(np.float32)
-            for b, s in shapes for scale in SCALES if (b, s) != (256, 50) or scale == 1.0]
+            for b, s in shapes for scale in scales] + \
+        [rng.standard_normal((256, 50, spec.input_size)).astype(np.float32)]
 
 
-def user_inputs(path: Path, spec, rows: int = DATA_ROWS) -> list[np.ndarray]:
-    """The first `rows` good sequences of a .parquet/.npz (score's reader and row checks),
-    as (n, seq, F) groups of equal length."""
-    from ..scoring.dataset import open_dataset
-    from ..scoring.rows import check_batch
-
-    data, seqs = open_dataset(Path(path), spec), []
-    for batch in data.batches(4096, spec):
-        c = check_batch(batch, spec, data.id_column, data.sequence_column)
-        F = spec.input_size
-        seqs += [c.values[s:s + n * F].reshape(n, F) for s, n in zip(c.starts, c.lengths)]
-        if len(seqs) >= rows:
-            break
+def group_by_length(sequences, rows: int = DATA_ROWS) -> list[np.ndarray]:
+    """At most `rows` (seq, F) sequences as (n, seq, F) float32 groups of equal length."""
     groups: dict[int, list] = {}
-    for s in seqs[:rows]:
+    for s in list(sequences)[:rows]:
         groups.setdefault(len(s), []).append(s)
     return [np.stack(g).astype(np.float32) for _, g in sorted(groups.items())]
 
@@ -126,11 +114,11 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
 
 
 def check_pairs(model_dir: Path, manifest: dict, spec, reference, budget: Budget,
-                data: Path | None = None, fp32_runners=(), seed: int = 0,
+                inputs: list[np.ndarray], fp32_runners=(), seed: int = 0,
                 log=lambda s: None) -> list[dict]:
-    """Every variant pair the manifest lists, plus the fp32 runners' figures."""
+    """Every variant pair the manifest lists, plus the fp32 runners' figures, on `inputs`
+    ((batch, seq, F) arrays: `verification_inputs`, or the user's sequences grouped)."""
     listed = manifest.get("precisions") or {}
-    inputs = user_inputs(data, spec) if data else verification_inputs(spec, seed)
     eager = Eager(spec, Path(model_dir), reference, inputs, seed, stream=bool(listed))
     entries = []
     for runner in fp32_runners:     # judged by verify's tolerance rule; figures for the choice

@@ -65,3 +65,17 @@ def test_judge_names_each_excess():
     line = describe({"runtime": "onnx", "precision": "int8", "figures": f, "passed": False,
                      "status": "failed", "reason": "; ".join(reasons)})
     assert line.startswith("onnx:int8, max error 2% of std") and "\n" not in line
+
+
+def test_budget_on_the_users_data(tmp_path):
+    """--data reads score's input and groups the sequences by length."""
+    from pipeline.precision.gate import group_by_length
+    from pipeline.scoring.bench import write_dataset
+    from pipeline.specs import SPECS
+    from pipeline.verify import user_sequences
+    spec = SPECS["classifier"]
+    seqs = user_sequences(write_dataset(tmp_path / "x.parquet", 40, spec.input_size), spec)
+    assert len(seqs) == 40 and all(s.shape[1] == spec.input_size for s in seqs)
+    groups = group_by_length(seqs)
+    assert sum(len(g) for g in groups) == 40
+    assert all(len({len(s) for s in g}) == 1 for g in groups)

@@ -20,7 +20,7 @@ from pipeline.export import main as export
 from pipeline.precision.bf16 import cpu_has_bf16
 from pipeline.precision.choice import require_pair
 from pipeline.precision.gate import LONG_STEPS, verification_inputs
-from pipeline.verify import VerifyConfig
+from pipeline.verify import SCALES, VerifyConfig, default_shapes
 from pipeline.verify import main as verify
 
 from . import models
@@ -51,7 +51,8 @@ def test_int8_within_its_budget_and_figures_hold_outside_the_project(users):
     options.intra_op_num_threads = 1     # as verify ran it: int8 kernels split rows by thread
     sess = ort.InferenceSession(str(out / "lstm2" / "model_int8.onnx"), options,
                                 providers=["CPUExecutionProvider"])
-    xs = verification_inputs(read_config(out / "lstm2")["recipe"].model)
+    spec = read_config(out / "lstm2")["recipe"].model
+    xs = verification_inputs(spec, default_shapes(spec), SCALES)
     with torch.inference_mode():
         want = np.concatenate([theirs(torch.from_numpy(x)).numpy() for x in xs]).astype(float)
     got = np.concatenate([sess.run(None, {"input": x})[0] for x in xs]).astype(float)
@@ -142,3 +143,17 @@ def test_cli_refuses_bad_precision_and_budget(users):
     r = CliRunner().invoke(cli, ["verify", "--model", "lstm2", "--out", str(out),
                                  "--budget", "max=lots"])
     assert r.exit_code == 1 and "--budget max='lots'" in r.output
+
+
+def test_verify_measures_the_budget_on_the_users_data(users, tmp_path):
+    from pipeline.scoring.bench import write_dataset
+    out, _ = users
+    shutil.copytree(out / "lstm2", tmp_path / "lstm2", ignore=shutil.ignore_patterns(".lock"))
+    data = write_dataset(tmp_path / "mine.parquet", 60, models.FEATURES)
+    report = verify(VerifyConfig("lstm2", tmp_path, "cpu", shapes=((1, 1),), data=data,
+                                 budget=LSTM_BUDGET), log=lambda s: None)
+    assert report["budget_data"] == str(data)
+    e = pairs(report)[("onnx", "int8")]
+    assert e["figures"]["rows"] == 60 and e["passed"] == (
+        e["figures"]["max_rel_std"] <= LSTM_BUDGET.max_rel_std and e["stream"]["max_rel_std"]
+        <= LSTM_BUDGET.max_rel_std)
