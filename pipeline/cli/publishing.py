@@ -42,6 +42,9 @@ def publish(models, out, registry, version, signing_key, unsigned, deploy):
     """
     from ..publishing.publish import PublishConfig, main
 
+    if deploy and deploy != "best":
+        from ..precision import parse_pair
+        parse_pair(deploy)                    # an unknown precision: one line, before work
     for name in selected(models, out):
         r = main(PublishConfig(name, out, registry, version, signing_key, unsigned, deploy),
                  log=lambda s: click.echo(s, err=True))
