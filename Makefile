@@ -15,6 +15,9 @@
 #              every second: exported/soak/loadtest.json (growth after warm-up) and .png
 # make serve-test - the Triton end-to-end tests alone (also part of make test)
 # Stage targets are files under exported/, so make reruns only what is out of date.
+# PRECISION=fp32,bf16,int8 - precision variants export writes beside the fp32 files and verify
+#              gates by the accuracy budget (docs/precision.md); default fp32 alone. A new
+#              value re-exports (exported/.precision records the last one).
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -28,6 +31,12 @@ SERVE_VENV  := .venv-serve
 SERVE_PY    := $(SERVE_VENV)/bin/python
 SERVE_STAMP := $(SERVE_VENV)/.installed
 KEYS    ?= .keys
+PRECISION ?= fp32
+# Rewritten only when PRECISION differs from the last run's, so the manifests (which depend
+# on it) are rebuilt with the variants asked for, and not otherwise.
+PRECISION_STAMP := $(OUT)/.precision
+$(shell mkdir -p $(OUT) && { [ "$$(cat $(PRECISION_STAMP) 2>/dev/null)" = "$(PRECISION)" ] || \
+  echo "$(PRECISION)" > $(PRECISION_STAMP); })
 
 # What each stage's output depends on besides the previous stage's files.
 CORE_SRC  := pipeline/specs.py pipeline/validate.py pipeline/fsio.py pipeline/checkpoint.py \
@@ -36,10 +45,11 @@ CORE_SRC  := pipeline/specs.py pipeline/validate.py pipeline/fsio.py pipeline/ch
 TRAIN_SRC := $(CORE_SRC) pipeline/data.py pipeline/train.py
 RUNTIME_SRC := $(wildcard pipeline/runtimes/*.py)
 STREAM_SRC := pipeline/verify_stream.py pipeline/predict.py
+PRECISION_SRC := $(wildcard pipeline/precision/*.py)
 VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compare.py $(RUNTIME_SRC) \
-              $(STREAM_SRC)
+              $(STREAM_SRC) $(PRECISION_SRC)
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
-              pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC)
+              pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC) $(PRECISION_SRC) $(PRECISION_STAMP)
 
 .PHONY: all install train export verify publish bench bench-score crossval test clean serve-env serve \
         serve-test soak
@@ -64,7 +74,7 @@ $(OUT)/%/config.json: $(STAMP) $(TRAIN_SRC)
 # manifest.json is written after model.pt and model.onnx passed their self-check.
 export: $(MODELS:%=$(OUT)/%/manifest.json)
 $(OUT)/%/manifest.json: $(OUT)/%/config.json $(EXPORT_SRC)
-	$(PY) -m pipeline export --model $* --out $(OUT)
+	$(PY) -m pipeline export --model $* --out $(OUT) --precision $(PRECISION)
 
 # Not part of `all`: a published version is permanent, so publishing is asked for. Phony:
 # publish itself finds what is new (unchanged artifacts are a no-op, so a rerun adds

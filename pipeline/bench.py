@@ -170,6 +170,13 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         runners = open_runners(model_dir, bench_runtimes(config.runtimes), device,
                                config.threads)
         spec = read_config(model_dir)["recipe"].model
+        # Precision variants verify let through (issue 23), timed beside the fp32 runtimes;
+        # their rows are named "runtime:precision", e.g. "onnx:int8"
+        from .precision.choice import bench_hook
+        report, variants = bench_hook(model_dir, spec, tuple(r.name for r in runners),
+                                      config.threads)
+        runners += variants
+        shape_times = {}
         peak = peak_gflops()
         rng = np.random.default_rng(config.seed)
         rows = []
@@ -179,6 +186,7 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
             with torch.inference_mode():
                 times = time_round_robin(calls, config.budget_s, config.min_reps,
                                          config.max_reps, config.warmup, config.seed)
+            shape_times[f"{batch}x{seq}"] = times
             eager_p50 = float(np.median(times["torch"]))
             fastest = min(times, key=lambda name: np.median(times[name]))
             for name, t in times.items():
@@ -221,6 +229,10 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         b, s = config.shapes[-1]
         log(f"{config.model} FLOPs per layer at ({b}, {s}): " + "; ".join(
             f"{words}: {n:,}" for words, n in result["flops_per_layer"][f"{b}x{s}"]))
+        if report.get("precisions"):          # deployment.json: the choice per shape
+            from .precision.choice import write_deployment
+            result["deployment"] = write_deployment(model_dir, spec, report, shape_times,
+                                                    config, time_round_robin, log)
         if config.plot:
             with atomic_path(model_dir / BENCHMARK_PNG) as tmp:
                 plot(result, tmp)

@@ -56,6 +56,10 @@ class VerifyConfig:
     shapes: tuple[tuple[int, int], ...] | None = None  # None: default_shapes(spec)
     seed: int = 0
     runtimes: tuple[str, ...] = DEFAULT_VERIFY        # names from RUNTIMES, or "all"
+    # the precision variants' accuracy budget (pipeline/precision/budget.py; None: default)
+    # and the data it is measured on (None: the verification inputs; else score's reader)
+    budget: object = None
+    data: Path | None = None
 
 
 def default_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
@@ -89,6 +93,23 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
                                 [load_stream_runner(r, spec, model_dir / artifact(r, stream=True),
                                                     _device_for(r, device)) for r in streams],
                                 shapes, config.seed)
+        # Precision variants (issue 23): every (runtime, precision) pair the manifest lists,
+        # against eager fp32 on the budget's data; the fp32 runtimes' figures beside them.
+        # A pair outside the budget is recorded as failed (never used); the fp32 verdict
+        # above does not depend on it.
+        from .precision.budget import DEFAULT_BUDGET
+        from .precision.gate import check_pairs, group_by_length, verification_inputs
+        budget = config.budget or DEFAULT_BUDGET
+        cpu_runners = [r for r in runners if not on_cuda(r.provider)
+                       and r.precision == spec.dtype]
+        inputs = group_by_length(user_sequences(config.data, spec)) if config.data else \
+            verification_inputs(spec, default_shapes(spec), SCALES, config.seed)
+        precisions = check_pairs(model_dir, manifest, spec, reference, budget, inputs,
+                                 cpu_runners, config.seed)
+        for entry in precisions:
+            if entry["precision"] == "fp32":
+                entry["passed"] = all(r["passed"] for r in rows if r["runtime"] in
+                                      (entry["runtime"], f"stream_{entry['runtime']}"))
         report = {
             "model": spec.name,
             "passed": all(r["passed"] for r in rows),
@@ -99,6 +120,9 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
             "drift_factor": spec.drift_factor,
             "runtimes": [runtime_entry(r, rows) for r in runners],
             "rows": rows,
+            "budget": budget.as_dict(),
+            "budget_data": str(config.data) if config.data else "verification inputs",
+            "precisions": precisions,
             "seed": config.seed,
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -112,6 +136,21 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
             f"({r['provider']}) batch {r['batch']} seq {r['seq']} scale {r['scale']:g}: "
             f"{r['reason']} (report: {model_dir / REPORT})", report)
     return report
+
+
+def user_sequences(path: Path, spec: ModelSpec, rows: int = 4096) -> list[np.ndarray]:
+    """The first `rows` good (seq, F) sequences of a .parquet / folder / .npz (score's reader
+    and row checks): the data `--data` measures the precision budget on."""
+    from .scoring.dataset import open_dataset
+    from .scoring.rows import check_batch
+
+    data, seqs, F = open_dataset(Path(path), spec), [], spec.input_size
+    for batch in data.batches(4096, spec):
+        c = check_batch(batch, spec, data.id_column, data.sequence_column)
+        seqs += [c.values[s:s + n * F].reshape(n, F) for s, n in zip(c.starts, c.lengths)]
+        if len(seqs) >= rows:
+            break
+    return seqs[:rows]
 
 
 def _device_for(runtime: str, device: str) -> str:

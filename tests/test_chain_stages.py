@@ -107,7 +107,7 @@ def test_publish_writes_int64_inputs_per_step_dims_and_every_state(out, tmp_path
     assert all(f'name: "{n}"' in stream_cfg for n in ("h_in", "c_in", "h_out", "c_out"))
     packed = (registry / "padded_onnx" / "config.pbtxt").read_text()
     assert 'name: "lengths"' in packed and "reshape: { shape: [ ] }" in packed
-    assert 'name: "input__1"' in (registry / "padded_torchscript" / "config.pbtxt").read_text()
+    assert 'name: "lengths"' in (registry / "padded_torchscript" / "config.pbtxt").read_text()
     card = (registry / "tagger_onnx" / "1" / "README.md").read_text()
     assert "Embedding (50 token ids -> 12) -> `nn.LSTM(batch_first=True)` (12 -> 16)" in card
     assert "| input | `input` | `input` | int64 | (batch, seq) | [-1] |" in card

@@ -21,8 +21,12 @@ from .common import domain_errors, model_option, out_option, selected
 @click.option("--unsigned", is_flag=True,
               help="Publish without a signature (the model card says so); consumers that "
               "check signatures refuse such versions.")
+@click.option("--deploy", metavar="best|RUNTIME:PRECISION",
+              help="Also publish a verified precision variant as its own Triton models: best = "
+                   "every pair deployment.json (bench) chose, or e.g. onnx:int8, "
+                   "openvino:bf16. A pair outside its budget is refused with its figures.")
 @domain_errors
-def publish(models, out, registry, version, signing_key, unsigned):
+def publish(models, out, registry, version, signing_key, unsigned, deploy):
     """Publish verified models as immutable versions of a Triton model repository.
 
     Each model becomes <registry>/<model>_onnx/N/ and <model>_torchscript/N/ (with
@@ -38,8 +42,11 @@ def publish(models, out, registry, version, signing_key, unsigned):
     """
     from ..publishing.publish import PublishConfig, main
 
+    if deploy and deploy != "best":
+        from ..precision import parse_pair
+        parse_pair(deploy)                    # an unknown precision: one line, before work
     for name in selected(models, out):
-        r = main(PublishConfig(name, out, registry, version, signing_key, unsigned),
+        r = main(PublishConfig(name, out, registry, version, signing_key, unsigned, deploy),
                  log=lambda s: click.echo(s, err=True))
         signed = f"signed by {r['signed_by']}" if r["signed_by"] else "UNSIGNED"
         if r["published"]:

@@ -33,6 +33,12 @@ from .common import domain_errors, out_option, selected, single_model_option, ve
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="onnx", show_default=True,
               help="Which artifact runs: onnx (model.onnx on ONNX Runtime), torchscript "
                    "(model.pt), torch (eager), openvino, tract, onnx-reference.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8", "fp16"]),
+              default="fp32", show_default=True,
+              help="A precision variant of --runtime that verify let through its accuracy "
+                   "budget (e.g. --runtime onnx --precision int8; --runtime openvino "
+                   "--precision bf16); an unverified or failed pair is refused with its "
+                   "figures. See docs/precision.md.")
 @click.option("--bad-rows", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True, help="fail: the first bad row's id and reason, exit 1, no "
               "output; skip: bad rows go to <output stem>.rejects.parquet (id, reason).")
@@ -52,7 +58,7 @@ from .common import domain_errors, out_option, selected, single_model_option, ve
 @domain_errors
 def score(model, input_path, output, engine, ray_address, actors, actor_cpus, runtime, bad_rows,
           batch_size, threads, id_column, sequence_column, out, version_dir, public_key,
-          quiet):
+          quiet, precision):
     """Score a dataset of variable-length sequences with a verified artifact.
 
     Each row's answer is the model's on that sequence alone (rows run in groups of
@@ -75,5 +81,6 @@ def score(model, input_path, output, engine, ray_address, actors, actor_cpus, ru
         selected((model,), out)
     config = ScoreConfig(model, input_path, output, out, runtime, engine, bad_rows, batch_size,
                          threads, id_column, sequence_column, version_dir, public_key,
-                         ray_address, actors, actor_cpus, progress=not quiet)
+                         ray_address, actors, actor_cpus, progress=not quiet,
+                         precision=precision)
     click.echo(summary_line(main(config, log=lambda s: click.echo(s, err=True))))

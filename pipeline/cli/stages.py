@@ -45,8 +45,14 @@ def train(models, out, epochs, seed):
 @out_option
 @click.option("--opset", type=click.IntRange(18, 21), default=18, show_default=True,
               help="ONNX opset of the graph (18-21; onnxruntime >= 1.22 runs all of them).")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              metavar="fp32[,bf16,int8,fp16]",
+              help="Precision variants to write beside the fp32 files (fp32 is always "
+                   "written): int8 -> model_int8.onnx + model_stream_int8.onnx (ONNX Runtime "
+                   "integer kernels); bf16 -> none (OpenVINO runs model.onnx in bf16); fp16 -> "
+                   "model_fp16.onnx (CUDA). See docs/precision.md.")
 @domain_errors
-def export(models, out, opset):
+def export(models, out, opset, precisions):
     """Export trained models to DIR/<model>/model.pt (TorchScript) and model.onnx.
 
     Both artifacts must match the eager model at batch 1 and 64 and sequence lengths 1,
@@ -60,13 +66,21 @@ def export(models, out, opset):
       python -m pipeline export --model classifier --opset 18
     """
     from ..export import ExportConfig, main
+    from ..precision import parse_precisions
 
+    precisions = parse_precisions(precisions)
     for name in selected(models, out):
-        manifest = main(ExportConfig(name, out, opset), log=lambda s: click.echo(s, err=True))
+        manifest = main(ExportConfig(name, out, opset, precisions),
+                        log=lambda s: click.echo(s, err=True))
         signature = manifest["signature"]
         click.echo(f"{name}: {signature['inputs'][0]['shape']} -> {signature['outputs'][0]['shape']}"
                    f", opset {manifest['onnx']['opset']} -> {out / name}/"
                    f"{{model.pt,model.onnx,model_stream.pt,model_stream.onnx,manifest.json}}")
+        for p, entry in manifest.get("precisions", {}).items():
+            files = ", ".join(entry["files"].values()) or \
+                f"none (runs {', '.join(entry.get('runs', {}).values())})"
+            skipped = "".join(f"; no {k} file: {why}" for k, why in entry["skipped"].items())
+            click.echo(f"{name}: {p} on {', '.join(entry['runtimes'])}: {files}{skipped}")
 
 
 @click.command()
@@ -81,8 +95,16 @@ def export(models, out, opset):
 @click.option("--runtime", "runtimes", multiple=True, type=click.Choice([*RUNTIMES, "all"]),
               help="Runtime to compare with eager PyTorch; repeat for several; all = every "
               "one. Default: torchscript and onnx. " + RUNTIME_HELP)
+@click.option("--budget", "budget", default=None, metavar="labels=PCT,max=PCT",
+              help="Accuracy budget of the precision variants against eager fp32: labels "
+                   "agree on at least PCT of rows/steps, max error at most PCT of the "
+                   "output's std. Default: labels=99.5%,max=1%.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              metavar="FILE.parquet",
+              help="Measure the budget on these sequences (score's reader: .parquet, a folder "
+                   "of them, or .npz) instead of the verification inputs.")
 @domain_errors
-def verify(models, out, device, shapes, runtimes):
+def verify(models, out, device, shapes, runtimes, budget, data):
     """Check artifact hashes, then compare each runtime with eager PyTorch.
 
     Every input shape runs at unit scale and at a scale that saturates tanh. Writes
@@ -96,14 +118,17 @@ def verify(models, out, device, shapes, runtimes):
       python -m pipeline verify --runtime all
     """
     from ..errors import VerificationError
+    from ..precision.budget import describe, parse_budget
     from ..runtimes import DEFAULT_VERIFY
     from ..verify import VerifyConfig, format_table, main
 
+    budget = parse_budget(budget)
     failures = []
     for name in selected(models, out):
         try:
             report = main(VerifyConfig(name, out, device, tuple(shapes) if shapes else None,
-                                       runtimes=runtimes or DEFAULT_VERIFY))
+                                       runtimes=runtimes or DEFAULT_VERIFY, budget=budget,
+                                       data=data))
         except VerificationError as exc:
             if exc.report:
                 click.echo(format_table(exc.report))
@@ -112,6 +137,11 @@ def verify(models, out, device, shapes, runtimes):
         click.echo(format_table(report))
         click.echo(f"{name}: all {len(report['rows'])} checks passed "
                    f"(providers: {', '.join(report['providers'])})")
+        variants = [e for e in report.get("precisions", []) if e["precision"] != "fp32"]
+        if variants:
+            click.echo(f"{name}: precision budget ({budget}, on {report['budget_data']}):")
+        for entry in variants:     # a pair outside the budget is never used; fp32 stands
+            click.echo(f"  {describe(entry)}", err=entry["status"] != "passed")
     if failures:
         raise click.ClickException(" | ".join(failures))
 
@@ -241,6 +271,10 @@ def bench(models, out, threads, shapes, device, budget, min_reps, runtimes, stre
         result = main(config, log=lambda s: click.echo(s, err=True))
         click.echo(table(result))
         click.echo(f"-> {out / name}/benchmark.json, benchmark.png")
+        if "deployment" in result:      # verified precision pairs: the choice per shape
+            from ..precision.choice import table as deployment_table
+            click.echo(deployment_table(result["deployment"]))
+            click.echo(f"-> {out / name}/deployment.json")
 
 
 def _bench_stream(models, out, threads, budget, min_reps):

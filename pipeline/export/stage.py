@@ -44,6 +44,8 @@ class ExportConfig:
     model: str
     out: Path = Path("exported")
     opset: int = DEFAULT_OPSET
+    # precision variants written beside the fp32 files (pipeline/precision); fp32 always
+    precisions: tuple[str, ...] = ("fp32",)
 
 
 def check_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
@@ -112,6 +114,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     from .normalize import normalize_file
     from .facts import describe
     from .onnx_graph import export_onnx
+    from ..precision.export import variant_files, write_variants
     from .stream import export_stream_onnx, export_stream_torchscript
 
     import torch
@@ -129,12 +132,14 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
             why = spec.stream_refusal if spec.layers else \
                 "bidirectional: the backward direction needs the whole sequence"
             log(f"{spec.name}: no stream artifacts ({why}); writing model.pt and model.onnx")
-        names = [*ARTIFACTS.values(), *streams.values(), MANIFEST]
+        variants = variant_files(spec, config.precisions)      # precision variants' files
+        names = [*ARTIFACTS.values(), *streams.values(), *variants, MANIFEST]
         # All files go to temp files and are renamed into place together, manifest last,
         # only after every artifact passed the self-check and every byte was flushed.
         with atomic_paths(*(model_dir / name for name in names)) as temps:
             tmp = dict(zip(ARTIFACTS, temps))
-            stream = dict(zip(streams, temps[len(ARTIFACTS):-1]))
+            stream = dict(zip(streams, temps[len(ARTIFACTS):len(ARTIFACTS) + len(streams)]))
+            variant_tmp = dict(zip(variants, temps[len(ARTIFACTS) + len(streams):-1]))
             export_torchscript(model, tmp["torchscript"])
             onnx_exporter(model, spec, tmp["onnx"], config.opset)
             # portable to tract, OpenVINO, ... (normalize.py): every ONNX file goes through it
@@ -152,9 +157,13 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
                     "inputs": [to_dict(t) for t in spec.stream_inputs],
                     "outputs": [to_dict(t) for t in spec.stream_outputs]}
                 stream_checks = stream_self_check(stream, spec, model)
+            if variants or len(config.precisions) > 1:      # export --precision
+                extra["precisions"] = write_variants(
+                    spec, config.precisions, {"model": tmp["onnx"], **(
+                        {"stream": stream["onnx"]} if stream else {})}, variant_tmp)
             manifest = build_manifest(
-                model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values(), *streams.values()],
-                sources={**{ARTIFACTS[r]: path for r, path in tmp.items()},
+                model_dir, [WEIGHTS, CONFIG, *ARTIFACTS.values(), *streams.values(), *variants],
+                sources={**{ARTIFACTS[r]: path for r, path in tmp.items()}, **variant_tmp,
                          **{STREAM_ARTIFACTS[r]: path for r, path in stream.items()}},
                 model=spec.name,
                 spec=to_dict(spec),      # a published version's contract travels with it

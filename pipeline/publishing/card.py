@@ -11,6 +11,7 @@ card cannot drift from the artifact beside it. The card is itself one of the sig
 from __future__ import annotations
 
 from ..specs import ModelSpec
+from .deploy import precision_lines
 from .triton import (BACKENDS, MAX_BATCH_SIZE, batched_dims, dims, io_names, stream_io_names,
                      triton_name)
 
@@ -134,6 +135,11 @@ def _stream_sections(spec: ModelSpec, runtime: str, version: int) -> tuple[list[
         + ", ".join(f'"{i}": {v}' for (i, _), v in zip(spec.state_names, var)) + "})"]
 
 
+def _engine(runtime: str) -> str:
+    platform, backend = BACKENDS[runtime][1:3]
+    return f"platform `{platform}`" if platform else f"backend `{backend}`"
+
+
 def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, report: dict,
                signed_by: str | None = None, source: dict | None = None) -> str:
     """The card's text; `source`: the recipe's import record (None for a built-in recipe)."""
@@ -185,10 +191,11 @@ def model_card(spec: ModelSpec, runtime: str, version: int, metrics: dict, repor
         f"# {name}, version {version}", "",
         f"{what}. Network: {describe_chain(spec) if spec.layers else family(spec).describe(spec)}.",
         f"This folder is version {version} of the Triton model `{name}` "
-        f"(`{filename}`, platform `{BACKENDS[runtime][1]}`). It never changes: a new build is "
+        f"(`{filename}`, {_engine(runtime)}). It never changes: a new build is "
         "published as a new version.", "",
         *io,
         *origin,
+        *precision_lines(report, runtime),
         "## Verification (`verification.json`)", "",
         *_verification(report, stream), "",
         "## Signature", "",

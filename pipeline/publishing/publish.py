@@ -48,6 +48,7 @@ from ..runtimes import ARTIFACTS, STREAM_ARTIFACTS
 from ..specs import ModelSpec, Recipe
 from .card import model_card
 from .covered import CONFIG_KEY, config_entry
+from .deploy import VARIANT_SOURCES, deploy_keys
 from .release import write_tarball
 from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
 from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, legacy_config_pbtxt, parse_config,
@@ -58,7 +59,8 @@ CARD = "README.md"
 STAGING_PREFIX = ".staging-"
 VERSION_DIR = re.compile(r"0|[1-9][0-9]*")   # Triton ignores version folders with leading zeros
 # Triton runtime (triton.BACKENDS key) -> the build's file it serves
-SOURCES = {**ARTIFACTS, **{f"stream_{r}": name for r, name in STREAM_ARTIFACTS.items()}}
+SOURCES = {**ARTIFACTS, **{f"stream_{r}": name for r, name in STREAM_ARTIFACTS.items()},
+           **VARIANT_SOURCES}
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class PublishConfig:
     version: int | None = None        # None: one past the highest published
     signing_key: Path | None = None   # PEM ECDSA private key that signs each version folder
     unsigned: bool = False            # publish without a signature; must be asked for
+    deploy: str | None = None         # "best" or "RUNTIME:PRECISION" (publishing/deploy.py)
 
     @property
     def repository(self) -> Path:
@@ -247,6 +250,8 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
         spec, runtimes = recipe.model, runtimes_for(recipe.model)
         require_listed(model_dir, manifest, [SOURCES[r] for r in runtimes])
         report = check_verification(model_dir, manifest)
+        # verified precision variants asked for with --deploy (issue 23): extra Triton models
+        runtimes += tuple(deploy_keys(model_dir, spec, manifest, report, config.deploy))
         for runtime in BACKENDS:      # leftovers of a killed run; only lock holders stage
             root = repository / triton_name(spec.name, runtime)
             for old in root.glob(STAGING_PREFIX + "*") if root.is_dir() else ():

@@ -27,6 +27,7 @@ from ..manifest import MANIFEST
 from .covered import release_spec
 from .publish import VERSION_DIR
 from .signing import load_public_key, verify_version
+from .deploy import pair_of
 from .triton import BACKENDS, triton_name
 
 
@@ -118,6 +119,11 @@ def open_published(folder: str | os.PathLike, public_key: str | os.PathLike,
     if recorded != expected:
         raise SignatureError(f"{folder / MANIFEST}: the build's input/output signature "
                              f"differs from {spec.name}'s spec; not loaded")
+    runtime, precision = pair_of(info["runtime"])      # a deployed variant (issue 23)
+    if precision != "fp32" or runtime == "openvino":
+        from ..precision.choice import load_variant
+        return load_variant(runtime, precision, spec, folder / BACKENDS[info["runtime"]][3],
+                            threads, stream)
     if stream:
         return load_stream_runner(info["runtime"].removeprefix("stream_"), spec,
                                   folder / BACKENDS[info["runtime"]][3], device, threads)

@@ -36,9 +36,12 @@ def contract_name(port, spec: ModelSpec) -> str:
     return next((n for n in contract if n in names), port.get_any_name())
 
 
-def load_openvino(spec: ModelSpec, path: Path, threads: int | None = None) -> OpenVinoRunner:
+def load_openvino(spec: ModelSpec, path: Path, threads: int | None = None,
+                  hint: str = "f32") -> OpenVinoRunner:
+    """`hint`: f32 (what verify judges), or bf16 for the bf16 precision variant
+    (pipeline/precision/bf16.py)."""
     import openvino as ov
-    config = {"INFERENCE_PRECISION_HINT": "f32",
+    config = {"INFERENCE_PRECISION_HINT": hint,
               "NUM_STREAMS": 1,                    # one request at a time, like the others
               "PERFORMANCE_HINT": "LATENCY"}
     if threads:

@@ -47,6 +47,7 @@ class ScoreConfig:
     actor_cpus: float | None = None   # CPUs each actor asks Ray for; None: threads
     progress: bool = True
     prefetch: bool = True             # local: decode and check the next batch meanwhile
+    precision: str = "fp32"           # a verified precision variant of `runtime` (issue 23)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Artifact:
     runtime: str
     version_dir: Path | None = None
     public_key: Path | None = None
+    precision: str = "fp32"
 
 
 def open_runner(artifact: Artifact, threads: int):
@@ -69,6 +71,10 @@ def open_runner(artifact: Artifact, threads: int):
                                 f"{', '.join(runner.inputs)}); score the plain one "
                                 f"(<model>_onnx or <model>_torchscript)")
         return runner
+    if artifact.precision != "fp32":      # a variant verify let through (pipeline/precision)
+        from ..precision.choice import open_verified_pair
+        return open_verified_pair(artifact.model_dir, artifact.runtime, artifact.precision,
+                                  threads)
     from ..runtimes import open_runners
     (runner,) = open_runners(artifact.model_dir, (artifact.runtime,), device="cpu",
                              threads=threads)
@@ -107,8 +113,14 @@ def check_config(config: ScoreConfig) -> Artifact:
     check_source(config.model, config.version_dir, config.public_key)
     select_runtimes((config.runtime,), ())        # unknown or not installed: one line
     if config.version_dir is not None:
+        if config.precision != "fp32":
+            raise PipelineError("--precision goes with --model; a published version folder "
+                                "holds one file and says its precision itself")
         return Artifact(None, config.runtime, Path(config.version_dir), Path(config.public_key))
-    return Artifact(Path(config.out) / config.model, config.runtime)
+    if config.precision != "fp32":        # unverified or outside budget: one line, no work
+        from ..precision.choice import verified_pair
+        verified_pair(Path(config.out) / config.model, config.runtime, config.precision)
+    return Artifact(Path(config.out) / config.model, config.runtime, precision=config.precision)
 
 
 def main(config: ScoreConfig, log: Callable[[str], None] = print) -> dict:

@@ -1,0 +1,65 @@
+"""export --precision: the variants' files, written beside the fp32 ones, and their entry
+in the manifest.
+
+    names = variant_files(spec, ("fp32", "int8"))          # files to add to the manifest
+    entry = write_variants(spec, precisions, fp32, temps)   # manifest["precisions"]
+
+Each variant writes from the fp32 ONNX files that just passed the self-check (int8 and
+fp16 rewrite them; bf16 runs them as they are), then each written file must load and give
+finite outputs of the contract's shapes (its accuracy is verify's budget gate, not this).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportError, first_line
+from . import variant
+
+
+def variant_files(spec, precisions) -> list[str]:
+    return [f for p in precisions if p != "fp32" for f in variant(p).files(spec).values()]
+
+
+def write_variants(spec, precisions, fp32: dict[str, Path], temps: dict[str, Path]) -> dict:
+    """Write every variant's files to `temps` ({file name: temp path}); the manifest entry."""
+    entries = {}
+    for name in precisions:
+        if name == "fp32":
+            continue
+        v = variant(name)
+        files = v.files(spec)
+        v.write(spec, fp32, {kind: temps[f] for kind, f in files.items()})
+        if v.device == "cpu":
+            for kind, f in files.items():
+                _smoke(v, spec, temps[f], kind == "stream", f)
+        entries[name] = {"files": files, "runtimes": list(v.runtimes), "device": v.device,
+                         "summary": v.summary, "skipped": v.missing(spec)}
+        if not files:     # bf16: runs the fp32 files
+            entries[name]["runs"] = {k: {"model": "model.onnx",
+                                         "stream": "model_stream.onnx"}[k] for k in fp32}
+    return entries
+
+
+def _smoke(v, spec, path: Path, stream: bool, name: str) -> None:
+    """The file loads in its runtime and answers at two shapes with finite outputs."""
+    rng = np.random.default_rng(0)
+    runtime = v.runtimes[0]
+    try:
+        runner = v.load(runtime, spec, path, threads=1, stream=stream)
+        for batch, seq in ((1, spec.example_seq), (64, 10 * spec.example_seq)):
+            x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
+            feeds = {spec.input_name: x}
+            if stream:
+                runner.inputs = tuple(t.name for t in spec.stream_inputs)
+                runner.outputs = tuple(t.name for t in spec.stream_outputs)
+                feeds[spec.lengths_name] = np.full(batch, seq, np.int64)
+                feeds.update({t.name: np.zeros((batch, *t.shape[1:]), np.float32)
+                              for t in spec.stream_inputs[2:]})
+            y = runner.run(feeds)[spec.output_name]
+            if y.shape != (batch, spec.output_size) or not np.isfinite(y).all():
+                raise ValueError(f"output {y.shape}, finite: {bool(np.isfinite(y).all())}")
+    except Exception as exc:
+        raise ExportError(f"{spec.name} {name} ({v.name} on {runtime}): fails its self-check: "
+                          f"{first_line(exc)}") from None

@@ -1,0 +1,139 @@
+"""The budget gate: every (runtime, precision) pair against eager fp32, figures and verdict.
+
+    entries = check_pairs(model_dir, manifest, spec, reference, budget, data=None)
+
+Called by verify (one entry per pair in verification.json's `precisions`). For each pair:
+  data     the verification inputs (verify's default shapes at unit scale and at x10, plus
+           a (256, 50) batch), or the user's sequences (verify reads them with score's
+           reader; equal lengths run together), through the pair's stateless file;
+  stream   where the model has a stream form: LONG_STEPS steps fed one at a time to the
+           pair's stream file with the state carried, at batch LONG_BATCH, the output at
+           every step against eager's (the eager stream reference fed the same way);
+           quantization error may grow through the recurrence, so it is measured there.
+Both sets of figures (budget.py) must be within the budget. A pair that cannot run here
+(no GPU for fp16, no bf16 units, a runtime not installed) is `unavailable` and, like a
+failed one, never used. fp32 pairs are the runtimes verify judged by its tolerance rule;
+their figures are recorded beside the variants' for the choice.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import first_line
+from ..runtimes import artifact
+from . import variant
+from .budget import Budget, figures, judge
+
+LONG_STEPS, LONG_BATCH = 1200, 8
+DATA_ROWS = 4096            # the user's rows read at most
+
+
+def verification_inputs(spec, shapes, scales, seed: int = 0) -> list[np.ndarray]:
+    """(batch, seq, F) float32 inputs: verify's shapes at each of its scales, + 256x50."""
+    rng = np.random.default_rng(seed + 23)
+    return [(scale * rng.standard_normal((b, s, spec.input_size))).astype(np.float32)
+            for b, s in shapes for scale in scales] + \
+        [rng.standard_normal((256, 50, spec.input_size)).astype(np.float32)]
+
+
+def group_by_length(sequences, rows: int = DATA_ROWS) -> list[np.ndarray]:
+    """At most `rows` (seq, F) sequences as (n, seq, F) float32 groups of equal length."""
+    groups: dict[int, list] = {}
+    for s in list(sequences)[:rows]:
+        groups.setdefault(len(s), []).append(s)
+    return [np.stack(g).astype(np.float32) for _, g in sorted(groups.items())]
+
+
+def long_stream(runner, spec, x: np.ndarray) -> np.ndarray:
+    """Feed x (batch, T, F) one step per call, states carried from zeros; (T, batch, O)."""
+    batch = x.shape[0]
+    states = {i: np.zeros((batch, *t.shape[1:]), np.float32)
+              for (i, _), t in zip(spec.state_names, spec.stream_inputs[2:])}
+    ones, outs = np.ones(batch, np.int64), []
+    for t in range(x.shape[1]):
+        y = runner.run({spec.input_name: np.ascontiguousarray(x[:, t:t + 1]),
+                        spec.lengths_name: ones, **states})
+        states = {i: y[o] for i, o in spec.state_names}
+        outs.append(y[spec.output_name])
+    return np.stack(outs)
+
+
+class Eager:
+    """Eager fp32's outputs on the gate's data, computed once for every pair."""
+
+    def __init__(self, spec, model_dir: Path, reference, inputs, seed: int = 0,
+                 stream: bool = True):
+        self.spec, self.inputs = spec, inputs
+        self.outputs = [reference.run({spec.input_name: x})[spec.output_name] for x in inputs]
+        self.stream_x = self.stream_y = None
+        if spec.has_stream and stream:
+            from ..runtimes import load_stream_runner
+            rng = np.random.default_rng(seed + 1000)
+            self.stream_x = rng.standard_normal(
+                (LONG_BATCH, LONG_STEPS, spec.input_size)).astype(np.float32)
+            self.stream_y = long_stream(load_stream_runner("torch", spec, model_dir, "cpu", 1),
+                                        spec, self.stream_x)
+
+
+def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager: Eager,
+               budget: Budget) -> dict:
+    """Run one variant pair on the gate's data; its verification.json entry."""
+    spec, v = eager.spec, variant(precision)
+    files = {"model": v.artifact(entry, False), "stream": v.artifact(entry, True)}
+    row = {"runtime": runtime, "precision": precision, "artifact": files["model"],
+           "stream_artifact": files["stream"], "budget": budget.as_dict()}
+    reason = v.unavailable(runtime)
+    if reason:
+        return {**row, "passed": False, "status": "unavailable", "reason": reason}
+    classification = spec.task == "classification"
+    try:
+        runner = v.load(runtime, spec, model_dir / files["model"], threads=1)
+        actual = [runner.run({spec.input_name: x})[spec.output_name] for x in eager.inputs]
+        row["figures"] = figures(actual, eager.outputs, classification)
+        row["provider"], row["arithmetic"] = runner.provider, runner.precision
+        if eager.stream_x is not None and files["stream"]:
+            stream = v.load(runtime, spec, model_dir / files["stream"], threads=1, stream=True)
+            stream.inputs = tuple(t.name for t in spec.stream_inputs)
+            stream.outputs = tuple(t.name for t in spec.stream_outputs)
+            y = long_stream(stream, spec, eager.stream_x)
+            row["stream"] = {"steps": LONG_STEPS, "batch": LONG_BATCH,
+                             **figures([y], [eager.stream_y], classification)}
+        elif eager.stream_x is not None:
+            row["stream"] = None
+            row["stream_missing"] = entry.get("skipped", {}).get("stream", "no stream file")
+    except Exception as exc:       # a pair that cannot run fails, with the runtime's words
+        return {**row, "passed": False, "status": "failed",
+                "reason": f"runtime error: {first_line(exc)}"}
+    reasons = judge(row["figures"], budget)
+    if row.get("stream"):
+        reasons += judge(row["stream"], budget, f"after {LONG_STEPS} stream steps")
+    return {**row, "passed": not reasons, "status": "passed" if not reasons else "failed",
+            "reason": "; ".join(reasons)}
+
+
+def check_pairs(model_dir: Path, manifest: dict, spec, reference, budget: Budget,
+                inputs: list[np.ndarray], fp32_runners=(), seed: int = 0,
+                log=lambda s: None) -> list[dict]:
+    """Every variant pair the manifest lists, plus the fp32 runners' figures, on `inputs`
+    ((batch, seq, F) arrays: `verification_inputs`, or the user's sequences grouped)."""
+    listed = manifest.get("precisions") or {}
+    eager = Eager(spec, Path(model_dir), reference, inputs, seed, stream=bool(listed))
+    entries = []
+    for runner in fp32_runners:     # judged by verify's tolerance rule; figures for the choice
+        row = {"runtime": runner.name, "precision": "fp32", "artifact": artifact(runner.name),
+               "status": "fp32", "passed": None,
+               "reason": "judged by verify's fp32 tolerance rule (rows)"}
+        try:
+            actual = [runner.run({spec.input_name: x})[spec.output_name] for x in inputs]
+            row["figures"] = figures(actual, eager.outputs, spec.task == "classification")
+        except Exception as exc:
+            row["reason"] = f"runtime error: {first_line(exc)}"
+        entries.append(row)
+    for precision, entry in listed.items():
+        for runtime in variant(precision).runtimes:
+            e = check_pair(runtime, precision, Path(model_dir), entry, eager, budget)
+            log(e)
+            entries.append(e)
+    return entries

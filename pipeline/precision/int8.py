@@ -1,0 +1,242 @@
+"""int8: ONNX Runtime-only files on its integer kernels, rewritten from the fp32 graphs.
+
+    model_int8.onnx, model_stream_int8.onnx   (export --precision int8; run by "onnx" only)
+
+`onnxruntime.quantization.quantize_dynamic` on model.onnx reaches only top-level MatMuls:
+the LSTM operators sit inside an If and the recurrent products inside Scan bodies. So the
+fp32 graph is rewritten here, node by node, into ORT's dynamic-quantization contrib ops
+(weights 8-bit, symmetric, one scale per output channel; activations quantized per call):
+
+  LSTM                        -> com.microsoft.DynamicQuantizeLSTM (W, R int8 transposed)
+  Gemm(W const, h, C) in a Scan step (the recurrent product, state feature-major (H, B))
+                              -> Transpose, com.microsoft.DynamicQuantizeMatMul(h^T, W^T
+                                 int8), Transpose, Add C
+  MatMul(W_aug const, x)      the hoisted input projection (bias in W_aug's last column):
+                              -> the same, with the bias column kept float32 as the op's bias
+  If whose then-branch runs the RNN or GRU operator (no int8 kernel in ORT): replaced by its
+                              else-branch (the Scan, quantized as above) at every batch
+The linear head stays float32 (one small product per call). A graph where an RNN/GRU
+operator remains (the GRU and tanh-RNN stream graphs run it without an If) has no int8
+form: `quantize` says so (ValueError) and export writes no int8 stream file for it.
+
+Which form is fastest was measured (see docs/precision.md): for the LSTM the
+DynamicQuantizeLSTM branch and the int8 Scan keep the fp32 graph's If between them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import Variant
+
+MS_DOMAIN = "com.microsoft"
+NO_INT8 = ("RNN", "GRU")          # native operators with no dynamically quantized kernel
+
+
+# Weights are uint8 around a zero point of 128 (u8 x u8 products). onnxruntime's u8 x s8
+# kernels on x86 without VNNI add pairs of products in int16 (vpmaddubsw), which saturates:
+# measured on this AMD EPYC (AVX2, no VNNI), int8 weights put a 2-layer LSTM (H=64) 12-65%
+# of its output's std off. 7-bit int8 weights (onnxruntime's `reduce_range`) fixed it
+# (0.34 / 1.06 / 1.22% at (1,50), (64,200), (512,100)); 8-bit u8 weights did a little
+# better (0.27 / 0.87 / 1.22%) at the same speed, and are right on every x86 CPU.
+LEVELS = 127
+
+
+def quantize_rows(w: np.ndarray, levels: int = LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per row: (q (N, K) int8 in -levels..levels, scale (N,)), w ~= q * scale."""
+    peak = np.abs(w).max(axis=1)
+    scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -levels, levels).astype(np.int8)
+    return q, scale
+
+
+class _Rewriter:
+    def __init__(self, model):
+        from onnx import numpy_helper
+        self.model = model
+        self.consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        self.added: list = []
+        self.count = 0
+        self.quantized = 0
+        self.left: list[str] = []      # operators that stay float32 and matter
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"q8_{hint}_{self.count}"
+
+    def const(self, array: np.ndarray, hint: str) -> str:
+        from onnx import numpy_helper
+        name = self.name(hint)
+        self.added.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def graph(self, g) -> None:
+        """Rewrite graph `g` (top, If branch or Scan body) in place."""
+        from onnx import helper
+        nodes = []
+        for node in g.node:
+            if node.op_type == "If" and _runs(node, "then_branch", NO_INT8):
+                else_graph = _attr(node, "else_branch")
+                self.graph(else_graph)
+                nodes += list(else_graph.node)
+                nodes += [helper.make_node("Identity", [o.name], [out], name=self.name("id"))
+                          for o, out in zip(else_graph.output, node.output)]
+                continue
+            for a in node.attribute:
+                if a.type == a.GRAPH:
+                    self.graph(a.g)
+            if node.op_type == "LSTM" and node.input[1] in self.consts:
+                nodes.append(self.lstm(node))
+            elif node.op_type in ("Gemm", "MatMul") and node.input[0] in self.consts \
+                    and node.input[1] not in self.consts and not _transposed(node):
+                nodes += self.product(node)
+            else:
+                if node.op_type in NO_INT8:
+                    self.left.append(node.op_type)
+                nodes.append(node)
+        del g.node[:]
+        g.node.extend(nodes)
+
+    def lstm(self, node):
+        from onnx import helper
+        x, w, r, *rest = list(node.input) + [""] * (8 - len(node.input))
+        ins = [x]
+        scales = []
+        for name in (w, r):                       # (D, 4H, K) -> int8 (D, K, 4H), (D, 4H)
+            per_dir = [quantize_rows(m) for m in self.consts[name]]
+            ins.append(self.const(_u8(np.stack([q.T for q, _ in per_dir])), "w"))
+            scales.append((np.stack([s for _, s in per_dir]),))
+        ins += rest[:5]                           # B, sequence_lens, initial_h, initial_c, P
+        for (scale,) in scales:
+            ins += [self.const(scale, "scale"), self.const(_zp(scale.shape), "zp")]
+        self.quantized += 1
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        return helper.make_node("DynamicQuantizeLSTM", ins, list(node.output),
+                                name=self.name("lstm"), domain=MS_DOMAIN, **attrs)
+
+    def product(self, node):
+        """W (N, K) @ x (..., K, B) [+ C] -> int8 product on x^T, float32 out (..., N, B)."""
+        from onnx import helper
+        w = self.consts[node.input[0]]
+        bias = None
+        if node.op_type == "MatMul" and w.shape[1] > 1:   # W_aug: the last column is the bias
+            bias, w = w[:, -1].copy(), np.concatenate([w[:, :-1], np.zeros_like(w[:, -1:])], 1)
+        q, scale = quantize_rows(w)
+        rank_perm = None
+        x = node.input[1]
+        t = self.name("xT")
+        perm = [1, 0] if node.op_type == "Gemm" else [0, 2, 1]
+        rank_perm = perm
+        ins = [t, self.const(_u8(q.T.copy()), "wq"), self.const(scale, "scale"),
+               self.const(_zp(scale.shape), "zp")]
+        if bias is not None:
+            ins.append(self.const(bias.astype(np.float32), "bias"))
+        y = self.name("y")
+        out = node.output[0] if len(node.input) < 3 or not node.input[2] else self.name("yT")
+        nodes = [helper.make_node("Transpose", [x], [t], perm=rank_perm, name=self.name("t")),
+                 helper.make_node("DynamicQuantizeMatMul", ins, [y], domain=MS_DOMAIN,
+                                  name=self.name("dqmm")),
+                 helper.make_node("Transpose", [y], [out], perm=rank_perm, name=self.name("t"))]
+        if out != node.output[0]:
+            nodes.append(helper.make_node("Add", [out, node.input[2]], [node.output[0]],
+                                          name=self.name("add")))
+        self.quantized += 1
+        return nodes
+
+
+def _u8(q: np.ndarray) -> np.ndarray:
+    """int8 -127..127 -> uint8 1..255 (zero point 128)."""
+    return (q.astype(np.int16) + 128).astype(np.uint8)
+
+
+def _zp(shape) -> np.ndarray:
+    return np.full(shape, 128, np.uint8)
+
+
+def _attr(node, name: str):
+    return next(a.g for a in node.attribute if a.name == name)
+
+
+def _runs(node, branch: str, ops) -> bool:
+    return any(n.op_type in ops for n in _attr(node, branch).node)
+
+
+def _transposed(node) -> bool:
+    return any(a.name in ("transA", "transB") and a.i for a in node.attribute)
+
+
+def quantize(model):
+    """The int8 ModelProto of an fp32 one (a copy); ValueError where it cannot be (an RNN or
+    GRU operator outside an If, or nothing to quantize)."""
+    import copy
+
+    from onnx import helper
+    model = copy.deepcopy(model)
+    rw = _Rewriter(model)
+    rw.graph(model.graph)
+    if rw.left:
+        raise ValueError(f"the {rw.left[0]} operator has no int8 kernel in onnxruntime")
+    if not rw.quantized:
+        raise ValueError("nothing to quantize")
+    model.graph.initializer.extend(rw.added)
+    used = _used_names(model.graph)
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return model
+
+
+def _used_names(g) -> set[str]:
+    names = set()
+    for node in g.node:
+        names.update(node.input)
+        for a in node.attribute:
+            if a.type == a.GRAPH:
+                names |= _used_names(a.g)
+    return names | {o.name for o in g.output}
+
+
+class Int8(Variant):
+    name, runtimes = "int8", ("onnx",)
+    summary = ("8-bit weights per output channel, activations quantized per call "
+               "(ONNX Runtime's DynamicQuantizeLSTM / DynamicQuantizeMatMul)")
+
+    def files(self, spec):
+        files = {"model": "model_int8.onnx"}
+        if spec.has_stream and not self.missing(spec):
+            files["stream"] = "model_stream_int8.onnx"
+        return files
+
+    def missing(self, spec):
+        """The GRU and tanh-RNN stream graphs run their operator with no Scan beside it."""
+        from ..families import family
+        fam = family(spec)
+        if spec.has_stream and fam.native_op in NO_INT8:
+            return {"stream": f"the {fam.native_op} operator of the stream graph has no int8 "
+                              "kernel in onnxruntime"}
+        return {}
+
+    def write(self, spec, fp32, paths):
+        import onnx
+        skipped = {}
+        for kind, path in paths.items():
+            try:
+                model = quantize(onnx.load(str(fp32[kind])))
+            except ValueError as exc:
+                skipped[kind] = str(exc)
+                continue
+            onnx.checker.check_model(model)
+            Path(path).write_bytes(model.SerializeToString())
+        return skipped
+
+    def load(self, runtime, spec, path, threads=None, stream=False):
+        from ..runtimes.ort import load_ort
+        runner = load_ort(spec, path, "cpu", threads)
+        runner.precision = "int8"
+        return runner
+
+
+INT8 = Int8()

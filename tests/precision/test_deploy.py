@@ -1,0 +1,99 @@
+"""Deploying the choice: publish --deploy (a signed Triton model on the backend that runs the
+pair), score --precision, and the one-line refusals for a pair outside its budget."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.errors import PublishError
+from pipeline.publishing.publish import PublishConfig
+from pipeline.publishing.publish import main as publish
+from pipeline.publishing.signing import keygen
+from pipeline.publishing.trust import open_published
+
+
+def test_publish_deploy_int8_is_a_signed_onnxruntime_model(users, tmp_path):
+    out, reports = users
+    key = keygen(tmp_path / "keys")
+    r = publish(PublishConfig("lstm2", out, tmp_path / "repo", signing_key=key["private"],
+                              deploy="onnx:int8"), log=lambda s: None)
+    folder = r["folders"]["onnx_int8"]
+    assert folder == tmp_path / "repo" / "lstm2_onnx_int8" / "1"
+    assert set(r["folders"]) >= {"onnx", "torchscript", "stream_onnx_int8"}
+    assert (folder / "model.onnx").read_bytes() == (out / "lstm2" / "model_int8.onnx").read_bytes()
+    config = (folder.parent / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config
+    card = (folder / "README.md").read_text()
+    assert "`int8` on `onnx`" in card and "max error" in card
+    # signed: every file of the folder is covered, and it loads as the int8 pair
+    runner = open_published(folder, key["public"], threads=1)
+    assert runner.precision == "int8"
+    x = np.random.default_rng(0).standard_normal((3, 9, 8)).astype(np.float32)
+    runner.run({"input": x})
+    stream = json.loads((r["folders"]["stream_onnx_int8"] / "manifest.json").read_text())
+    assert stream["runtime"] == "stream_onnx_int8" and "model.sig" in {
+        p.name for p in r["folders"]["stream_onnx_int8"].iterdir()}
+
+
+def test_publish_deploy_bf16_config_carries_the_precision_hint():
+    from pipeline.publishing.triton import config_pbtxt, parse_config
+    from pipeline.specs import SPECS
+    for key in ("openvino_bf16", "stream_openvino_bf16"):
+        text = config_pbtxt(SPECS["classifier"], key)
+        assert 'backend: "openvino"' in text and "platform" not in text.split("name:")[1]
+        assert 'key: "INFERENCE_PRECISION_HINT" value: { string_value: "bf16" }' in text
+        parse_config(text)       # a valid Triton ModelConfig (where tritonclient is installed)
+
+
+def test_publish_deploy_refuses_a_pair_outside_its_budget(users, tmp_path):
+    out, _ = users
+    with pytest.raises(PublishError, match=r"refused: onnx:int8, max error .* of std") as exc:
+        publish(PublishConfig("broken_lstm", out, tmp_path / "repo", unsigned=True,
+                              deploy="onnx:int8"), log=lambda s: None)
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "repo" / "broken_lstm_onnx").exists()    # nothing published
+    with pytest.raises(PublishError, match="openvino:bf16"):
+        publish(PublishConfig("lstm2", out, tmp_path / "repo", unsigned=True,
+                              deploy="openvino:bf16"), log=lambda s: None)
+
+
+def test_publish_deploy_best_reads_the_choice(users, tmp_path):
+    out, _ = users
+    choice = {"shapes": {"1x50": {"runtime": "onnx", "precision": "int8"},
+                         "stream step 1x1": {"runtime": "onnx", "precision": "fp32"}}}
+    (out / "lstm2" / "deployment.json").write_text(json.dumps(choice))
+    r = publish(PublishConfig("lstm2", out, tmp_path / "repo", unsigned=True, deploy="best"),
+                log=lambda s: None)
+    assert "onnx_int8" in r["folders"]
+
+
+def test_score_with_a_verified_variant_and_refusal(users, tmp_path):
+    from pipeline.scoring.bench import write_dataset
+    out, _ = users
+    data = write_dataset(tmp_path / "seqs.parquet", 50, 8)
+    r = CliRunner().invoke(cli, ["score", "--model", "lstm2", "--out", str(out), "--input",
+                                 str(data), "--output", str(tmp_path / "y.parquet"),
+                                 "--precision", "int8", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["score", "--model", "broken_lstm", "--out", str(out),
+                                 "--input", str(data), "--output", str(tmp_path / "z.parquet"),
+                                 "--precision", "int8", "--quiet"])
+    assert r.exit_code == 1 and "refused: onnx:int8, max error" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "z.parquet").exists()
+
+
+def test_kserve_manifest_carries_each_models_precision(users, tmp_path):
+    from pipeline.publishing.kserve import write_manifest
+    out, _ = users
+    key = keygen(tmp_path / "keys")
+    publish(PublishConfig("lstm2", out, tmp_path / "repo", signing_key=key["private"],
+                          deploy="onnx:int8"), log=lambda s: None)
+    docs = write_manifest(tmp_path / "repo", key["public"], tmp_path / "isvc.yaml",
+                          name="lstm2", storage_uri="pvc://models/repo", cpu="2",
+                          memory="2Gi")
+    notes = docs[1]["metadata"]["annotations"]
+    assert notes["rnn-pipeline.io/precision.lstm2_onnx_int8"].startswith("onnx:int8, max error")
+    assert "fp32" in notes["rnn-pipeline.io/precision.lstm2_onnx"]

@@ -1,0 +1,159 @@
+"""Done-when of issue 23, small: a user's 2-layer LSTM and the same network built to break
+int8 go through import, export --precision fp32,bf16,int8, verify (the budget gate) and
+bench (deployment.json); a seed goes through the same. The recorded figures are checked
+against the user's own module run outside the pipeline."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.bench import BenchConfig
+from pipeline.bench import main as bench
+from pipeline.checkpoint import read_config
+from pipeline.cli import cli
+from pipeline.errors import PipelineError
+from pipeline.export import ExportConfig
+from pipeline.export import main as export
+from pipeline.precision.bf16 import cpu_has_bf16
+from pipeline.precision.choice import require_pair
+from pipeline.precision.gate import LONG_STEPS, verification_inputs
+from pipeline.verify import SCALES, VerifyConfig, default_shapes
+from pipeline.verify import main as verify
+
+from . import models
+from .conftest import LSTM_BUDGET, PRECISIONS
+
+def pairs(report):
+    return {(e["runtime"], e["precision"]): e for e in report["precisions"]}
+
+
+def test_variant_files_are_listed_beside_the_fp32_ones(users):
+    out, _ = users
+    manifest = json.loads((out / "lstm2" / "manifest.json").read_text())
+    assert {"model_int8.onnx", "model_stream_int8.onnx", "model.onnx"} <= set(manifest["files"])
+    assert manifest["precisions"]["int8"]["files"] == {"model": "model_int8.onnx",
+                                                       "stream": "model_stream_int8.onnx"}
+    assert manifest["precisions"]["bf16"]["runs"]["model"] == "model.onnx"
+
+
+def test_int8_within_its_budget_and_figures_hold_outside_the_project(users):
+    import onnxruntime as ort
+    out, reports = users
+    e = pairs(reports["lstm2"])[("onnx", "int8")]
+    assert e["passed"], e["reason"]
+    assert e["figures"]["max_rel_std"] <= LSTM_BUDGET.max_rel_std
+    # the same figure from the user's module and the int8 file, without the pipeline
+    theirs = models.lstm2()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1     # as verify ran it: int8 kernels split rows by thread
+    sess = ort.InferenceSession(str(out / "lstm2" / "model_int8.onnx"), options,
+                                providers=["CPUExecutionProvider"])
+    spec = read_config(out / "lstm2")["recipe"].model
+    xs = verification_inputs(spec, default_shapes(spec), SCALES)
+    with torch.inference_mode():
+        want = np.concatenate([theirs(torch.from_numpy(x)).numpy() for x in xs]).astype(float)
+    got = np.concatenate([sess.run(None, {"input": x})[0] for x in xs]).astype(float)
+    assert np.abs(got - want).max() / want.std() == pytest.approx(
+        e["figures"]["max_rel_std"], rel=1e-3)
+    assert (got.argmax(1) == want.argmax(1)).mean() == pytest.approx(e["figures"]["label_agree"])
+
+
+def test_long_stream_within_budget(users):
+    _, reports = users
+    s = pairs(reports["lstm2"])[("onnx", "int8")]["stream"]
+    assert s["steps"] == LONG_STEPS >= 1000
+    assert s["max_rel_std"] <= LSTM_BUDGET.max_rel_std and s["label_agree"] >= 0.995
+
+
+def test_bf16_is_measured_where_the_cpu_has_it(users):
+    _, reports = users
+    e = pairs(reports["lstm2"])[("openvino", "bf16")]
+    if cpu_has_bf16():
+        assert e["status"] in ("passed", "failed") and e["figures"]["max_rel_std"] > 0
+    else:
+        assert e["status"] == "unavailable" and "no bf16" in e["reason"] and not e["passed"]
+
+
+def test_a_model_built_to_break_int8_fails_and_is_never_deployed(users):
+    out, reports = users
+    report = reports["broken_lstm"]
+    assert report["passed"]                       # float32: the same function, verified
+    e = pairs(report)[("onnx", "int8")]
+    assert not e["passed"] and e["figures"]["max_rel_std"] > 0.1
+    assert "max error" in e["reason"]
+    with pytest.raises(PipelineError, match=r"refused: onnx:int8, max error") as exc:
+        require_pair(report, "onnx", "int8")
+    assert "\n" not in str(exc.value)
+    result = bench(BenchConfig("broken_lstm", out, shapes=((1, 5), (16, 10)), budget_s=0.2,
+                               min_reps=3, max_reps=50, warmup=1, plot=False,
+                               runtimes=("onnx",)), log=lambda s: None)
+    dep = json.loads((out / "broken_lstm" / "deployment.json").read_text())
+    assert dep == result["deployment"]
+    assert set(dep["shapes"]) == {"stream step 1x1", "1x5", "16x10"}
+    for c in dep["shapes"].values():
+        assert c["precision"] == "fp32" and c["runtime"] in ("onnx", "torchscript")
+        assert all(not r["pair"].endswith(":int8") for r in c["candidates"])
+    assert any("onnx:int8" in r for r in dep["refused"])
+
+
+def test_deployment_names_the_fastest_verified_pair(users):
+    out, reports = users
+    bench(BenchConfig("lstm2", out, shapes=((1, 5),), budget_s=0.2, min_reps=3, max_reps=50,
+                      warmup=1, plot=False, runtimes=("onnx",)), log=lambda s: None)
+    dep = json.loads((out / "lstm2" / "deployment.json").read_text())
+    verified = {f"{r}:{p}" for (r, p), e in pairs(reports["lstm2"]).items() if e["passed"]}
+    for shape, c in dep["shapes"].items():
+        names = [r["pair"] for r in c["candidates"]]
+        assert "onnx:int8" in names and set(names) <= verified
+        assert f"{c['runtime']}:{c['precision']}" == names[0]     # the fastest
+        assert c["eager_p50_us"] > 0 and c["errors"]["figures"]["max_rel_std"] >= 0
+
+
+def test_unverified_pair_is_one_line(users):
+    _, reports = users
+    with pytest.raises(PipelineError, match="onnx:fp16 was not verified") as exc:
+        require_pair(reports["lstm2"], "onnx", "fp16")
+    assert "\n" not in str(exc.value)
+
+
+def test_seed_variants_are_gated(trained, tmp_path):
+    """The forecaster seed: its int8 figures measured and the verdict the budget's."""
+    src = trained["out"] / "forecaster"
+    shutil.copytree(src, tmp_path / "forecaster", ignore=shutil.ignore_patterns("*.onnx",
+                                                                               "*.pt", "*.json"),
+                    dirs_exist_ok=True)
+    shutil.copy(src / "config.json", tmp_path / "forecaster" / "config.json")
+    export(ExportConfig("forecaster", tmp_path, precisions=PRECISIONS), log=lambda s: None)
+    report = verify(VerifyConfig("forecaster", tmp_path, "cpu", shapes=((1, 1), (3, 9))),
+                    log=lambda s: None)
+    e = pairs(report)[("onnx", "int8")]
+    f = e["figures"]
+    assert f["max_rel_std"] > 0 and e["stream"] is None       # RNN stream: no int8 file
+    assert e["passed"] == (f["max_rel_std"] <= 0.01)
+
+
+def test_cli_refuses_bad_precision_and_budget(users):
+    out, _ = users
+    r = CliRunner().invoke(cli, ["export", "--model", "lstm2", "--out", str(out),
+                                 "--precision", "fp32,int4"])
+    assert r.exit_code == 1 and "unknown precision 'int4'" in r.output
+    r = CliRunner().invoke(cli, ["verify", "--model", "lstm2", "--out", str(out),
+                                 "--budget", "max=lots"])
+    assert r.exit_code == 1 and "--budget max='lots'" in r.output
+
+
+def test_verify_measures_the_budget_on_the_users_data(users, tmp_path):
+    from pipeline.scoring.bench import write_dataset
+    out, _ = users
+    shutil.copytree(out / "lstm2", tmp_path / "lstm2", ignore=shutil.ignore_patterns(".lock"))
+    data = write_dataset(tmp_path / "mine.parquet", 60, models.FEATURES)
+    report = verify(VerifyConfig("lstm2", tmp_path, "cpu", shapes=((1, 1),), data=data,
+                                 budget=LSTM_BUDGET), log=lambda s: None)
+    assert report["budget_data"] == str(data)
+    e = pairs(report)[("onnx", "int8")]
+    assert e["figures"]["rows"] == 60 and e["passed"] == (
+        e["figures"]["max_rel_std"] <= LSTM_BUDGET.max_rel_std and e["stream"]["max_rel_std"]
+        <= LSTM_BUDGET.max_rel_std)
