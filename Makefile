@@ -117,8 +117,13 @@ crossval: $(STAMP) $(MODELS:%=$(OUT)/%/manifest.json)
 	$(PY) -m pipeline bench --runtime all --out $(OUT) --threads 1 --shapes $(CROSSVAL_SHAPE)
 	$(PY) -m pipeline.crossval --out $(OUT) --readme docs/verification.md
 
+# pytest-xdist: TEST_WORKERS processes (auto: one per core), each test file on one worker
+# (--dist loadfile: a module's fixtures, e.g. a server start, are built once). Most of the
+# suite waits on subprocesses, servers and runtimes, so 2 workers on 2 cores roughly halve
+# the wall time. TEST_WORKERS=0 runs in this process, as plain `pytest` does.
+TEST_WORKERS ?= auto
 test: $(STAMP) $(SERVE_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Serving: tritonserver (from the nvidia-pytriton wheel, --no-deps: its binary, libraries,
 # python backend and stubs only) and the numpy<2 Python its backends run in. Own venv,

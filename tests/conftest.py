@@ -1,7 +1,46 @@
-"""Shared fixtures: one short training run per model, reused by every test module."""
+"""Shared fixtures: one short training run per model, reused by every test module.
+
+Under pytest-xdist (`make test` runs `pytest -n auto`), a session fixture runs once per
+worker. The expensive builds here (training both models, ~1 min of CPU; exporting them)
+run once per test run instead: the first worker to need one builds it into a folder the
+workers share, under a file lock; every worker then copies it into its own tmp folder, as
+tests write into it (see `built_once`)."""
+import json
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 from pipeline.specs import MODEL_NAMES
+
+
+def built_once(tmp_path_factory, name: str, build) -> tuple[Path, dict]:
+    """`build(folder) -> dict` (JSON-able) run once per test run; returns this worker's own
+    copy of the folder it filled, and its result. Without xdist: built in place, as before.
+    The shared folder sits beside the workers' base temps (<run's basetemp>/shared-NAME), so
+    a new run never reuses an old build."""
+    import fcntl
+
+    mine = tmp_path_factory.mktemp(name)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return mine, build(mine)
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)        # released when the file closes
+        done = shared / "result.json"
+        if not done.exists():                   # first here: build; the others wait
+            (shared / "out").mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(build(shared / "out")))
+    shutil.copytree(shared / "out", mine, dirs_exist_ok=True)   # mtimes kept (copy2)
+    return mine, json.loads(done.read_text())
+
+
+def train_both(out: Path) -> dict:
+    from pipeline.train import TrainConfig, main
+
+    return {name: main(TrainConfig(name, out, progress=False), log=lambda s: None)
+            for name in MODEL_NAMES}
 
 
 @pytest.fixture(scope="session")
@@ -9,20 +48,26 @@ def trained(tmp_path_factory):
     """An artifact root with both models trained by their default recipes (a few seconds
     each): {"out": Path, name: metrics}. Shorter runs leave the classifier's recurrence
     worse conditioned than what `make all` ships, which the export checks then measure."""
-    from pipeline.train import TrainConfig, main
-
-    out = tmp_path_factory.mktemp("exported")
-    result = {"out": out}
-    for name in MODEL_NAMES:
-        result[name] = main(TrainConfig(name, out, progress=False), log=lambda s: None)
-    return result
+    out, metrics = built_once(tmp_path_factory, "exported", train_both)
+    return {"out": out, **metrics}
 
 
 @pytest.fixture(scope="session")
-def exported(trained):
+def exported(trained, tmp_path_factory):
     """`trained`, plus both models exported (model.pt, model.onnx, manifest.json)."""
     from pipeline.export import ExportConfig, main
 
+    def export_both(out: Path) -> dict:
+        if out != trained["out"]:               # the shared build starts from the trained one
+            shutil.copytree(trained["out"], out, dirs_exist_ok=True)
+        return {name: main(ExportConfig(name, out), log=lambda s: None) for name in MODEL_NAMES}
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        manifests = export_both(trained["out"])
+    else:   # the shared export, copied over this worker's trained root (what in place gives)
+        copy, manifests = built_once(tmp_path_factory, "exports", export_both)
+        shutil.copytree(copy, trained["out"], dirs_exist_ok=True)
+        shutil.rmtree(copy)
     for name in MODEL_NAMES:
-        trained[name]["manifest"] = main(ExportConfig(name, trained["out"]), log=lambda s: None)
+        trained[name]["manifest"] = manifests[name]
     return trained

@@ -74,11 +74,16 @@ def ray_shm() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """A head and a worker node, 2 logical CPUs each; the Ray env for the module."""
+    import shutil
+    import tempfile
+
     from ray.cluster_utils import Cluster
 
-    tmp = tmp_path_factory.mktemp("ray")
+    # Ray's sockets live under RAY_TMPDIR and AF_UNIX paths stop at 107 bytes: pytest-xdist's
+    # basetemp (/tmp/pytest-of-USER/pytest-N/popen-gwK/...) is too deep, so a short folder.
+    tmp = Path(tempfile.mkdtemp(prefix="ray-"))
     token_file = Path.home() / ".ray" / "auth_token"
     had_token = token_file.exists()
     shm_before = ray_shm()
@@ -98,6 +103,7 @@ def cluster(tmp_path_factory):
             started = descendants(os.getpid()) - before
             cluster.shutdown()
             stragglers = end_processes(started)
+            shutil.rmtree(tmp, ignore_errors=True)
     assert not stragglers, f"Ray processes outlived the cluster: {stragglers}"
     assert not descendants(os.getpid()) - before, "a process these tests started still runs"
     assert had_token or not token_file.exists(), "Ray wrote ~/.ray/auth_token"

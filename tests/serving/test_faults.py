@@ -47,6 +47,16 @@ def copy_registry(published, tmp_path, models=("forecaster_onnx",)) -> Path:
     return registry
 
 
+@pytest.fixture(scope="module")
+def lean(published, tmp_path_factory):
+    """`published`, its repository cut to classifier_onnx (signed as published). The lifecycle
+    tests below start tritonserver for its processes, ports and signals, not for its models,
+    and every model loaded is one more backend stub (a Python importing its runtime) started
+    and stopped: 8 models made a start several times dearer."""
+    registry = copy_registry(published, tmp_path_factory.mktemp("lean"), ("classifier_onnx",))
+    return {**published, "registry": registry}
+
+
 def test_missing_or_unpublished_registry(tmp_path):
     before = shm_regions()
     result = serve("--registry", tmp_path / "nowhere")
@@ -108,7 +118,7 @@ def test_default_ports_are_tritons():
     assert (defaults["http_port"], defaults["grpc_port"], defaults["metrics_port"]) == (8000, 8001, 8002)
 
 
-def test_port_taken_after_the_check(published, monkeypatch):
+def test_port_taken_after_the_check(lean, monkeypatch):
     """A port taken between the check and tritonserver's bind: auto ports are picked again;
     an explicit one is an error naming it, in tritonserver's words."""
     import pipeline.serving.server as server_module
@@ -128,7 +138,7 @@ def test_port_taken_after_the_check(published, monkeypatch):
 
         monkeypatch.setattr(server_module, "free_ports", first_pick_busy)
         said = []
-        server = server_module.TritonServer(server_module.ServeConfig(published["registry"]), log=said.append)
+        server = server_module.TritonServer(server_module.ServeConfig(lean["registry"]), log=said.append)
         server.start()
         try:
             assert len(picks) == 2 and server.urls["http"] != f"127.0.0.1:{port}"
@@ -137,7 +147,7 @@ def test_port_taken_after_the_check(published, monkeypatch):
             stop_and_check(server)
         monkeypatch.setattr(server_module, "port_in_use", lambda host, port: False)
         with pytest.raises(ServeError, match=f"Socket '127.0.0.1:{port}' already in use"):
-            server_module.TritonServer(server_module.ServeConfig(published["registry"], http_port=port)).start()
+            server_module.TritonServer(server_module.ServeConfig(lean["registry"], http_port=port)).start()
 
 
 def test_leftovers_of_dead_runs_are_removed(tmp_path):
@@ -184,11 +194,11 @@ def test_tritonserver_failing_to_start_reports_its_errors_and_leaves_nothing(pub
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
+def test_serve_command_runs_until_stopped_and_cleans_up(lean, stop_signal):
     """Ctrl-C (SIGINT) or SIGTERM: exit 0, nothing left. SIGINT works even though a
     subprocess started here, like `cmd &` in a shell, may inherit it ignored."""
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *FREE_PORTS, "--registry",
-                             str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
+                             str(lean["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         first = proc.stdout.readline()
@@ -213,7 +223,7 @@ def test_serve_command_runs_until_stopped_and_cleans_up(published, stop_signal):
     assert shm_regions(proc.pid) == set()
 
 
-def test_killed_serve_takes_tritonserver_with_it(published):
+def test_killed_serve_takes_tritonserver_with_it(lean):
     """SIGKILL cannot be handled: tritonserver (own session) is told by the kernel
     (parent-death signal) and stops with its stubs; the next start removes the shm regions
     and the workspace left behind."""
@@ -222,7 +232,7 @@ def test_killed_serve_takes_tritonserver_with_it(published):
     from pipeline.serving.server import WORKSPACE_PREFIX, remove_stale
 
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *FREE_PORTS, "--registry",
-                             str(published["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
+                             str(lean["registry"])], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         assert proc.stdout.readline().startswith("tritonserver ready")
@@ -244,15 +254,15 @@ def test_killed_serve_takes_tritonserver_with_it(published):
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
-def test_make_serve_stops_when_make_is_stopped(published, tmp_path, stop_signal):
+def test_make_serve_stops_when_make_is_stopped(lean, tmp_path, stop_signal):
     """The signal goes to make alone, as a supervisor stopping the target sends it: make
     passes SIGTERM on to serve; a SIGKILL'd make cannot, and serve --stop-with-parent (the
     Makefile's) hears of it from the kernel. Either way serve drains and stops: nothing left."""
     out = tmp_path / "out"
     out.mkdir()
-    (out / "model_repository").symlink_to(published["registry"])
+    (out / "model_repository").symlink_to(lean["registry"])
     make = subprocess.Popen(["make", "-s", "serve", f"OUT={out}",
-                             f"KEYS={Path(published['keys']['public']).parent}",
+                             f"KEYS={Path(lean['keys']['public']).parent}",
                              "SERVE_ARGS=" + " ".join(FREE_PORTS)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
