@@ -161,3 +161,16 @@ def test_score_a_packed_model_row_by_row(out, tmp_path):
         with torch.inference_mode():
             want = theirs(torch.from_numpy(seqs[i][None]), torch.tensor([len(seqs[i])]))
         np.testing.assert_allclose(output, want[0].numpy(), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bench_stream_steps_token_ids_and_every_state(out, name):
+    """bench --stream on chains: the tagger (ids, h and c, per-step output) and the packed
+    classifier (its model.onnx given lengths); the state carried over T one-step calls ends
+    where the whole sequence does."""
+    from pipeline.bench_stream import StreamBenchConfig
+    from pipeline.bench_stream import main as bench_stream
+    result = bench_stream(StreamBenchConfig(name, out, lengths=(3, 40), budget_s=0.01, min_reps=2,
+                                            plot=False), log=lambda s: None)
+    assert [r["T"] for r in result["rows"]] == [3, 40]
+    assert all(r["stream_vs_whole_max_abs"] < 1e-5 for r in result["rows"]), result["rows"]
