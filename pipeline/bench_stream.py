@@ -6,8 +6,9 @@
 For each stream length T (default 50, 500, 5000) one seeded sequence (batch 1; float
 features, or token ids inside the vocabulary for a chain that starts with an Embedding) is
 fed to model_stream.onnx one step at a time, every state output carried into its state input
-(h, c, and each recurrent layer's of a chain), and every step is timed; against it, the stateless model.onnx recomputing the whole prefix of length T (what a
-client without state pays at step T). Both run through io_binding on preallocated buffers
+(h, c, and each recurrent layer's of a chain), and every step is timed; against it, the
+stateless model.onnx recomputing the whole prefix of length T (what a client without state
+pays at step T). Both run through io_binding on preallocated buffers
 (two bindings that swap the state buffers, so a step copies nothing but its input row), the
 least a Python caller can pay per onnxruntime call. In the same run: the ORT call floor (an
 Identity graph through io_binding, the cost of an empty call), the stream step through plain
