@@ -123,11 +123,13 @@ class TritonPythonModel:
                   for name, _, _ in self.inputs} for r in requests]
         responses = [None] * len(requests)
         for i, feed in enumerate(feeds):    # ONNX Gather wraps ids -num..-1: refuse, not guess
-            negative = [n for n, v in feed.items() if v.dtype.kind == "i" and v.size and v.min() < 0]
+            negative = [n for n, v in feed.items()
+                        if v.dtype.kind == "i" and v.size and v.min() < 0]
             if negative:
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
-                    f"{self.name}: input {negative[0]!r} holds a negative value (token ids and "
-                    f"lengths are >= 0)"))
+                message = (f"{self.name}: input {negative[0]!r} holds a negative value (token "
+                           "ids and lengths are >= 0)")
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(message))
         feeds = [None if r is not None else f for r, f in zip(responses, feeds)]
         # Only requests whose non-batch shapes agree share a run (the dynamic batcher already
         # merges only equal shapes; grouping keeps this true whatever hands them over).
