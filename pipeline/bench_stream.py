@@ -3,10 +3,12 @@
     python -m pipeline bench --stream --model forecaster --threads 1
     make bench          (runs it after the plain benchmark)
 
-For each stream length T (default 50, 500, 5000) one seeded sequence (batch 1) is fed to
-model_stream.onnx one step at a time, h_out carried into h_in, and every step is timed;
-against it, the stateless model.onnx recomputing the whole prefix of length T (what a
-client without state pays at step T). Both run through io_binding on preallocated buffers
+For each stream length T (default 50, 500, 5000) one seeded sequence (batch 1; float
+features, or token ids inside the vocabulary for a chain that starts with an Embedding) is
+fed to model_stream.onnx one step at a time, every state output carried into its state input
+(h, c, and each recurrent layer's of a chain), and every step is timed; against it, the
+stateless model.onnx recomputing the whole prefix of length T (what a client without state
+pays at step T). Both run through io_binding on preallocated buffers
 (two bindings that swap the state buffers, so a step copies nothing but its input row), the
 least a Python caller can pay per onnxruntime call. In the same run: the ORT call floor (an
 Identity graph through io_binding, the cost of an empty call), the stream step through plain
@@ -38,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from .checkpoint import read_config
+from .inputs import sample_input
 from .fsio import atomic_path, atomic_write_json, model_lock
 from .manifest import check_manifest, read_manifest, require_listed
 from .provenance import source_commit, versions
@@ -93,14 +96,20 @@ def _times(fn, reps: int) -> np.ndarray:
     return out / 1e3                                          # µs
 
 
+def zeros(tensor, seq: int = 1) -> np.ndarray:
+    """A zero buffer of a contract tensor at batch 1 and `seq` steps."""
+    return np.zeros([{"batch": 1, "seq": seq}.get(a, a) for a in tensor.shape], tensor.dtype)
+
+
 def time_stream(session, spec, x: np.ndarray, budget_s: float):
-    """Per-step times (µs) of streaming x (1, T, F) one step at a time, state swapped between
-    two bindings; and the last pass's final output."""
-    step = np.zeros((1, 1, spec.input_size), np.float32)
-    shape = (1, *spec.state[1:])                              # (1, [layers,] hidden)
-    # two buffers per state (h, + c for an LSTM): one call reads one and writes the other
-    states = {pair: [np.zeros(shape, np.float32) for _ in range(2)] for pair in spec.state_names}
-    y = np.zeros((1, spec.output_size), np.float32)
+    """Per-step times (µs) of streaming x (1, T[, F]) one step at a time, state swapped between
+    two bindings; and the last pass's final output ((1, O), or (1, 1, O) per step)."""
+    step = zeros(spec.input)                                  # (1, 1[, F]): features or ids
+    # two buffers per state (each recurrent layer's h, + c for an LSTM, in chain order): one
+    # call reads one and writes the other
+    states = {pair: [zeros(t) for _ in range(2)]
+              for pair, t in zip(spec.state_names, spec.stream_inputs[2:])}
+    y = zeros(spec.output)
     outs = (spec.output_name, *(o for _, o in spec.state_names))
     bindings = [_binding(session, {spec.input_name: step, spec.lengths_name: np.ones(1, np.int64),
                                    spec.output_name: y,
@@ -142,13 +151,12 @@ def main(config: StreamBenchConfig, log: Callable[[str], None] = print) -> dict:
         stream = ort_session(model_dir / STREAM_ARTIFACTS["onnx"], "cpu", config.threads)
         whole = ort_session(model_dir / ARTIFACTS["onnx"], "cpu", config.threads)
         script = load_stream_runner("torchscript", spec, model_dir / STREAM_ARTIFACTS["torchscript"])
-        floor = identity_session(spec.input_size, config.threads)
+        width = spec.input_size if spec.input_kind == "features" else 1    # ids: one a step
+        floor = identity_session(width, config.threads)
         rng = np.random.default_rng(config.seed)
-        one = {spec.input_name: np.zeros((1, 1, spec.input_size), np.float32),
-               spec.lengths_name: np.ones(1, np.int64),
-               **{i: np.zeros((1, *spec.state[1:]), np.float32) for i, _ in spec.state_names}}
-        fx, fy = np.zeros((1, 1, spec.input_size), np.float32), np.zeros((1, 1, spec.input_size),
-                                                                         np.float32)
+        one = {t.name: zeros(t) for t in spec.stream_inputs}
+        one[spec.lengths_name][:] = 1
+        fx, fy = np.zeros((1, 1, width), np.float32), np.zeros((1, 1, width), np.float32)
         fb = _binding(floor, {"x": fx, "y": fy}, ("y",))
         reps = max(config.min_reps, 5000)
         context = {   # batch 1, seq 1 calls, each timed `reps` times after a warm-up
@@ -162,17 +170,20 @@ def main(config: StreamBenchConfig, log: Callable[[str], None] = print) -> dict:
                 calls[name] = _stats(_times(fn, reps))
         rows = []
         for T in config.lengths:
-            x = rng.standard_normal((1, T, spec.input_size)).astype(np.float32)
+            x = sample_input(spec, rng, 1, T)                  # (1, T, F) floats or (1, T) ids
             steps, y_stream = time_stream(stream, spec, x, config.budget_s)
-            y_whole = np.zeros((1, spec.output_size), np.float32)
-            wb = _binding(whole, {spec.input_name: x, spec.output_name: y_whole},
+            y_whole = zeros(spec.output, T)                    # (1, O) or (1, T, O) per step
+            lengths = {spec.lengths_name: np.full(1, T, np.int64)} if spec.takes_lengths else {}
+            wb = _binding(whole, {spec.input_name: x, **lengths, spec.output_name: y_whole},
                           (spec.output_name,))
             _times(lambda: whole.run_with_iobinding(wb), 3)
             n = max(config.min_reps, min(2000, int(config.budget_s * 1e6 / max(
                 _times(lambda: whole.run_with_iobinding(wb), 3).min(), 1.0))))
             recompute = _times(lambda: whole.run_with_iobinding(wb), n)
             rows.append({"T": T, "stream_step": _stats(steps), "recompute_prefix": _stats(recompute),
-                         "stream_vs_whole_max_abs": float(np.abs(y_stream - y_whole).max())})
+                         "stream_vs_whole_max_abs": float(np.abs(   # per step: the last one
+                             y_stream.reshape(-1) - y_whole[0, -1 if spec.per_step else ...]
+                             .reshape(-1)).max())})
             log(f"{spec.name} T={T}: stream step p50 {rows[-1]['stream_step']['p50_us']:.2f} µs, "
                 f"recompute p50 {rows[-1]['recompute_prefix']['p50_us']:.1f} µs")
         p50 = [r["stream_step"]["p50_us"] for r in rows]

@@ -161,3 +161,49 @@ def test_score_a_packed_model_row_by_row(out, tmp_path):
         with torch.inference_mode():
             want = theirs(torch.from_numpy(seqs[i][None]), torch.tensor([len(seqs[i])]))
         np.testing.assert_allclose(output, want[0].numpy(), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bench_stream_steps_token_ids_and_every_state(out, name):
+    """bench --stream on chains: the tagger (ids, h and c, per-step output) and the packed
+    classifier (its model.onnx given lengths); the state carried over T one-step calls ends
+    where the whole sequence does."""
+    from pipeline.bench_stream import StreamBenchConfig
+    from pipeline.bench_stream import main as bench_stream
+    result = bench_stream(StreamBenchConfig(name, out, lengths=(3, 40), budget_s=0.01, min_reps=2,
+                                            plot=False), log=lambda s: None)
+    assert [r["T"] for r in result["rows"]] == [3, 40]
+    assert all(r["stream_vs_whole_max_abs"] < 1e-5 for r in result["rows"]), result["rows"]
+
+
+def test_score_token_ids_from_an_npz(out, tmp_path):
+    """An .npz of int ids (rows, seq) with ragged lengths: each row's per-step outputs equal
+    the user's module on its valid ids alone; a row with an id past the vocabulary is
+    rejected, not scored; without `lengths` every row is full; float ids refuse the file."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(8)
+    ids, lengths = rng.integers(0, 50, (4, 9)), np.array([9, 1, 5, 3])
+    ids[3, 2] = 50
+    np.savez(tmp_path / "ids.npz", input=ids, lengths=lengths)
+    np.savez(tmp_path / "full.npz", input=ids[:2])
+    np.savez(tmp_path / "float.npz", input=ids.astype(np.float32))
+    result = run("score", "--model", "tagger", "--out", out, "--input", tmp_path / "ids.npz",
+                 "--output", tmp_path / "y.parquet", "--bad-rows", "skip")
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "y.parquet").to_pydict()
+    assert sorted(table["id"]) == [0, 1, 2]       # grouped by length: in any order
+    with torch.inference_mode():
+        for i, output in zip(table["id"], table["output"]):
+            want = chain_model("tagger")(torch.from_numpy(ids[i:i + 1, :lengths[i]]))[0]
+            np.testing.assert_allclose(np.array(output), want.numpy(), atol=2e-5, rtol=2e-5)
+    assert pq.read_table(tmp_path / "y.rejects.parquet").to_pylist() == \
+        [{"id": 3, "reason": "token id 50 outside the vocabulary 0..49 at step 2"}]
+    result = run("score", "--model", "tagger", "--out", out, "--input", tmp_path / "full.npz",
+                 "--output", tmp_path / "z.parquet")
+    assert result.exit_code == 0, result.output
+    assert [len(o) for o in pq.read_table(tmp_path / "z.parquet").column("output").to_pylist()] \
+        == [9, 9]
+    result = run("score", "--model", "tagger", "--out", out, "--input", tmp_path / "float.npz",
+                 "--output", tmp_path / "w.parquet")
+    assert result.exit_code != 0 and "takes integer token ids (batch, seq)" in result.output

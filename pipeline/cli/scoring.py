@@ -13,7 +13,8 @@ from .common import domain_errors, out_option, selected, single_model_option, ve
 @single_model_option
 @click.option("--input", "input_path", required=True, metavar="PATH",
               type=click.Path(exists=True, path_type=Path),
-              help="A .parquet file, a folder of them, or an .npz (input, lengths[, id]).")
+              help="A .parquet file, a folder of them, or an .npz (input, lengths[, id]; "
+                   "a token model: int ids (batch, seq), lengths optional).")
 @click.option("--output", required=True, metavar="FILE.parquet",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Output Parquet: id, output (list<float32>), label (classifiers); a "

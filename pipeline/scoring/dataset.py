@@ -12,7 +12,8 @@ read row group by row group, so memory follows the batch, not the file. The id c
 an `id` column (in every file) the row number is the id, counted from 0 across the files
 in order, as for an .npz without `id` (`Dataset.row_ids`; score's summary line says so);
 a column named otherwise (`--id-column`) must be there: a missing one is likely a typo.
-.npz: `input` (batch, seq, F) padded, `lengths` (batch,) and optionally `id`; it is
+.npz: `input` (batch, seq, F) padded, `lengths` (batch,) and optionally `id` (a token
+model: `input` (batch, seq) int ids, `lengths` optional, row by row as list<int64>); it is
 loaded whole (an .npz cannot be streamed) and cut into batches of the same Arrow form
 (each row trimmed to its length), so both inputs take one path from here on.
 
@@ -169,24 +170,30 @@ class _npz:
 
 
 def _npz_arrays(path: Path, archive, spec: ModelSpec, load: bool = True):
-    """(input (batch, seq, F), lengths (batch,), ids or None), after the layout checks;
-    with load=False only as much as the checks need."""
-    if spec.input_kind == "tokens":
-        raise InputError(f"{path}: a token model scores a Parquet file: a list<int64> column "
-                         "of token ids per row")
-    names = set(archive.files)
-    if not {"input", "lengths"} <= names or names - {"input", "lengths", "id"}:
-        raise InputError(f"{path}: holds arrays {sorted(names)}; give 'input' (batch, seq, "
-                         f"features), 'lengths' (batch,) and optionally 'id' (batch,)")
+    """(input (batch, seq, F) or token ids (batch, seq), lengths (batch,), ids or None),
+    after the layout checks; with load=False only as much as the checks need. A token
+    model's `lengths` is optional (every row full); its ids are checked per row (tokens.py)."""
+    names, tokens = set(archive.files), spec.input_kind == "tokens"
+    if not {"input", *(() if tokens else ("lengths",))} <= names or \
+            names - {"input", "lengths", "id"}:
+        raise InputError(f"{path}: holds arrays {sorted(names)}; give 'input' " + (
+            "(batch, seq) int token ids, optionally 'lengths' (batch,)" if tokens else
+            "(batch, seq, features), 'lengths' (batch,)") + " and optionally 'id' (batch,)")
     with _reading(path):
-        x, lengths = archive["input"], archive["lengths"]
+        x = archive["input"]
+        lengths = archive["lengths"] if "lengths" in names else None
         ids = archive["id"] if "id" in names else None
-    if x.ndim != 3 or x.shape[2] != spec.input_size:
+    if tokens and (x.ndim != 2 or x.dtype.kind not in "iu"):
+        raise InputError(f"{path}: input is {x.dtype} {x.shape}; model {spec.name} takes "
+                         "integer token ids (batch, seq)")
+    elif not tokens and (x.ndim != 3 or x.shape[2] != spec.input_size):
         raise InputError(f"{path}: input has shape {x.shape}; model {spec.name} takes (batch, "
                          f"seq, {spec.input_size})")
-    if x.dtype.newbyteorder("=") not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if not tokens and x.dtype.newbyteorder("=") not in (np.dtype(np.float32),
+                                                        np.dtype(np.float64)):
         raise InputError(f"{path}: input dtype {x.dtype}; give float32 (float64 is converted)")
-    batch, seq, _ = x.shape
+    batch, seq = x.shape[:2]
+    lengths = np.full(batch, seq, np.int64) if lengths is None else lengths   # ids: all full
     # 0 is an empty row (rejected as such); beyond seq the padded array cannot hold it
     lengths = check_lengths(lengths, batch, seq, str(path), low=0)
     if ids is not None and (ids.ndim != 1 or ids.shape[0] != batch or ids.dtype.kind == "O"):
@@ -196,7 +203,8 @@ def _npz_arrays(path: Path, archive, spec: ModelSpec, load: bool = True):
 
 
 def _npz_batches(path: Path, spec: ModelSpec, data: Dataset, batch_rows: int):
-    """The .npz as record batches of the Parquet form: list<fixed_size_list<float, F>>."""
+    """The .npz as record batches of the Parquet form: list<fixed_size_list<float, F>>, or
+    list<int64> token ids."""
     import pyarrow as pa
     with _npz(path) as archive:
         x, lengths, ids = _npz_arrays(path, archive, spec)
@@ -206,8 +214,9 @@ def _npz_batches(path: Path, spec: ModelSpec, data: Dataset, batch_rows: int):
     for lo in range(0, len(lengths), batch_rows):
         n = lengths[lo:lo + batch_rows]                                 # (rows,)
         steps = np.concatenate([x[lo + i, :k] for i, k in enumerate(n)]) if n.sum() else \
-            x[:0, 0]                                                    # (sum(n), F)
-        inner = pa.FixedSizeListArray.from_arrays(arrow(steps.reshape(-1)), features)
+            x[:0, 0]                                              # (sum(n), F) or (sum(n),)
+        inner = arrow(steps.astype(np.int64)) if spec.input_kind == "tokens" else \
+            pa.FixedSizeListArray.from_arrays(arrow(steps.reshape(-1)), features)
         offsets = arrow(np.concatenate([[0], np.cumsum(n)]).astype(np.int32))
         sequences = pa.ListArray.from_arrays(offsets, inner)
         yield pa.RecordBatch.from_arrays([ids[lo:lo + len(n)], sequences],

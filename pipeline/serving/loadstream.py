@@ -3,17 +3,19 @@ streams, one step per request, and every answer is checked afterwards.
 
     python -m pipeline loadtest --model-name forecaster_stream_onnx --steps 64 --concurrency 1,16,64
 
-A client starts a stream from zero state, sends step after step (input (batch, 1, F), lengths
-1, the state it got back from the previous step: every state output fed back as its state
-input, paired in order, so an LSTM's h and c are carried like an RNN's h), and after `steps`
-steps starts a new one; a request that fails ends its stream (the state is lost), and the
+A client starts a stream from zero state, sends step after step (input (batch, 1, F), or
+(batch, 1) token ids inside the vocabulary; lengths 1; the state it got back from the
+previous step: every state output fed back as its state input, paired in order, so an LSTM's
+h and c, or a chain's states of several layers, are carried like an RNN's h), and after
+`steps` steps starts a new one; a request that fails ends its stream (the state is lost), and the
 next begins. All requests have one shape, so Triton's dynamic batcher can merge them: this is
 the one-step "bucket 1" of docs/streaming.md.
 
 The check is independent of the stepping: after the level, each stream's inputs are run here,
 in one call of the published artifact, as whole sequences (row t: the stream's first t+1 steps,
 `lengths` t+1, zero state), and every answer the server gave at step t, outputs and states,
-must equal row t within the verification tolerance. That holds because a stream model's
+must equal row t within the verification tolerance (a per-step output: row t's step t, its
+last valid one; the steps after it are padding). That holds because a stream model's
 chunked and whole runs agree (proven by `verify` up to 300 steps); a state lost, crossed
 between clients or applied twice would not.
 """
@@ -42,7 +44,7 @@ def stream_worker(index, config, model, _pool, stop_at, record, streams):
     requested = [module.InferRequestedOutput(n) for n in names]
     try:
         while time.perf_counter() < stop_at:
-            xs = rng.standard_normal((config.steps, batch, 1, *data.dims[1:])).astype(data.dtype)
+            xs = model.sample_steps(rng, batch, config.steps)    # (steps, batch, 1, ...)
             state = {i.name: np.zeros((batch, *i.dims), i.dtype) for i, _ in pairs}
             answers = []
             for step in range(config.steps):
@@ -80,10 +82,13 @@ def check_streams(model, streams) -> int:
         for state, _ in model.state_pairs():
             feeds[state.name] = np.zeros((batch * steps, *state.dims), state.dtype)
         want = run(feeds)
+        per_step = {t.name for t in model.outputs if t.dims[:1] == (-1,)}    # (batch, seq, O)
         bad = np.zeros(steps, bool)
         for name, expected in want.items():
             got = np.moveaxis(np.stack([a[name] for a in answers]), 0, 1)   # (batch, steps, ...)
             got = got.reshape(batch * steps, -1)
+            if name in per_step:     # row t's valid step is its last, t: (batch * steps, O)
+                expected = expected.reshape(batch, steps, steps, -1)[:, range(steps), range(steps)]
             expected = expected.reshape(batch * steps, -1)
             ok = np.array([close(g, e, model.atol, model.rtol) for g, e in zip(got, expected)])
             bad |= ~ok.reshape(batch, steps).all(axis=0)

@@ -61,8 +61,7 @@ def reference(model, batch: int, seq: int) -> list[tuple[dict, dict]]:
     rng = np.random.default_rng(0)
     pool = []
     for _ in range(POOL):
-        feeds = {t.name: rng.standard_normal((batch, *(seq if d < 0 else d for d in t.dims)))
-                 .astype(t.dtype) for t in model.inputs}
+        feeds = model.sample(rng, batch, seq)   # ids inside the vocabulary, lengths 1..seq
         pool.append(({t.name: t.wire(feeds[t.name]) for t in model.inputs}, run(feeds)))
     return pool
 
@@ -78,9 +77,10 @@ def client(protocol: str, url: str):
 
 def infer(module, triton, model: str, feeds: dict, outputs) -> object:
     """One request of numpy `feeds` (wire shapes); the result object."""
+    from tritonclient.utils import np_to_triton_dtype
     inputs = []
     for name, x in feeds.items():
-        tensor = module.InferInput(name, list(x.shape), "FP32" if x.dtype == np.float32 else "INT64")
+        tensor = module.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype))
         tensor.set_data_from_numpy(x)
         inputs.append(tensor)
     return triton.infer(model, inputs, outputs=[module.InferRequestedOutput(n) for n in outputs])

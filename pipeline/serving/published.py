@@ -5,6 +5,7 @@
     model.state_pairs()                 # stream models: [(h_in, h_out), ...] fed back in order
     run = model.runner()                # the version's model file run in this process
     run({"input": x, "lengths": n, "h_in": h})   # -> {"output": ..., "h_out": ...}
+    model.sample(rng, batch=1, seq=7)   # seeded feeds of the release's spec (token ids, lengths)
 
 Everything comes from the files a consumer has: tensor names, types and dims from
 `config.pbtxt` (Triton's ModelConfig, parsed with tritonclient's protobuf), the newest version
@@ -57,6 +58,7 @@ class Published:
     outputs: tuple[Tensor, ...]
     atol: float
     rtol: float
+    spec: object = None              # the release's ModelSpec (covered.release_spec), or None
 
     @property
     def stream(self) -> bool:
@@ -70,6 +72,35 @@ class Published:
             raise ServeError(f"{self.name}: not a stream model's signature (input, lengths, "
                              "state... -> output, state... with matching state dims)")
         return pairs
+
+    def sample(self, rng, batch: int, seq: int) -> dict:
+        """Seeded model-shaped feeds of a stateless model, by config name: what the release's
+        spec takes (inputs.model_feeds: float features, or token ids inside the vocabulary,
+        and ragged lengths in 1..seq for a packed forward); standard normal floats without
+        a spec."""
+        if self.spec is None:
+            return {t.name: rng.standard_normal((batch, *(seq if d < 0 else d for d in t.dims)))
+                    .astype(t.dtype) for t in self.inputs}
+        from ..inputs import model_feeds
+        return self._named(self.inputs, model_feeds(self.spec, rng, batch, seq))
+
+    def sample_steps(self, rng, batch: int, steps: int) -> np.ndarray:
+        """A stream model's `input` for `steps` one-step requests: (steps, batch, 1, ...)."""
+        data = self.inputs[0]
+        if self.spec is None:
+            return rng.standard_normal((steps, batch, 1, *data.dims[1:])).astype(data.dtype)
+        from ..inputs import sample_input
+        x = sample_input(self.spec, rng, batch, steps)       # (batch, steps[, F])
+        return self._named((data,), {"input": np.moveaxis(x, 1, 0)[:, :, None]})[data.name]
+
+    def _named(self, tensors, drawn: dict) -> dict:
+        """Drawn arrays (contract order) under the config's names, dtypes held to it."""
+        if len(drawn) != len(tensors) or any(t.dtype != v.dtype.name
+                                             for t, v in zip(tensors, drawn.values())):
+            raise ServeError(f"{self.name}: the config's inputs "
+                             f"{[(t.name, t.dtype) for t in tensors]} are not its spec's "
+                             f"{[(n, v.dtype.name) for n, v in drawn.items()]}")
+        return {t.name: v for t, v in zip(tensors, drawn.values())}
 
     def runner(self):
         """A function {input name: model-shaped array} -> {output name: array}."""
@@ -116,6 +147,7 @@ def open_published(registry: Path, model: str) -> Published:
     from google.protobuf.json_format import MessageToDict
 
     from ..manifest import check_manifest
+    from ..publishing.covered import release_spec
     from ..publishing.publish import VERIFICATION, VERSION_DIR
     from ..publishing.triton import TRITON_CONFIG, parse_config
 
@@ -134,7 +166,7 @@ def open_published(registry: Path, model: str) -> Published:
                      config.get("default_model_filename") or manifest_file(manifest),
                      int(config.get("max_batch_size", 0)), _tensors(config["input"]),
                      _tensors(config["output"]), float(tolerance["atol"]),
-                     float(tolerance["rtol"]))
+                     float(tolerance["rtol"]), release_spec(manifest))
 
 
 def manifest_file(manifest: dict) -> str:

@@ -18,7 +18,9 @@ here). Checks at load time that the config's names are the artifact's own:
   forward's argument names, by `<name>__<index>`, or in config order; outputs by index or in
   config order; as many inputs as forward takes.
 Outputs are returned in the data type the config promises, or the request fails: a model that
-returns another dtype is an error, never silently cast.
+returns another dtype is an error, never silently cast. A request with a negative value in an
+integer input is refused: ONNX's Gather reads token ids -num..-1 from the end of the table (a
+silent wrong answer), and ids >= num fail in the runtimes anyway.
 """
 import json
 import os
@@ -120,10 +122,21 @@ class TritonPythonModel:
         feeds = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy()
                   for name, _, _ in self.inputs} for r in requests]
         responses = [None] * len(requests)
+        for i, feed in enumerate(feeds):    # ONNX Gather wraps ids -num..-1: refuse, not guess
+            negative = [n for n, v in feed.items()
+                        if v.dtype.kind == "i" and v.size and v.min() < 0]
+            if negative:
+                message = (f"{self.name}: input {negative[0]!r} holds a negative value (token "
+                           "ids and lengths are >= 0)")
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(message))
+        feeds = [None if r is not None else f for r, f in zip(responses, feeds)]
         # Only requests whose non-batch shapes agree share a run (the dynamic batcher already
         # merges only equal shapes; grouping keeps this true whatever hands them over).
         groups = {}
         for i, feed in enumerate(feeds):
+            if feed is None:
+                continue
             key = tuple(feed[n].shape[1:] if self.batched else i for n, _, _ in self.inputs)
             groups.setdefault(key, []).append(i)
         for members in groups.values():
