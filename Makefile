@@ -8,6 +8,9 @@
 #                 (not part of all)
 # make bench-score - rows/s of `score` vs a per-sequence loop and eager PyTorch, Ray with 1
 #                    and 2 actors, peak RSS at 20k/200k rows; benchmark_score.json (not in all)
+# make bench-score-e2e - the whole `score` command against a per-sequence loop, fresh processes,
+#                    start-up included, 20k and 100k rows, min of 3 by wall and CPU time, and
+#                    where score's time goes; benchmark_score_e2e.json (not in all)
 # make serve - serve exported/model_repository in tritonserver (.venv-serve; not in all) on
 #              Triton's ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics); right after `make all`
 #              it runs `make publish` first (nothing is published yet)
@@ -51,7 +54,7 @@ VERIFY_SRC := $(CORE_SRC) pipeline/verify.py pipeline/manifest.py pipeline/compa
 EXPORT_SRC := $(CORE_SRC) $(wildcard pipeline/export/*.py) pipeline/manifest.py \
               pipeline/compare.py $(RUNTIME_SRC) $(STREAM_SRC) $(PRECISION_SRC) $(PRECISION_STAMP)
 
-.PHONY: all install train export verify publish bench bench-score crossval test clean serve-env serve \
+.PHONY: all install train export verify publish bench bench-score bench-score-e2e crossval test clean serve-env serve \
         serve-test soak
 
 all: verify
@@ -108,6 +111,9 @@ bench: $(MODELS:%=$(OUT)/%/verification.json)
 # table of docs/scoring.md and writes $(OUT)/benchmark_score.json. Timings, never asserted.
 bench-score: $(MODELS:%=$(OUT)/%/verification.json)
 	$(PY) -m pipeline.scoring.bench --out $(OUT)
+
+bench-score-e2e: $(MODELS:%=$(OUT)/%/manifest.json)
+	$(PY) -m pipeline.scoring.bench_e2e --out $(OUT)
 
 # Every runtime against eager PyTorch on the default matrix (verification.json gets one entry
 # per runtime), one timing shape for all of them, then the table of docs/verification.md from those two files.

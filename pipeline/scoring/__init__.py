@@ -8,6 +8,7 @@
     local.py     the local engine: one process, a reader thread, one session
     ray_engine.py  the Ray Data engine: read_parquet, an actor pool, the driver writes
     bench.py     rows/s of score vs a per-sequence loop and eager PyTorch; Ray 1 vs 2 actors
+    bench_e2e.py the whole `score` command vs a per-sequence loop, start-up included; profile
 
     >>> from pipeline.scoring import ScoreConfig, main
     >>> main(ScoreConfig("classifier", Path("seqs.parquet"), Path("scores.parquet")))

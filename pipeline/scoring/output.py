@@ -85,6 +85,13 @@ def cast_ids(ids: "pa.Array", id_type, name: str) -> "pa.Array":
                          f"file; cannot write both ({exc})") from None
 
 
+# Output rows (and, per step, values) gathered before one write_table: each call is a row
+# group, and a group of the pool is ~50-300 rows; written one by one, 100k rows made ~1,400
+# row groups and write_table took ~15% of the run (measured, issue 23).
+WRITE_ROWS = 65536
+WRITE_VALUES = 1 << 23          # 32 MB of float32 outputs (a per-step model's are large)
+
+
 class ScoreWriter:
     """The output (and rejects) Parquet writers over temp files; renamed in on clean exit."""
 
@@ -95,6 +102,7 @@ class ScoreWriter:
         self.reject_schema = pa.schema([pa.field(id_column, id_type),
                                         pa.field("reason", pa.string())])
         self.rows = self.rejected = 0
+        self._pending, self._pending_rows, self._pending_values = [], 0, 0
 
     def __enter__(self):
         import pyarrow.parquet as pq
@@ -115,16 +123,37 @@ class ScoreWriter:
 
     def __exit__(self, *exc_info):
         # writers close (footers written) before atomic_paths renames, or on error removes
+        try:
+            if exc_info[0] is None:
+                self._flush()
+        except BaseException:
+            if not self._stack.__exit__(*sys.exc_info()):
+                raise
+            return False
         return self._stack.__exit__(*exc_info)
 
     def write(self, ids: "pa.Array", y: np.ndarray) -> None:
+        """Rows scored: (rows,) ids, (rows, O) or (rows, length, O) outputs. Held until
+        WRITE_ROWS rows or WRITE_VALUES values are waiting, then one row group."""
         if len(ids):
-            self._out.write_table(output_table(self.spec, self.schema, ids, y))
+            self._pending.append(output_table(self.spec, self.schema, ids, y))
             self.rows += len(ids)
+            self._pending_rows += len(ids)
+            self._pending_values += y.size
+            if self._pending_rows >= WRITE_ROWS or self._pending_values >= WRITE_VALUES:
+                self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        if self._pending:
+            self._out.write_table(pa.concat_tables(self._pending),
+                                  row_group_size=max(self._pending_rows, 1))
+        self._pending, self._pending_rows, self._pending_values = [], 0, 0
 
     def write_table(self, table: "pa.Table") -> None:
         """Rows already in the output schema (the Ray engine's)."""
         if table.num_rows:
+            self._flush()
             self._out.write_table(table.cast(self.schema))
             self.rows += table.num_rows
 

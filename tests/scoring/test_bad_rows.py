@@ -120,3 +120,51 @@ def test_fail_names_the_first_bad_row_and_leaves_nothing(out, tmp_path, name):
     else:
         one_line_error(result, f"row with id {first[0]!r}: ", first[2], "--bad-rows skip")
     assert os.listdir(tmp_path) == ["x.parquet"]
+
+
+def test_a_large_ragged_file_with_bad_rows_scattered_scores_like_row_by_row(out, tmp_path,
+                                                                             monkeypatch):
+    """2,000 rows of lengths 1-60 in row groups of 300, one in ~40 bad (wrong feature
+    count, NaN, null value, empty, a short first step, repeated id), through a pool of 500 rows and output row
+    groups of 128 (so rows of one length meet across batches, groups are cut and several
+    output row groups are written): every good row equals the seed class on it alone."""
+    from pipeline.scoring import output
+    monkeypatch.setattr(output, "WRITE_ROWS", 128)
+    rng = np.random.default_rng(23)
+    rows = [(i, good(rng, int(rng.integers(1, 61))), None) for i in range(2000)]
+    for k, i in enumerate(rng.choice(2000, 50, replace=False)):
+        row = [list(s) for s in rows[i][1]]
+        kind = k % 5
+        if kind == 0:
+            row[-1] = row[-1] + [0.5]
+        elif kind == 1:
+            row[0][k % 5] = float("nan")
+        elif kind == 2:
+            row[-1][0] = None
+        elif kind == 3:
+            row = []
+        else:
+            row[0] = row[0][:3]
+        rows[i] = (rows[i][0], row, "bad")
+    twins = [i for i in range(2000) if rows[i][2] is None][:2]      # one id, two rows
+    rows[twins[1]] = (rows[twins[0]][0], rows[twins[1]][1], "bad")
+    rows[twins[0]] = (*rows[twins[0]][:2], "bad")
+    table = pa.table({"id": pa.array([r[0] for r in rows], pa.int64()),
+                      "sequence": pa.array([r[1] for r in rows],
+                                           pa.list_(pa.list_(pa.float32())))})
+    pq.write_table(table, tmp_path / "x.parquet", row_group_size=300)
+    result = score(out, tmp_path, "--bad-rows", "skip", "--batch-size", 500)
+    assert result.exit_code == 0, result.output
+    goods = [r for r in rows if r[2] is None]
+    assert f"scored {len(goods):,} rows, rejected {len(rows) - len(goods)}" in result.output
+    assert pq.ParquetFile(tmp_path / "y.parquet").metadata.num_row_groups > 1
+    rejected = pq.read_table(tmp_path / "y.rejects.parquet").column("id").to_pylist()
+    assert sorted(rejected) == sorted(r[0] for r in rows if r[2])
+    got = pq.read_table(tmp_path / "y.parquet").to_pylist()
+    assert sorted(r["id"] for r in got) == [r[0] for r in goods]
+    by_id = {r["id"]: r for r in got}
+    expected = reference(out, MODEL, [np.array(r[1], np.float32) for r in goods])   # (n, O)
+    y = np.array([by_id[r[0]]["output"] for r in goods], np.float32)
+    tol = spec_of(out, MODEL).tolerance("cpu")
+    assert np.all(np.abs(y - expected) <= tol.atol + tol.rtol * np.abs(expected))
+    assert [by_id[r[0]]["label"] for r in goods] == list(expected.argmax(axis=1))
