@@ -175,7 +175,8 @@ def identity_floor(repeats: int) -> float:
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "floor",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 16])])
-    session = _session_bytes(onnx.helper.make_model(graph).SerializeToString())
+    model = onnx.helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    session = _session_bytes(model.SerializeToString())
     x = np.zeros((1, 1, FEATURES), np.float32)
     return min_time({"floor": lambda: session.run(None, {"x": x})}, repeats)["floor"]
 
