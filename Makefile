@@ -132,13 +132,14 @@ test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Serving: tritonserver (from the nvidia-pytriton wheel, --no-deps: its binary, libraries,
-# python backend and stubs only) and the numpy<2 Python its backends run in. Own venv,
+# python backend and stubs only) and the numpy<2 Python its backends run in (onnxruntime,
+# torch, and openvino for the openvino stand-in: publish --deploy openvino[:bf16]). Own venv,
 # own pins (constraints-serve.txt); torch first and pinned, as for .venv.
 serve-env: $(SERVE_STAMP)
 $(SERVE_STAMP): constraints-serve.txt
 	test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_PY) -m pip install -q -c constraints-serve.txt torch==2.13.0
-	$(SERVE_PY) -m pip install -q -c constraints-serve.txt numpy onnxruntime
+	$(SERVE_PY) -m pip install -q -c constraints-serve.txt numpy onnxruntime openvino
 	$(SERVE_PY) -m pip install -q --no-deps -c constraints-serve.txt nvidia-pytriton
 	touch $@
 

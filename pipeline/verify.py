@@ -97,14 +97,20 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
         # against eager fp32 on the budget's data; the fp32 runtimes' figures beside them.
         # A pair outside the budget is recorded as failed (never used); the fp32 verdict
         # above does not depend on it.
-        # A chain of layers (issue 22) has no variants yet (export says so): no figures.
+        # A chain of layers (issue 22) too, where it was exported with variants: its feeds
+        # are drawn by pipeline/inputs.py (token ids, ragged lengths), per-step outputs
+        # compared at valid steps (precision/gate.py); fp32 alone, no figures (as before).
         from .precision.budget import DEFAULT_BUDGET
         from .precision.gate import check_pairs, group_by_length, verification_inputs
         budget = config.budget or DEFAULT_BUDGET
         precisions = []
-        if not spec.layers:
+        if not spec.layers or manifest.get("precisions"):
             cpu_runners = [r for r in runners if not on_cuda(r.provider)
                            and r.precision == spec.dtype]
+            if config.data and spec.layers:
+                raise VerificationError(f"{spec.name}: --data measures the budget of one-stack "
+                                        "models only so far; drop it for a chain of layers (the "
+                                        "verification inputs are used)")
             inputs = group_by_length(user_sequences(config.data, spec)) if config.data else \
                 verification_inputs(spec, default_shapes(spec), SCALES, config.seed)
             precisions = check_pairs(model_dir, manifest, spec, reference, budget, inputs,

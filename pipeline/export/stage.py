@@ -133,12 +133,6 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
                 "bidirectional: the backward direction needs the whole sequence"
             log(f"{spec.name}: no stream artifacts ({why}); writing model.pt and model.onnx")
         precisions = config.precisions
-        if spec.layers and len(precisions) > 1:
-            # the int8 writer and the budget gate know one recurrent stack's graph and float
-            # features; a chain (issue 22) is exported and proved in fp32 only, so far
-            log(f"{spec.name}: a chain of layers; no {', '.join(p for p in precisions if p != 'fp32')}"
-                " variants (precision variants are built for one stack and a head so far)")
-            precisions = ("fp32",)
         variants = variant_files(spec, precisions)      # precision variants' files
         names = [*ARTIFACTS.values(), *streams.values(), *variants, MANIFEST]
         # All files go to temp files and are renamed into place together, manifest last,

@@ -44,13 +44,13 @@ def write_variants(spec, precisions, fp32: dict[str, Path], temps: dict[str, Pat
 
 def _smoke(v, spec, path: Path, stream: bool, name: str) -> None:
     """The file loads in its runtime and answers at two shapes with finite outputs."""
+    from ..inputs import model_feeds
     rng = np.random.default_rng(0)
     runtime = v.runtimes[0]
     try:
         runner = v.load(runtime, spec, path, threads=1, stream=stream)
         for batch, seq in ((1, spec.example_seq), (64, 10 * spec.example_seq)):
-            x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
-            feeds = {spec.input_name: x}
+            feeds = model_feeds(spec, rng, batch, seq)     # ids in the vocabulary, lengths
             if stream:
                 runner.inputs = tuple(t.name for t in spec.stream_inputs)
                 runner.outputs = tuple(t.name for t in spec.stream_outputs)
@@ -58,7 +58,9 @@ def _smoke(v, spec, path: Path, stream: bool, name: str) -> None:
                 feeds.update({t.name: np.zeros((batch, *t.shape[1:]), np.float32)
                               for t in spec.stream_inputs[2:]})
             y = runner.run(feeds)[spec.output_name]
-            if y.shape != (batch, spec.output_size) or not np.isfinite(y).all():
+            # (batch, O), or (batch, seq, O) for a chain's per-step output
+            want = tuple({"batch": batch, "seq": seq}.get(a, a) for a in spec.output.shape)
+            if y.shape != want or not np.isfinite(y).all():
                 raise ValueError(f"output {y.shape}, finite: {bool(np.isfinite(y).all())}")
     except Exception as exc:
         raise ExportError(f"{spec.name} {name} ({v.name} on {runtime}): fails its self-check: "

@@ -1,15 +1,20 @@
 """The budget gate: every (runtime, precision) pair against eager fp32, figures and verdict.
 
-    entries = check_pairs(model_dir, manifest, spec, reference, budget, data=None)
+    entries = check_pairs(model_dir, manifest, spec, reference, budget, inputs)
 
 Called by verify (one entry per pair in verification.json's `precisions`). For each pair:
   data     the verification inputs (verify's default shapes at unit scale and at x10, plus
-           a (256, 50) batch), or the user's sequences (verify reads them with score's
-           reader; equal lengths run together), through the pair's stateless file;
+           a (256, 50) batch; drawn by pipeline/inputs.py, so a chain's token ids are inside
+           its vocabulary and a packed model gets ragged `lengths`), or the user's sequences
+           (verify reads them with score's reader; equal lengths run together), through
+           the pair's stateless file; a per-step output is compared at each row's valid
+           steps only (a packed model's steps past a row's length are padding);
   stream   where the model has a stream form: LONG_STEPS steps fed one at a time to the
-           pair's stream file with the state carried, at batch LONG_BATCH, the output at
-           every step against eager's (the eager stream reference fed the same way);
-           quantization error may grow through the recurrence, so it is measured there.
+           pair's stream file with every state carried (h, c, and a chain's several
+           layers' states), at batch LONG_BATCH, the output at every step against eager's
+           (the eager stream reference fed the same way); quantization error may grow
+           through the recurrence, so it is measured there. A model without a stream form
+           (a bidirectional layer, a pooled readout) records why (`stream_missing`).
 Both sets of figures (budget.py) must be within the budget. A pair that cannot run here
 (no GPU for fp16, no bf16 units, a runtime not installed) is `unavailable` and, like a
 failed one, never used. fp32 pairs are the runtimes verify judged by its tolerance rule;
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import first_line
+from ..inputs import model_feeds, sample_input
 from ..runtimes import artifact
 from . import variant
 from .budget import Budget, figures, judge
@@ -30,12 +36,36 @@ LONG_STEPS, LONG_BATCH = 1200, 8
 DATA_ROWS = 4096            # the user's rows read at most
 
 
-def verification_inputs(spec, shapes, scales, seed: int = 0) -> list[np.ndarray]:
-    """(batch, seq, F) float32 inputs: verify's shapes at each of its scales, + 256x50."""
+def verification_inputs(spec, shapes, scales, seed: int = 0) -> list[dict]:
+    """Feeds ({input[, lengths]}): verify's shapes at each of its scales, + 256x50. Token
+    ids have no scale (one draw per shape); a packed model's lengths are ragged."""
     rng = np.random.default_rng(seed + 23)
-    return [(scale * rng.standard_normal((b, s, spec.input_size))).astype(np.float32)
-            for b, s in shapes for scale in scales] + \
-        [rng.standard_normal((256, 50, spec.input_size)).astype(np.float32)]
+    scales = scales[:1] if spec.input_kind == "tokens" else scales
+    return [model_feeds(spec, rng, b, s, scale) for b, s in shapes for scale in scales] + \
+        [model_feeds(spec, rng, 256, 50)]
+
+
+def as_feeds(spec, x) -> dict:
+    """A (batch, seq[, F]) array of equal-length rows (the user's data) as feeds."""
+    if isinstance(x, dict):
+        return x
+    feeds = {spec.input_name: np.asarray(x, spec.input.dtype)}
+    if spec.takes_lengths:
+        feeds[spec.lengths_name] = np.full(len(x), np.shape(x)[1], np.int64)
+    return feeds
+
+
+def valid(spec, y: np.ndarray, feeds: dict) -> np.ndarray:
+    """The output where it means something: a per-step output (batch, seq, O) of a model
+    given lengths, at each row's first `lengths` steps only ((valid steps, O)); else y."""
+    lengths = feeds.get(spec.lengths_name)
+    if lengths is None or y.ndim != 3:
+        return y
+    return y[np.arange(y.shape[1])[None, :] < np.asarray(lengths)[:, None]]
+
+
+def run_all(runner, spec, inputs: list[dict]) -> list[np.ndarray]:
+    return [valid(spec, runner.run(f)[spec.output_name], f) for f in inputs]
 
 
 def group_by_length(sequences, rows: int = DATA_ROWS) -> list[np.ndarray]:
@@ -52,7 +82,7 @@ def long_stream(runner, spec, x: np.ndarray) -> np.ndarray:
     states = {i: np.zeros((batch, *t.shape[1:]), np.float32)
               for (i, _), t in zip(spec.state_names, spec.stream_inputs[2:])}
     ones, outs = np.ones(batch, np.int64), []
-    for t in range(x.shape[1]):
+    for t in range(x.shape[1]):            # x: (batch, T, F) features or (batch, T) ids
         y = runner.run({spec.input_name: np.ascontiguousarray(x[:, t:t + 1]),
                         spec.lengths_name: ones, **states})
         states = {i: y[o] for i, o in spec.state_names}
@@ -65,14 +95,13 @@ class Eager:
 
     def __init__(self, spec, model_dir: Path, reference, inputs, seed: int = 0,
                  stream: bool = True):
-        self.spec, self.inputs = spec, inputs
-        self.outputs = [reference.run({spec.input_name: x})[spec.output_name] for x in inputs]
+        self.spec, self.inputs = spec, [as_feeds(spec, x) for x in inputs]
+        self.outputs = run_all(reference, spec, self.inputs)
         self.stream_x = self.stream_y = None
         if spec.has_stream and stream:
             from ..runtimes import load_stream_runner
             rng = np.random.default_rng(seed + 1000)
-            self.stream_x = rng.standard_normal(
-                (LONG_BATCH, LONG_STEPS, spec.input_size)).astype(np.float32)
+            self.stream_x = sample_input(spec, rng, LONG_BATCH, LONG_STEPS)
             self.stream_y = long_stream(load_stream_runner("torch", spec, model_dir, "cpu", 1),
                                         spec, self.stream_x)
 
@@ -90,7 +119,7 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
     classification = spec.task == "classification"
     try:
         runner = v.load(runtime, spec, model_dir / files["model"], threads=1)
-        actual = [runner.run({spec.input_name: x})[spec.output_name] for x in eager.inputs]
+        actual = run_all(runner, spec, eager.inputs)
         row["figures"] = figures(actual, eager.outputs, classification)
         row["provider"], row["arithmetic"] = runner.provider, runner.precision
         if eager.stream_x is not None and files["stream"]:
@@ -103,6 +132,10 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
         elif eager.stream_x is not None:
             row["stream"] = None
             row["stream_missing"] = entry.get("skipped", {}).get("stream", "no stream file")
+        else:
+            row["stream"] = None
+            row["stream_missing"] = spec.stream_refusal if spec.layers else \
+                "bidirectional: no stream form"
     except Exception as exc:       # a pair that cannot run fails, with the runtime's words
         return {**row, "passed": False, "status": "failed",
                 "reason": f"runtime error: {first_line(exc)}"}
@@ -117,7 +150,8 @@ def check_pairs(model_dir: Path, manifest: dict, spec, reference, budget: Budget
                 inputs: list[np.ndarray], fp32_runners=(), seed: int = 0,
                 log=lambda s: None) -> list[dict]:
     """Every variant pair the manifest lists, plus the fp32 runners' figures, on `inputs`
-    ((batch, seq, F) arrays: `verification_inputs`, or the user's sequences grouped)."""
+    (feeds: `verification_inputs`; or arrays of equal-length rows: the user's sequences
+    grouped)."""
     listed = manifest.get("precisions") or {}
     eager = Eager(spec, Path(model_dir), reference, inputs, seed, stream=bool(listed))
     entries = []
@@ -126,7 +160,7 @@ def check_pairs(model_dir: Path, manifest: dict, spec, reference, budget: Budget
                "status": "fp32", "passed": None,
                "reason": "judged by verify's fp32 tolerance rule (rows)"}
         try:
-            actual = [runner.run({spec.input_name: x})[spec.output_name] for x in inputs]
+            actual = run_all(runner, spec, eager.inputs)
             row["figures"] = figures(actual, eager.outputs, spec.task == "classification")
         except Exception as exc:
             row["reason"] = f"runtime error: {first_line(exc)}"

@@ -211,11 +211,13 @@ class Int8(Variant):
         return files
 
     def missing(self, spec):
-        """The GRU and tanh-RNN stream graphs run their operator with no Scan beside it."""
+        """The GRU and tanh-RNN stream graphs run their operator with no Scan beside it (a
+        chain's stream graph: any such recurrent layer)."""
         from ..families import family
-        fam = family(spec)
-        if spec.has_stream and fam.native_op in NO_INT8:
-            return {"stream": f"the {fam.native_op} operator of the stream graph has no int8 "
+        ops = [family(layer.cell).native_op for layer in spec.chain if layer.kind == "recurrent"]
+        op = next((op for op in ops if op in NO_INT8), None)
+        if spec.has_stream and op:
+            return {"stream": f"the {op} operator of the stream graph has no int8 "
                               "kernel in onnxruntime"}
         return {}
 

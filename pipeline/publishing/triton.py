@@ -192,10 +192,17 @@ def stream_config_pbtxt(spec: ModelSpec, runtime: str) -> str:
 
 
 def _parameters(runtime: str) -> list[str]:
-    """The openvino backend's compile properties: the precision hint (bf16 or f32)."""
-    hint = OPENVINO_HINTS.get(runtime.removeprefix("stream_"))
-    return [f'parameters: {{ key: "INFERENCE_PRECISION_HINT" value: {{ string_value: "{hint}" '
-            "} }"] if hint else []
+    """The openvino backend's parameters (its own keys: triton-inference-server/openvino_backend,
+    src/openvino.cc `ParseParameters`): one thread and one stream, as verify and bench ran it,
+    and `HINT_BF16: YES` for the bf16 pair. The backend has no key that asks for f32: the f32
+    pair gets OpenVINO's default precision, f32 on a CPU without bf16 units (serve refuses it
+    on one with them: serving/repository.py)."""
+    if not runtime.removeprefix("stream_").startswith("openvino"):
+        return []
+    pairs = [("INFERENCE_NUM_THREADS", "1"), ("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")]
+    if OPENVINO_HINTS.get(runtime.removeprefix("stream_")) == "bf16":
+        pairs.append(("HINT_BF16", "YES"))
+    return [f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in pairs]
 
 
 def parse_config(text: str):

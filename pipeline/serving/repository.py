@@ -12,6 +12,9 @@ the release signature (`publishing.signing.verify_version`: signed by that key, 
 re-hashed, the folder where its signed manifest says, and what Triton reads beside it:
 config.pbtxt as signed, nothing else there; publishing/covered.py). Without a key only
 corruption is caught, and hand-written configs (your own Triton models) are served as they are.
+An openvino model is checked against this CPU (`check_precision`): `HINT_BF16: YES` where
+the CPU has no bf16 units is refused, and so is one without it where the CPU has them
+(OpenVINO would then compile the f32 pair in bf16, which verify never measured).
 """
 from __future__ import annotations
 
@@ -24,6 +27,28 @@ from ..publishing.publish import VERSION_DIR
 from ..publishing.triton import TRITON_CONFIG
 
 DEFAULT_FILENAME = re.compile(r'^\s*default_model_filename\s*:\s*"([^"]+)"', re.M)
+OPENVINO = re.compile(r'^\s*backend\s*:\s*"openvino"', re.M)
+HINT_BF16 = re.compile(r'key\s*:\s*"HINT_BF16"\s*value\s*:\s*\{\s*string_value\s*:\s*"yes"',
+                       re.I)
+
+
+def check_precision(name: str, config_text: str, cpu_bf16: bool | None = None) -> None:
+    """ServeError (one line) when an openvino model's precision cannot be what was verified
+    on this CPU; nothing for other backends."""
+    if not OPENVINO.search(config_text):
+        return
+    if cpu_bf16 is None:
+        from ..precision.bf16 import cpu_has_bf16
+        cpu_bf16 = cpu_has_bf16()
+    bf16 = bool(HINT_BF16.search(config_text))
+    if bf16 and not cpu_bf16:
+        raise ServeError(f"{name}: HINT_BF16 asks for bf16, which this CPU cannot run (no "
+                         "AVX512_BF16 or AMX); not served (serve the f32 pair, "
+                         f"{name.removesuffix('_bf16')}, or move to a CPU with bf16 units)")
+    if not bf16 and cpu_bf16:
+        raise ServeError(f"{name}: an f32 OpenVINO model, which OpenVINO compiles in bf16 on "
+                         "this CPU (AVX512_BF16/AMX) and the openvino backend cannot keep in "
+                         "f32; not served (deploy openvino:bf16, verified on this CPU, instead)")
 
 
 def check_version(folder: Path, model_file: str | None, public_key: Path | None = None) -> None:
@@ -50,6 +75,8 @@ def preflight_model(folder: Path, public_key: Path | None = None) -> list[int]:
     if versions and not config.is_file():
         raise ServeError(f"{folder.name}: version folders but no {TRITON_CONFIG} (Triton may "
                          "make one up for it); not served")
+    if versions:
+        check_precision(folder.name, config.read_text(errors="replace"))
     return versions
 
 

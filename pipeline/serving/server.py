@@ -6,8 +6,9 @@
 
 tritonserver, its libraries, the python backend and one stub per Python version come from the
 `nvidia-pytriton` wheel in the serving environment (.venv-serve, `make serve-env`); the
-`onnxruntime` and `pytorch` backends are python-based (backends/model.py, run by the python
-backend's stub in that environment). The repository is served unchanged.
+`onnxruntime`, `pytorch` and `openvino` backends are python-based (backends/model.py, run by
+the python backend's stub in that environment, which has onnxruntime, torch and openvino).
+The repository is served unchanged.
 
 What the command line and environment take care of (each found the hard way):
 - the stub's embedded Python needs numpy<2: the serving environment's bin/ goes first on PATH
@@ -52,8 +53,9 @@ from .repository import preflight, preflight_model
 __all__ = ["DEFAULT_ENV", "SHM_PREFIX", "WORKSPACE_PREFIX", "Installation", "ServeConfig",
            "TritonServer", "error_lines", "locate", "remove_stale", "server_failed"]
 
-BACKEND_SOURCES = [Path(__file__).parent / "backends" / f for f in ("model.py", "naming.py")]
-SERVED_BACKENDS = ("onnxruntime", "pytorch")     # config `backend:` names this stand-in serves
+BACKEND_SOURCES = [Path(__file__).parent / "backends" / f
+                   for f in ("model.py", "naming.py", "openvino_runtime.py")]
+SERVED_BACKENDS = ("onnxruntime", "pytorch", "openvino")   # config `backend:` names served
 RESTRICT_KEY = "rnn-pipeline-repository-key"
 FINALIZED = b"rnn-pipeline backend finalized:"   # backends/model.py: an instance is done
 
@@ -173,7 +175,8 @@ class TritonServer:
 
     def _backend_dir(self, installation: Installation) -> Path:
         """<workspace>/backends: python/ (library, utils, this Python's stub), and this
-        package's backend as onnxruntime/model.py and pytorch/model.py (naming.py beside)."""
+        package's backend as onnxruntime/, pytorch/ and openvino/model.py (naming.py and
+        openvino_runtime.py beside)."""
         backends = self.workspace / "backends"
         shutil.copytree(installation.python_backend, backends / "python",
                         ignore=shutil.ignore_patterns("__pycache__"))

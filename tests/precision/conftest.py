@@ -31,7 +31,9 @@ def users(tmp_path_factory):
                                   module=f"tests.precision.models:{name}", out=out),
                      log=lambda s: None)
         export(ExportConfig(name, out, precisions=PRECISIONS), log=lambda s: None)
+        # openvino too: its f32 pair is deployed and served (test_serve.py)
         reports[name] = verify(VerifyConfig(name, out, "cpu", shapes=((1, 1), (5, 21)),
+                                            runtimes=("torchscript", "onnx", "openvino"),
                                             budget=budget), log=lambda s: None)
     return out, reports
 

@@ -43,8 +43,10 @@ def test_publish_deploy_bf16_config_carries_the_precision_hint():
     for key in ("openvino_bf16", "stream_openvino_bf16"):
         text = config_pbtxt(SPECS["classifier"], key)
         assert 'backend: "openvino"' in text and "platform" not in text.split("name:")[1]
-        assert 'key: "INFERENCE_PRECISION_HINT" value: { string_value: "bf16" }' in text
+        # the openvino backend's own key (openvino_backend src/openvino.cc ParseParameters)
+        assert 'key: "HINT_BF16" value: { string_value: "YES" }' in text
         parse_config(text)       # a valid Triton ModelConfig (where tritonclient is installed)
+        assert "HINT_BF16" not in config_pbtxt(SPECS["classifier"], key.removesuffix("_bf16"))
 
 
 def test_publish_deploy_refuses_a_pair_outside_its_budget(users, tmp_path):

@@ -52,7 +52,7 @@ def test_int8_within_its_budget_and_figures_hold_outside_the_project(users):
     sess = ort.InferenceSession(str(out / "lstm2" / "model_int8.onnx"), options,
                                 providers=["CPUExecutionProvider"])
     spec = read_config(out / "lstm2")["recipe"].model
-    xs = verification_inputs(spec, default_shapes(spec), SCALES)
+    xs = [f["input"] for f in verification_inputs(spec, default_shapes(spec), SCALES)]
     with torch.inference_mode():
         want = np.concatenate([theirs(torch.from_numpy(x)).numpy() for x in xs]).astype(float)
     got = np.concatenate([sess.run(None, {"input": x})[0] for x in xs]).astype(float)

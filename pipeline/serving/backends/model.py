@@ -1,10 +1,14 @@
-"""Triton python-based backend that serves `backend: "onnxruntime"` and `backend: "pytorch"`.
+"""Triton python-based backend that serves `backend: "onnxruntime"`, `"pytorch"` and `"openvino"`.
 
 Not imported by the pipeline: `pipeline.serving.server` copies this one file to
-`<backend dir>/onnxruntime/model.py` and `<backend dir>/pytorch/model.py`, and Triton's
+`<backend dir>/onnxruntime/model.py`, `<backend dir>/pytorch/model.py` and
+`<backend dir>/openvino/model.py` (naming.py and openvino_runtime.py beside it), and Triton's
 python backend runs it in a stub process (in .venv-serve, numpy<2) for every model whose
 config names one of those backends. It stands in for NVIDIA's C++ backends of the same
-names, which are not on PyPI: same configs, same tensor names, same protocol.
+names, which are not on PyPI: same configs, same tensor names, same protocol. One runtime
+class per backend, each `Runtime(path, inputs, outputs, parameters)` and
+`run(feeds) -> [outputs in config order]`; openvino's is its own module
+(openvino_runtime.py: the backend's parameters, the bf16 hint and its refusal).
 
 Generic over the model config, nothing model-specific: every input and output the config
 lists, any data type, `max_batch_size` 0 (one run per request, the batch axis is in `dims`)
@@ -16,7 +20,8 @@ here). Checks at load time that the config's names are the artifact's own:
   data types equal;
 - pytorch: NVIDIA's pytorch backend's rules (naming.py, copied beside this file): inputs by
   forward's argument names, by `<name>__<index>`, or in config order; outputs by index or in
-  config order; as many inputs as forward takes.
+  config order; as many inputs as forward takes;
+- openvino: the config's inputs are the model's, outputs among its outputs' names, types equal.
 Outputs are returned in the data type the config promises, or the request fails: a model that
 returns another dtype is an error, never silently cast. A request with a negative value in an
 integer input is refused: ONNX's Gather reads token ids -num..-1 from the end of the table (a
@@ -46,8 +51,13 @@ def _tensors(entries):
             for t in entries]
 
 
+def _parameters(config):
+    """{key: string_value} of the config's `parameters` (the openvino backend reads them)."""
+    return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+
+
 class OnnxRuntime:
-    def __init__(self, path, inputs, outputs):
+    def __init__(self, path, inputs, outputs, parameters=None):
         import onnxruntime as ort
         options = ort.SessionOptions()
         # One thread per run: these RNNs are tiny (a few KFLOP a step), and on a small CPU
@@ -74,7 +84,7 @@ class OnnxRuntime:
 
 
 class TorchScript:
-    def __init__(self, path, inputs, outputs):
+    def __init__(self, path, inputs, outputs, parameters=None):
         import torch
         torch.set_num_threads(1)   # see OnnxRuntime
         self.torch = torch
@@ -98,7 +108,12 @@ class TorchScript:
         return [result[i].numpy() for i in self.output_positions]
 
 
-RUNTIMES = {"onnxruntime": OnnxRuntime, "pytorch": TorchScript}
+def _openvino(path, inputs, outputs, parameters):
+    from openvino_runtime import OpenVino     # copied beside us; imports openvino itself
+    return OpenVino(path, inputs, outputs, parameters)
+
+
+RUNTIMES = {"onnxruntime": OnnxRuntime, "pytorch": TorchScript, "openvino": _openvino}
 
 
 class TritonPythonModel:
@@ -107,10 +122,10 @@ class TritonPythonModel:
         self.name = config["name"]
         self.batched = int(config.get("max_batch_size", 0)) > 0
         self.inputs, self.outputs = _tensors(config["input"]), _tensors(config["output"])
-        filename = config.get("default_model_filename") or {"onnxruntime": "model.onnx",
-                                                            "pytorch": "model.pt"}[config["backend"]]
+        filename = config.get("default_model_filename") or {
+            "onnxruntime": "model.onnx", "pytorch": "model.pt", "openvino": "model.xml"}[config["backend"]]
         path = os.path.join(args["model_repository"], args["model_version"], filename)
-        self.run = RUNTIMES[config["backend"]](path, self.inputs, self.outputs)
+        self.run = RUNTIMES[config["backend"]](path, self.inputs, self.outputs, _parameters(config))
 
     def finalize(self):
         """Unloading (a stop, or a reload): Triton calls this once no request of this instance

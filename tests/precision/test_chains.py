@@ -1,0 +1,120 @@
+"""Precision variants of chains of layers (issue 22's models): the int8 rewrite reaches the
+recurrent layers of a chain's graphs, and verify's budget gate feeds the chain what its
+contract takes (token ids inside the vocabulary, ragged lengths for a packed forward),
+carries every state of its stream graph, and records why a stream file is missing.
+The figures are recomputed here from the user's own module and the int8 file, outside the
+project. Three chains, verified at two small shapes: a tagger (embedding, LSTM, per-step
+log-probabilities), a DeepAR-like regressor (linear, ReLU, LayerNorm, 2-layer LSTM, per
+step) and a packed GRU classifier (forward(x, lengths))."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.checkpoint import read_config
+from pipeline.export import ExportConfig
+from pipeline.export import main as export
+from pipeline.importing import ImportConfig
+from pipeline.importing import main as import_model
+from pipeline.precision.budget import DEFAULT_BUDGET
+from pipeline.precision.gate import LONG_STEPS, valid, verification_inputs
+from pipeline.verify import SCALES, VerifyConfig, default_shapes
+from pipeline.verify import main as verify
+from tests.importing.chain_models import CHAINS, chain_model
+
+NAMES = ("tagger", "deepar", "padded")
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain-variants")
+    reports = {}
+    for name in NAMES:
+        cls, task = CHAINS[name][:2]
+        torch.save(chain_model(name).state_dict(), out / f"{name}.pt")
+        import_model(ImportConfig(name, out / f"{name}.pt", task,
+                                  module=f"tests.importing.chain_models:{cls.__name__}", out=out),
+                     log=lambda s: None)
+        export(ExportConfig(name, out, precisions=("fp32", "int8")), log=lambda s: None)
+        reports[name] = verify(VerifyConfig(name, out, "cpu", shapes=((1, 1), (3, 9))),
+                               log=lambda s: None)
+    return out, reports
+
+
+def int8_entry(report):
+    return next(e for e in report["precisions"] if e["precision"] == "int8")
+
+
+def session(path):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1          # as verify ran it
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chain_int8_figures_hold_outside_the_project(chains, name):
+    out, reports = chains
+    e = int8_entry(reports[name])
+    assert e["status"] in ("passed", "failed") and "runtime error" not in e["reason"]
+    assert e["passed"] == (e["figures"]["max_rel_std"] <= DEFAULT_BUDGET.max_rel_std
+                           and (e.get("stream") or {}).get("max_rel_std", 0)
+                           <= DEFAULT_BUDGET.max_rel_std
+                           and (e["figures"]["label_agree"] or 1) >= DEFAULT_BUDGET.label_agree
+                           and ((e.get("stream") or {}).get("label_agree") or 1)
+                           >= DEFAULT_BUDGET.label_agree)
+    spec = read_config(out / name)["recipe"].model
+    feeds = verification_inputs(spec, default_shapes(spec), SCALES)
+    if spec.input_kind == "tokens":            # the vocabulary's ids, never outside it
+        assert all(0 <= f["input"].min() and f["input"].max() < spec.input_size for f in feeds)
+    if spec.takes_lengths:                      # ragged rows, not all full length
+        assert any(len(set(f["lengths"])) > 1 for f in feeds)
+    theirs, sess = chain_model(name), session(out / name / "model_int8.onnx")
+    got, want = [], []
+    with torch.inference_mode():
+        for f in feeds:
+            args = [torch.from_numpy(f["input"])] + ([torch.from_numpy(f["lengths"])]
+                                                      if spec.takes_lengths else [])
+            want.append(theirs(*args).numpy().reshape(-1, spec.output_size))
+            got.append(sess.run(None, f)[0].reshape(-1, spec.output_size))
+    got, want = np.concatenate(got).astype(float), np.concatenate(want).astype(float)
+    assert np.abs(got - want).max() / want.std() == pytest.approx(
+        e["figures"]["max_rel_std"], rel=1e-3)
+
+
+def test_chain_stream_int8_carries_every_state(chains):
+    """deepar: a 2-layer LSTM in a chain, (h, c) of (batch, 2, H) carried; its long stream
+    was measured and is within the default budget; fed here 40 steps one at a time, the
+    int8 stream file follows the user's module's per-step outputs within it too."""
+    out, reports = chains
+    e = int8_entry(reports["deepar"])
+    assert e["passed"], e["reason"]
+    assert e["stream"]["steps"] == LONG_STEPS and e["stream_artifact"] == "model_stream_int8.onnx"
+    x = np.random.default_rng(4).standard_normal((2, 40, 7)).astype(np.float32)
+    with torch.inference_mode():
+        want = chain_model("deepar")(torch.from_numpy(x)).numpy()      # (2, 40, 2)
+    sess = session(out / "deepar" / "model_stream_int8.onnx")
+    names = [i.name for i in sess.get_inputs()][2:]
+    states = {n: np.zeros((2, 2, 20), np.float32) for n in names}
+    got = []
+    for t in range(40):
+        y = sess.run(None, {"input": x[:, t:t + 1], "lengths": np.ones(2, np.int64), **states})
+        states = dict(zip(names, y[1:]))
+        got.append(y[0][:, 0])
+    err = np.abs(np.stack(got, 1) - want).max() / want.std()
+    assert err <= DEFAULT_BUDGET.max_rel_std
+
+
+def test_a_chain_without_an_int8_stream_says_why(chains):
+    out, reports = chains
+    e = int8_entry(reports["padded"])        # its stream graph runs the GRU operator
+    assert e["stream"] is None and "GRU operator" in e["stream_missing"]
+    assert not (out / "padded" / "model_stream_int8.onnx").exists()
+
+
+def test_valid_steps_only():
+    """A per-step output of a packed model is compared at each row's valid steps only."""
+    spec = type("S", (), {"lengths_name": "lengths"})()
+    y = np.arange(2 * 3 * 1, dtype=float).reshape(2, 3, 1)
+    np.testing.assert_array_equal(valid(spec, y, {"lengths": np.array([3, 1])}),
+                                  [[0], [1], [2], [3]])
+    np.testing.assert_array_equal(valid(spec, y, {}), y)

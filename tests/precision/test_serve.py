@@ -1,0 +1,129 @@
+"""Deployed variants served by the stand-in backends (one tritonserver start for the module):
+the user's 2-layer LSTM as `lstm2_onnx_int8` (onnxruntime backend, the int8 file) and as
+`lstm2_openvino` (openvino backend, f32), each with its stream twin, answer over HTTP and
+gRPC within the budget verify recorded, against the user's own eager fp32 module; a bf16
+model on this CPU (no AVX512_BF16/AMX) is refused in one line by `serve` before anything
+starts, and by the openvino stand-in itself when loaded behind preflight's back. Where the
+CPU has bf16 units the refusal tests are skipped (there bf16 would be served)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.errors import ServeError
+from pipeline.precision.bf16 import cpu_has_bf16
+from pipeline.publishing.publish import PublishConfig
+from pipeline.publishing.publish import main as publish
+from pipeline.publishing.signing import keygen
+from pipeline.publishing.triton import config_pbtxt
+from tests.serving.conftest import start, stop_and_check
+from tests.serving.test_faults import FREE_PORTS
+from tests.serving.test_imported import ask
+from tests.serving.test_serve import PROTOCOLS, client
+
+from . import models
+
+SERVED = ("onnx_int8", "openvino")     # Triton model suffixes, each with a stream_ twin
+no_bf16 = pytest.mark.skipif(cpu_has_bf16(), reason="this CPU runs bf16: it is served there")
+
+
+@pytest.fixture(scope="module")
+def deployed(users, tmp_path_factory):
+    """The deployed pairs of lstm2 published (signed) by `publish --deploy best`, the four
+    Triton models alone in the served repository, one server."""
+    out, _ = users
+    tmp = tmp_path_factory.mktemp("serve-variants")
+    keys = keygen(tmp / "keys")
+    choice = {"shapes": {"1x50": {"runtime": "onnx", "precision": "int8"},
+                         "64x200": {"runtime": "openvino", "precision": "fp32"}}}
+    (out / "lstm2" / "deployment.json").write_text(json.dumps(choice))
+    publish(PublishConfig("lstm2", out, tmp / "published", signing_key=keys["private"],
+                          deploy="best"), log=lambda s: None)
+    registry = tmp / "registry"
+    for key in SERVED:
+        for name in (f"lstm2_{key}", f"lstm2_stream_{key}"):
+            shutil.copytree(tmp / "published" / name, registry / name)
+    server = start(registry, public_key=keys["public"])
+    yield {"server": server, "registry": registry, "tmp": tmp}
+    stop_and_check(server)
+
+
+def recorded_budget(registry, name):
+    """The budget verify recorded for the pair, read from the served version's own files."""
+    report = json.loads((registry / name / "1" / "verification.json").read_text())
+    return report["budget"]
+
+
+def within(got, want, budget, what):
+    err = np.abs(got - want).max() / want.std()
+    labels = (got.argmax(-1) == want.argmax(-1)).mean()
+    assert err <= budget["max_rel_std"], f"{what}: max error {err:.2%} of std"
+    assert labels >= budget["label_agree"], f"{what}: labels agree on {labels:.1%}"
+    return err
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_served_variants_answer_within_the_recorded_budget(deployed, protocol):
+    x = np.random.default_rng(5).standard_normal((64, 30, models.FEATURES)).astype(np.float32)
+    with torch.inference_mode():        # the user's own module, fp32: the reference
+        want = models.lstm2()(torch.from_numpy(x)).numpy()
+    module, triton = client(deployed["server"], protocol)
+    errors = {}
+    with triton:
+        for key in SERVED:
+            got = ask(module, triton, "lstm2", key, {"input": x}, ["output"])["output"]
+            budget = recorded_budget(deployed["registry"], f"lstm2_{key}")
+            errors[key] = within(got, want, budget, key)
+            # the stream twin: 3 calls of 10 steps, (h, c) carried by the client
+            state = {n: np.zeros((64, 2, models.HIDDEN), np.float32) for n in ("h_in", "c_in")}
+            for t in range(0, 30, 10):
+                feeds = {"input": x[:, t:t + 10], "lengths": np.full(64, 10, np.int64), **state}
+                r = ask(module, triton, "lstm2", f"stream_{key}", feeds,
+                        ["output", "h_out", "c_out"])
+                state = {"h_in": r["h_out"], "c_in": r["c_out"]}
+            within(r["output"], want, budget, f"stream_{key}")
+    # not the same numbers: the int8 file really is another computation than f32
+    assert errors["onnx_int8"] > 10 * errors["openvino"]
+    assert "compiled in f32" in deployed["server"].log_text()
+
+
+@no_bf16
+def test_serve_refuses_bf16_on_this_cpu_in_one_line(deployed):
+    """A bf16 model in the repository: serve says why in one line, starts nothing."""
+    registry = deployed["tmp"] / "with-bf16"
+    shutil.copytree(deployed["registry"], registry)
+    bf16 = registry / "lstm2_openvino_bf16"
+    shutil.copytree(registry / "lstm2_openvino", bf16)
+    spec = _spec(bf16)
+    (bf16 / "config.pbtxt").write_text(config_pbtxt(spec, "openvino_bf16"))
+    r = CliRunner().invoke(cli, ["serve", *FREE_PORTS, "--registry", str(registry)])
+    assert r.exit_code == 1, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert "lstm2_openvino_bf16: HINT_BF16 asks for bf16, which this CPU cannot run" in r.output
+
+
+@no_bf16
+def test_openvino_stand_in_refuses_bf16_on_this_cpu(deployed):
+    """Loaded behind preflight's back (the restricted repository API), the backend itself
+    refuses: never an f32 model answering under a bf16 name."""
+    server, registry = deployed["server"], deployed["registry"]
+    bf16 = registry / "lstm2_openvino_bf16"
+    shutil.copytree(registry / "lstm2_openvino", bf16)
+    (bf16 / "config.pbtxt").write_text(config_pbtxt(_spec(bf16), "openvino_bf16"))
+    try:
+        with pytest.raises(ServeError, match="HINT_BF16 asks for bf16, which this CPU cannot "
+                                             r"run \(OpenVINO's CPU capabilities: FP32"):
+            server._model_control("load", bf16.name)
+        assert not server.model_ready(bf16.name)
+        assert server.model_ready("lstm2_openvino")       # the others keep serving
+    finally:
+        shutil.rmtree(bf16)
+
+
+def _spec(folder):
+    from pipeline.publishing.covered import release_spec
+    return release_spec(json.loads((folder / "1" / "manifest.json").read_text()))
