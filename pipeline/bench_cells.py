@@ -146,7 +146,7 @@ def time_cell(name: str, out: Path, repeats: int) -> list[dict]:
     model_dir = out / name
     choice = json.loads((model_dir / "deployment.json").read_text())["shapes"]
     module = user_module(name)
-    module.load_state_dict(torch.load(out / f"{name}.pt"))
+    module.load_state_dict(torch.load(out / f"{name}.pt", weights_only=True))
     rng, rows = np.random.default_rng(0), []
     for batch, seq in SHAPES:
         c = choice[f"{batch}x{seq}"]
