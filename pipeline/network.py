@@ -91,6 +91,8 @@ class _ChainStream(nn.Module):
         return [x] + states
 
 
+# One class per state count: TorchScript compiles a forward from its source, and the
+# stream contract takes each state as its own positional input (s0, s1, ...).
 class ChainStream1(_ChainStream):
     def forward(self, input: torch.Tensor, lengths: torch.Tensor, s0: torch.Tensor):
         r = self.run(input, lengths, [s0])
@@ -118,10 +120,45 @@ class ChainStream4(_ChainStream):
         return r[0], r[1], r[2], r[3], r[4]
 
 
+class ChainStream5(_ChainStream):
+    def forward(self, input: torch.Tensor, lengths: torch.Tensor, s0: torch.Tensor,
+                s1: torch.Tensor, s2: torch.Tensor, s3: torch.Tensor, s4: torch.Tensor):
+        r = self.run(input, lengths, [s0, s1, s2, s3, s4])
+        return r[0], r[1], r[2], r[3], r[4], r[5]
+
+
+class ChainStream6(_ChainStream):
+    def forward(self, input: torch.Tensor, lengths: torch.Tensor, s0: torch.Tensor,
+                s1: torch.Tensor, s2: torch.Tensor, s3: torch.Tensor, s4: torch.Tensor,
+                s5: torch.Tensor):
+        r = self.run(input, lengths, [s0, s1, s2, s3, s4, s5])
+        return r[0], r[1], r[2], r[3], r[4], r[5], r[6]
+
+
+class ChainStream7(_ChainStream):
+    def forward(self, input: torch.Tensor, lengths: torch.Tensor, s0: torch.Tensor,
+                s1: torch.Tensor, s2: torch.Tensor, s3: torch.Tensor, s4: torch.Tensor,
+                s5: torch.Tensor, s6: torch.Tensor):
+        r = self.run(input, lengths, [s0, s1, s2, s3, s4, s5, s6])
+        return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+
+
+class ChainStream8(_ChainStream):
+    def forward(self, input: torch.Tensor, lengths: torch.Tensor, s0: torch.Tensor,
+                s1: torch.Tensor, s2: torch.Tensor, s3: torch.Tensor, s4: torch.Tensor,
+                s5: torch.Tensor, s6: torch.Tensor, s7: torch.Tensor):
+        r = self.run(input, lengths, [s0, s1, s2, s3, s4, s5, s6, s7])
+        return r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
+
+
+STREAMS = (ChainStream1, ChainStream2, ChainStream3, ChainStream4, ChainStream5,
+           ChainStream6, ChainStream7, ChainStream8)
+
+
 def chain_stream(model: Chain, spec: ModelSpec) -> nn.Module:
-    """The TorchScript-able stream module (states positional: up to MAX_STREAM_STATES)."""
-    count = len(spec.state_names)
-    return (ChainStream1, ChainStream2, ChainStream3, ChainStream4)[count - 1](model)
+    """The TorchScript-able stream module (states positional: up to MAX_STREAM_STATES, the
+    number of classes in STREAMS; tests/layers check the two agree)."""
+    return STREAMS[len(spec.state_names) - 1](model)
 
 
 class ChainStreamReference:

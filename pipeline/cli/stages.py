@@ -73,9 +73,11 @@ def export(models, out, opset, precisions):
         manifest = main(ExportConfig(name, out, opset, precisions),
                         log=lambda s: click.echo(s, err=True))
         signature = manifest["signature"]
+        files = [f for f in ("model.pt", "model.onnx", "model_stream.pt", "model_stream.onnx")
+                 if (out / name / f).exists()] + ["manifest.json"]    # no stream: bidirectional
         click.echo(f"{name}: {signature['inputs'][0]['shape']} -> {signature['outputs'][0]['shape']}"
                    f", opset {manifest['onnx']['opset']} -> {out / name}/"
-                   f"{{model.pt,model.onnx,model_stream.pt,model_stream.onnx,manifest.json}}")
+                   f"{{{','.join(files)}}}")
         for p, entry in manifest.get("precisions", {}).items():
             files = ", ".join(entry["files"].values()) or \
                 f"none (runs {', '.join(entry.get('runs', {}).values())})"

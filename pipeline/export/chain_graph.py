@@ -37,8 +37,15 @@ def _net(layer, state: dict, index: int) -> _Net:
                       if k.startswith(prefix)})
 
 
-def _steps(b: GraphBuilder, net: _Net, x: str, form: str) -> str:
-    """Every step's top-layer output (B, S, D*H), in `form` (native or scan)."""
+def _steps(b: GraphBuilder, net: _Net, x: str, form: str, lengths: str | None = None) -> str:
+    """Every step's top-layer output (B, S, D*H), in `form` (native or scan). `lengths`: a
+    packed bidirectional layer, always the Scan, whose backward direction starts at each
+    row's own last valid step (the operators' sequence_lens is not portable: OpenVINO
+    ignores it, tract refuses one that is not a constant)."""
+    if lengths is not None:
+        top = net.scan(b, x, emit_top=(0,), lengths=lengths)[-1]
+        ys = [b.op("Transpose", [steps[0]], perm=[2, 0, 1]) for _, steps in top]
+        return b.op("Concat", ys, axis=2)
     if form == "native" and net.fam.native_op:
         y, _ = net.native(b, x)[-1]                                     # (S, D, B, H)
         return b.op("Reshape", [b.op("Transpose", [y], perm=[2, 0, 1, 3]), b.ints(0, 0, -1)])
@@ -53,6 +60,26 @@ def _final(b: GraphBuilder, net: _Net, x: str, form: str) -> str:
         _, finals = net.native(b, x)[-1]
         return b.op("Squeeze", [finals[0], b.ints(0)])
     return b.op("Transpose", [net.scan(b, x)[-1][0][0][0]], perm=[1, 0])
+
+
+def _flips(layer) -> bool:
+    """A packed bidirectional layer: its backward direction reverses each row alone."""
+    return layer.packed and layer.bidirectional
+
+
+def _mask(b: GraphBuilder, x: str, lengths: str) -> str:
+    """x (B, S, W) with zeros at each row's steps past its length, as pad_packed_sequence
+    gives them (what the recurrence computed over the padding is never passed on)."""
+    import numpy as np
+
+    from .onnx_graph import _fill_int
+    seq = b.op("Shape", [x], start=1, end=2)
+    t = b.op("CumSum", [b.op("ConstantOfShape", [seq], value=_fill_int(1)),
+                        b.const(0, "axis", np.int64)], exclusive=1)        # (S,) 0..S-1
+    live = b.op("Less", [b.op("Unsqueeze", [t, b.ints(0)]),
+                         b.op("Unsqueeze", [lengths, b.ints(1)])])         # (B, S)
+    return b.op("Where", [b.op("Unsqueeze", [live, b.ints(2)]), x,
+                          b.const(np.zeros(1, np.float32), "zero")])
 
 
 def _one_if(b: GraphBuilder, cond, write) -> str:
@@ -92,14 +119,17 @@ def build_chain_onnx(spec: ModelSpec, state: dict, opset: int = 18):
                     and not layer.bidirectional:
                 x, skip = _final(b, nets[i], x, form), True
             elif layer.kind == "recurrent":
-                x = _steps(b, nets[i], x, form)
+                x = _steps(b, nets[i], x, form, lengths if _flips(layer) else None)
+                if layer.packed and (after is None or after.kind != "readout"):
+                    x = _mask(b, x, lengths)    # pad_packed_sequence's zeros past lengths
             elif layer.kind == "readout":
                 x = layer.onnx(b, x, w, lengths)
             else:
                 x = layer.onnx(b, x, w)
         return x
 
-    limits = [n.fam.native_batch_limit(n.H) for n in nets.values() if n.fam.native_op]
+    limits = [n.fam.native_batch_limit(n.H) for i, n in nets.items()
+              if n.fam.native_op and not _flips(chain[i])]
     cond = None
     if limits:
         batch = b.op("Shape", [spec.input_name], start=0, end=1)

@@ -89,11 +89,13 @@ class _Net:
         return out
 
     def scan(self, b: GraphBuilder, x: str, init=None, emit_top: tuple[int, ...] = (),
-             emit_lower: tuple[int, ...] = (0,)):
+             emit_lower: tuple[int, ...] = (0,), lengths: str | None = None):
         """Per layer, per direction: (final states [(H, B)...], {state index: (S, H, B) steps}).
         Layers below the top emit the states in `emit_lower` per step (h at least: the next
         layer's input), the top layer those in `emit_top`. init: per layer, per state, (H, B)
-        names; None: zeros."""
+        names; None: zeros. `lengths` (B,): a packed layer, whose backward direction reverses
+        each row's first lengths steps only (it starts at the row's own last valid step; its
+        final states are then not the rows' own, read its steps)."""
         fam, H, spec = self.fam, self.H, self.spec
         batch = b.op("Shape", [x], start=0, end=1)
         seq = b.op("Shape", [x], start=1, end=2)
@@ -110,7 +112,7 @@ class _Net:
             zeros = b.op("ConstantOfShape", [b.op("Concat", [b.ints(H), batch], axis=0)],
                          value=_fill(0.0))
             init = [[zeros] * fam.states for _ in self.layers]
-        rev = []
+        rev, rows = [], []       # the reversal's index (scan's, or per row), made once
 
         def reverse(b):      # seq-1, ..., 0: the Gather index that reverses time (axis 0);
             if not rev:      # a reversed exclusive CumSum of ones (tract cannot type Range)
@@ -127,11 +129,13 @@ class _Net:
                 w_aug, consts = fam.scan_weights(w)
                 # the backward direction scans the time-reversed sequence and reverses its
                 # per-step outputs back (the reference evaluator has no scan directions)
-                xd = xa if d == 0 else b.op("Gather", [xa, reverse(b)], axis=0)
+                flip = (lambda y: b.op("Gather", [y, reverse(b)], axis=0)) if lengths is None \
+                    else (lambda y: _flip_rows(b, y, seq, lengths, rows))
+                xd = xa if d == 0 else flip(xa)
                 p = b.op("MatMul", [b.const(w_aug), xd])                  # (S, G*H, B)
                 finals, steps = self._scan_one(b, p, init[k], consts, emit)
                 if d == 1:
-                    steps = {i: b.op("Gather", [y, reverse(b)], axis=0) for i, y in steps.items()}
+                    steps = {i: flip(y) for i, y in steps.items()}
                 per_dir.append((finals, steps))
             out.append(per_dir)
             if k < len(self.layers) - 1:     # the next layer's input: h of every direction
@@ -288,6 +292,21 @@ def stream_states(b: GraphBuilder, net: _Net, x: str, lengths: str, ins: list[st
         full = b.op("Equal", [shortest, b.op("Shape", [x], start=1, end=2)])
         states = _if(b, full, native, scan)
     return (states[:-1], states[-1]) if steps else (states, None)
+
+
+def _flip_rows(b, y: str, seq: str, lengths: str, cache: list) -> str:
+    """y (S, W, B) with each row's first lengths steps in reverse order, the rest kept
+    (ReverseSequence, as GatherElements: an involution, so it also flips back)."""
+    if not cache:
+        t = b.op("CumSum", [b.op("ConstantOfShape", [seq], value=_fill_int(1)),
+                            b.const(0, "axis", np.int64)], exclusive=1)     # (S,) 0..S-1
+        t = b.op("Unsqueeze", [t, b.ints(1)])                                # (S, 1)
+        n = b.op("Unsqueeze", [lengths, b.ints(0)])                          # (1, B)
+        back = b.op("Sub", [b.op("Sub", [n, b.ints(1)]), t])                # n - 1 - t
+        idx = b.op("Where", [b.op("Less", [t, n]), back, t])                 # (S, B)
+        cache.append(b.op("Unsqueeze", [idx, b.ints(1)]))                    # (S, 1, B)
+    idx = b.op("Expand", [cache[0], b.op("Shape", [y])])
+    return b.op("GatherElements", [y, idx], axis=0)
 
 
 def _last_step(b, y: str, x: str) -> str:

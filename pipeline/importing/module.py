@@ -4,8 +4,10 @@ from it (trace.py) computes, or the import is refused.
 The factory's module gets the weights (its own keys, strictly); the canonical model built
 from the chain gets the same weights under its keys, and both run on seeded random inputs
 at several batch x seq shapes, batch 1 included (token ids inside the vocabulary, ragged
-lengths for a packed forward); any difference beyond the spec's tolerance refuses the
-import, naming the shape and the size. So whatever the reading missed (a functional call
+lengths for a packed forward, the longest row shorter than seq at the last shape); any
+difference beyond the spec's tolerance refuses the import, naming the shape and the size.
+A packed per-step output of max(lengths) steps (pad_packed_sequence without total_length)
+is compared on those steps: the artifacts give seq steps, of which those are the first. So whatever the reading missed (a functional call
 fx saw but the chain does not hold, a cell loop recorded wrongly) is caught here.
 """
 from __future__ import annotations
@@ -60,9 +62,11 @@ def load_user_module(target: str, state: dict):
     return theirs.float().eval()
 
 
-def check_inputs(spec: ModelSpec, batch: int, seq: int, generator, sorted_lengths=False):
+def check_inputs(spec: ModelSpec, batch: int, seq: int, generator, sorted_lengths=False,
+                 longest: int | None = None):
     """Seeded torch inputs of the spec's contract: features, or ids inside the vocabulary;
-    ragged lengths (row 0 full) for a packed forward, longest first if it wants them so."""
+    ragged lengths (row 0 `longest`, default seq) for a packed forward, longest first if
+    it wants them so."""
     import torch
 
     if spec.input_kind == "tokens":
@@ -71,8 +75,9 @@ def check_inputs(spec: ModelSpec, batch: int, seq: int, generator, sorted_length
         x = torch.randn(batch, seq, spec.input_size, generator=generator)
     if not spec.takes_lengths:
         return (x,)
-    lengths = torch.randint(1, seq + 1, (batch,), generator=generator)
-    lengths[0] = seq
+    longest = longest or seq
+    lengths = torch.randint(1, longest + 1, (batch,), generator=generator)
+    lengths[0] = longest
     if sorted_lengths:
         lengths = lengths.sort(descending=True).values
     return x, lengths
@@ -88,7 +93,8 @@ def check_module(target: str, theirs, model, spec: ModelSpec, read_as: str,
     generator = torch.Generator().manual_seed(0)
     want = tuple(spec.output.shape)
     for batch, seq in CHECK_SHAPES:
-        args = check_inputs(spec, batch, seq, generator, sorted_lengths)
+        args = check_inputs(spec, batch, seq, generator, sorted_lengths,
+                            seq - 1 if (batch, seq) == CHECK_SHAPES[-1] else None)
         with torch.inference_mode():
             expected = model(*args)
             try:
@@ -96,6 +102,9 @@ def check_module(target: str, theirs, model, spec: ModelSpec, read_as: str,
             except Exception as exc:
                 raise ImportRefused(f"--module {target!r}: its forward fails on a batch {batch}, "
                                     f"seq {seq} input ({first_line(exc)})") from None
+        if isinstance(got, torch.Tensor) and spec.per_step and spec.takes_lengths and \
+                got.dim() == 3 and got.size(1) == int(args[1].max()):
+            expected = expected[:, :got.size(1)]     # pad_packed_sequence without total_length
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(expected.shape):
             what = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             raise ImportRefused(f"--module {target!r}: its forward returns {what} at batch "

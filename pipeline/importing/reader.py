@@ -12,18 +12,20 @@ from __future__ import annotations
 import operator
 
 from ..layers import Activation, Dropout, Embedding, Readout, Recurrent
+from .packing import Packing
 from .statedict import ImportRefused
 from .trace import (ALPHA, STACKS, Traced, Value, _index_words, _is_last_step, _name,
                     leaf_layer, where)
 
 
-class Reader:
+class Reader(Packing):
     def __init__(self, root, originals):
         import torch
         from torch.nn import functional as F
         self.root, self.torch, self.originals = root, torch, originals
         self.layers, self.prefixes, self.kind, self.notes = [], {}, "features", []
         self.sorted_lengths = False
+        self.padded = None           # the pad_packed_sequence node, once one unpacked a layer
         self.fns = {F.relu: "relu", torch.relu: "relu", torch.tanh: "tanh", F.tanh: "tanh",
                     torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.gelu: "gelu",
                     F.leaky_relu: "leaky_relu", F.elu: "elu", F.silu: "silu",
@@ -84,6 +86,7 @@ class Reader:
                 self.refuse(node, f"h_n[{v.item}] alone (only h_n[-1], or cat(h_n[-2], "
                                   "h_n[-1]) of a bidirectional layer)")
             layer = self.layers[-1]
+            self._not_padding(node, "h_n[-1]")
             return self.append(node, Value("seq", v.pos, v.width, v.directions),
                                Readout("final_state", v.width, v.directions),
                                width=layer.hidden)
@@ -131,9 +134,6 @@ class Reader:
             self.refuse(node, f"nn.{name} ({node.target}) with batch_first=False")
         if getattr(m, "proj_size", 0):
             self.refuse(node, f"nn.LSTM ({node.target}) with proj_size")
-        if v.packed and m.bidirectional:
-            self.refuse(node, f"a bidirectional nn.{name} ({node.target}) on a packed "
-                              "sequence (not supported yet)")
         cell = STACKS[name] or ("rnn_relu" if m.nonlinearity == "relu" else "rnn_tanh")
         self._width(node, v, m.input_size)
         layer = Recurrent(cell, "stack", m.input_size, m.hidden_size, m.num_layers,
@@ -163,8 +163,7 @@ class Reader:
         if target is self.originals["pack_padded_sequence"]:
             return self.pack(node, vals)
         if target is self.originals["pad_packed_sequence"]:
-            self.refuse(node, "pad_packed_sequence: a per-step output of a packed forward "
-                              "(read h_n[-1] instead)")
+            return self.unpack(node, vals)
         if v is not None and v.what == "lengths" and target in ("cpu", "to", "long", "int"):
             return v
         if target in ("contiguous",) and v is not None:
@@ -217,6 +216,7 @@ class Reader:
     def readout(self, node, v, how):
         if v.pos != len(self.layers) or not self.layers:
             self.refuse(node, f"{_name(node)} reads a value again after later layers")
+        self._not_padding(node, _name(node) if how != "last_step" else "out[:, -1]")
         return self.append(node, v, Readout(how, v.width, v.directions))
 
     def _one_state(self):
@@ -244,6 +244,11 @@ class Reader:
                 self.refuse(node, f"h_n[{index!r}]")
             return Value("h_item", v.pos, v.width, v.directions,
                          item=index - count if index >= 0 else index)
+        if v.what == "padded":
+            if index != 0:
+                self.refuse(node, "the lengths returned by pad_packed_sequence (the forward "
+                                  "already has them)")
+            return Value("seq", v.pos, v.width, v.directions)
         if v.what == "maxed" and index == 0:
             return self.readout(node, Value("seq", v.pos, v.width, v.directions), "max")
         if v.what == "seq" and _is_last_step(index):
@@ -259,23 +264,8 @@ class Reader:
                 [i.item for i in items] == [-2, -1] and dim in (1, -1) and \
                 items[0].directions == 2:
             v = items[1]
+            self._not_padding(node, "torch.cat((h_n[-2], h_n[-1]))")
             return self.append(node, Value("seq", v.pos, v.width, v.directions),
                                Readout("final_state_both", v.width, 2))
         self.refuse(node, "torch.cat of other values than (h_n[-2], h_n[-1]) of a "
                           "bidirectional layer")
-
-    def pack(self, node, vals):
-        args, kw = node.args, node.kwargs
-        v = vals[args[0]]
-        lengths = vals.get(args[1] if len(args) > 1 else kw.get("lengths"))
-        if v.what not in ("input", "seq") or v.pos != len(self.layers) or lengths is None \
-                or lengths.what != "lengths":
-            self.refuse(node, "pack_padded_sequence of other than the model's sequence and "
-                              "forward's lengths")
-        if not (args[2] if len(args) > 2 else kw.get("batch_first", False)):
-            self.refuse(node, "pack_padded_sequence with batch_first=False")
-        if (args[3] if len(args) > 3 else kw.get("enforce_sorted", True)):
-            self.notes.append("enforce_sorted=True: your forward takes lengths sorted longest "
-                              "first; the artifacts take them in any order")
-            self.sorted_lengths = True
-        return Value("seq", v.pos, v.width, 1, packed=True)

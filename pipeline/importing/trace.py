@@ -11,7 +11,9 @@ own nested modules are traced through), and each node is read into the chain:
   readouts  out[:, -1], h_n[-1], h_n.squeeze(0) (one layer), torch.cat((h_n[-2], h_n[-1]),
             1), .mean(1), .max(1)[0] / .values, .amax(1); the (output, state) tuples
   packing   forward(x, lengths): pack_padded_sequence(x, lengths[.cpu()], batch_first=True,
-            enforce_sorted=...) -> recurrent layers -> h_n (read at each row's length)
+            enforce_sorted=...) -> recurrent layers (one-way or bidirectional) -> h_n
+            (read at each row's length), or pad_packed_sequence(batch_first=True[,
+            total_length=x.size(1)]) -> per-step layers (packing.py)
 
 Anything else is refused in one line naming it and its place in the user's source
 (file:line): an unknown module (nn.MultiheadAttention, nn.Conv1d...), a residual add, a
@@ -63,7 +65,7 @@ class Value:
 def where(node) -> str:
     """file:line of a traced node in the user's source ('' if fx recorded none)."""
     found = [f for f in re.findall(r'File "([^"]+)", line (\d+)', node.stack_trace or "")
-             if "/torch/" not in f[0]]
+             if "/torch/" not in f[0] and f[0] != __file__]     # not _wrapped's own line
     return f" at {found[-1][0].rsplit('/', 1)[-1]}:{found[-1][1]}" if found else ""
 
 

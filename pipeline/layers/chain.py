@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .readout import STREAMABLE
 
-MAX_STREAM_STATES = 4      # the TorchScript stream forms take states positionally (network.py)
+MAX_STREAM_STATES = 8      # the TorchScript stream forms take states positionally (network.py
+                           # has one class per count, STREAMS; e.g. three LSTM layers: 6)
 
 
 def widths(spec) -> list[int]:

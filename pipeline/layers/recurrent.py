@@ -4,7 +4,8 @@
 
 (batch, seq, inputs) -> (batch, seq, directions x hidden), every step's top-layer output;
 a Readout after it turns that into one row. `packed`: the user's forward ran it on a
-pack_padded_sequence, so each row stops at its own length (the artifacts take `lengths`).
+pack_padded_sequence, so each row stops at its own length (the artifacts take `lengths`),
+a backward direction starts at it, and its steps past it are zeros (pad_packed_sequence).
 In a stream it carries its state: h (and c for an LSTM), (batch, [layers,] hidden) each.
 Its ONNX nodes are the export stage's (pipeline/export/chain_graph.py), which writes the
 recurrent operators for every family; its weights are the family's torch module's.

@@ -14,9 +14,9 @@ from pipeline.export import ExportConfig
 from pipeline.export import main as export
 from pipeline.importing import ImportConfig
 from pipeline.importing import main as import_model
-from pipeline.predict import check_stream_feeds
 from pipeline.runtimes import STREAM_ARTIFACTS, artifact, load_runner, load_stream_runner
 
+from .chain_checks import check_artifact, check_stream, inputs
 from .chain_models import CHAINS, chain_model
 
 RUNTIMES = ("torchscript", "onnx", "openvino", "tract", "onnx-reference")
@@ -38,19 +38,6 @@ def chains(tmp_path_factory):
             out=out), log=lambda s: None)["spec"]
         export(ExportConfig(name, out), log=lambda s: None)
     return out, specs
-
-
-def _inputs(spec, rng, batch, seq):
-    """Seeded inputs in the spec's kind, and ragged lengths (longest first) where it packs."""
-    if spec.input_kind == "tokens":
-        x = rng.integers(0, spec.input_size, (batch, seq)).astype(np.int64)
-    else:
-        x = rng.standard_normal((batch, seq, spec.input_size)).astype(np.float32)
-    feeds = {"input": x}
-    if spec.takes_lengths:
-        feeds["lengths"] = np.sort(rng.integers(1, seq + 1, batch))[::-1].copy()
-        feeds["lengths"][0] = seq
-    return feeds
 
 
 def test_each_model_reads_as_its_chain(chains):
@@ -75,11 +62,8 @@ def test_artifacts_compute_the_users_forward(chains, name, runtime):
     runner = load_runner(runtime, spec, out / name / artifact(runtime))
     rng = np.random.default_rng(21)
     for batch, seq in SHAPES:
-        feeds = _inputs(spec, rng, batch, seq)
-        with torch.inference_mode():
-            want = theirs(*(torch.from_numpy(v) for v in feeds.values())).numpy()
-        np.testing.assert_allclose(runner.run(feeds)["output"], want, atol=2e-5, rtol=2e-5,
-                                   err_msg=f"{runtime} at {batch}x{seq}")
+        check_artifact(runner, spec, theirs, inputs(spec, rng, batch, seq),
+                       f"{runtime} at {batch}x{seq}")
 
 
 @pytest.mark.parametrize("runtime", ("torchscript", "onnx", "openvino"))
@@ -90,37 +74,7 @@ def test_stream_artifacts_compute_the_users_forward(chains, name, runtime):
     out, specs = chains
     spec, theirs = specs[name], chain_model(name)
     runner = load_stream_runner(runtime, spec, out / name / artifact(runtime, stream=True))
-    rng = np.random.default_rng(22)
-    x = _inputs(spec, rng, 4, 15)["input"]
-    lengths = np.array([15, 1, 8, 4])
-    padded = x.copy()
-    for i, n in enumerate(lengths):       # other values past each length
-        padded[i, n:] = rng.integers(0, spec.input_size, padded[i, n:].shape) \
-            if spec.input_kind == "tokens" else 1e3
-    got = runner.run(check_stream_feeds({"input": padded, "lengths": lengths}, spec,
-                                        "ragged"))["output"]
-    with torch.inference_mode():
-        for i, n in enumerate(lengths):
-            row = [torch.from_numpy(x[i:i + 1, :n])] + \
-                ([torch.tensor([n])] if spec.takes_lengths else [])
-            want = theirs(*row).numpy()
-            have = got[i:i + 1, :n] if spec.per_step else got[i:i + 1]
-            np.testing.assert_allclose(have, want, atol=2e-5, rtol=2e-5,
-                                       err_msg=f"{runtime} row {i} ({n} steps)")
-    states, start, steps = {}, 0, []
-    for n in (1, 9, 5):
-        result = runner.run(check_stream_feeds({"input": x[:, start:start + n], **states,
-                                                "lengths": np.full(4, n, np.int64)}, spec,
-                                               "chunk"))
-        states = {i: result[o] for i, o in spec.state_names}
-        steps.append(result["output"])
-        start += n
-    with torch.inference_mode():
-        whole = [torch.from_numpy(x)] + ([torch.full((4,), 15)] if spec.takes_lengths else [])
-        want = theirs(*whole).numpy()
-    have = np.concatenate(steps, axis=1) if spec.per_step else result["output"]
-    np.testing.assert_allclose(have, want, atol=2e-5, rtol=2e-5,
-                               err_msg=f"{runtime} chunked 1+9+5")
+    check_stream(runner, spec, theirs, np.random.default_rng(22), runtime)
 
 
 def test_no_stream_form_is_said_why(chains):

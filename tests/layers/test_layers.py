@@ -110,3 +110,26 @@ def test_seed_configs_are_written_as_before_and_chains_round_trip():
     with pytest.raises(ValueError, match="takes 13 features, gets 12"):
         ModelSpec("bad", "regression", 50, 16, 5, cell="lstm", input_kind="tokens",
                   layers=(Embedding(50, 12), Recurrent("lstm", "stack", 13, 16), Linear(16, 5)))
+
+
+def test_every_stream_state_count_has_a_torchscript_form_and_more_say_why():
+    """Chains of k one-layer LSTMs (2k states): up to MAX_STREAM_STATES a stream module that
+    TorchScript compiles and that takes input, lengths and each state positionally; past it,
+    no stream form and one line that says why."""
+    from pipeline.layers.chain import MAX_STREAM_STATES
+    from pipeline.network import build_chain, chain_stream
+
+    def lstms(k):
+        return ModelSpec(f"lstm{k}", "regression", 3, 4, 2, cell="lstm",
+                         layers=(*(Recurrent("lstm", "stack", 3 if i == 0 else 4, 4)
+                                   for i in range(k)), Linear(4, 2)))
+    for k in range(1, MAX_STREAM_STATES // 2 + 1):
+        spec = lstms(k)
+        assert spec.has_stream and len(spec.state_names) == 2 * k
+        scripted = torch.jit.script(chain_stream(build_chain(spec).eval(), spec))
+        states = [torch.zeros(2, 4) for _ in range(2 * k)]
+        result = scripted(torch.randn(2, 3, 3), torch.tensor([3, 1]), *states)
+        assert len(result) == 1 + 2 * k and result[0].shape == (2, 3, 2)
+    spec = lstms(MAX_STREAM_STATES // 2 + 1)
+    assert not spec.has_stream
+    assert spec.stream_refusal == f"more than {MAX_STREAM_STATES} state tensors"
