@@ -9,7 +9,10 @@ layer is written here by onnx_graph.py's `_Net`, the same forms the seed-form mo
 (batch, seq, D*H). A one-way layer followed by a last-step or final-state readout gives its
 final state instead (no per-step copy). With `lengths` (a packed forward, and every stream)
 the readout reads each row at its own last valid step, which a one-way recurrence reaches
-without reading the padding after it.
+without reading the padding after it. A packed layer's per-step output is masked to zeros
+past each row's length (pad_packed_sequence's), and a packed bidirectional layer's
+backward direction runs over each row's own steps reversed (`_native_flipped`, or the
+Scan with `lengths`).
 
 The stream graph runs each recurrent layer from its given states (onnx_graph.stream_states:
 each state gathered at lengths - 1, and the top layer's h at every step for what follows).
@@ -39,9 +42,11 @@ def _net(layer, state: dict, index: int) -> _Net:
 
 def _steps(b: GraphBuilder, net: _Net, x: str, form: str, lengths: str | None = None) -> str:
     """Every step's top-layer output (B, S, D*H), in `form` (native or scan). `lengths`: a
-    packed bidirectional layer, always the Scan, whose backward direction starts at each
-    row's own last valid step (the operators' sequence_lens is not portable: OpenVINO
-    ignores it, tract refuses one that is not a constant)."""
+    packed bidirectional layer, whose backward direction starts at each row's own last
+    valid step (the operators' sequence_lens is not portable: OpenVINO and the reference
+    evaluator ignore it, tract refuses it; docs/chains.md)."""
+    if lengths is not None and form == "native" and net.fam.native_op:
+        return _native_flipped(b, net, x, lengths)
     if lengths is not None:
         top = net.scan(b, x, emit_top=(0,), lengths=lengths)[-1]
         ys = [b.op("Transpose", [steps[0]], perm=[2, 0, 1]) for _, steps in top]
@@ -60,6 +65,35 @@ def _final(b: GraphBuilder, net: _Net, x: str, form: str) -> str:
         _, finals = net.native(b, x)[-1]
         return b.op("Squeeze", [finals[0], b.ints(0)])
     return b.op("Transpose", [net.scan(b, x)[-1][0][0][0]], perm=[1, 0])
+
+
+def _native_flipped(b: GraphBuilder, net: _Net, x: str, lengths: str) -> str:
+    """A packed bidirectional layer with the family's operator, one forward operator per
+    direction: the backward one runs over each row's first lengths steps reversed, and its
+    output is flipped back the same way (onnx_graph._flip_rows). (B, S, 2H)"""
+    import numpy as np
+
+    from .onnx_graph import _fill, _flip_rows
+    fam, H = net.fam, net.H
+    xs = b.op("Transpose", [x], perm=[1, 0, 2])                             # (S, B, F)
+    seq = b.op("Shape", [x], start=1, end=2)
+    batch = b.op("Shape", [x], start=0, end=1)
+    zeros = b.op("ConstantOfShape", [b.op("Concat", [b.ints(1), batch, b.ints(H)], axis=0)],
+                 value=_fill(0.0))                                           # (1, B, H)
+    index: list = []
+    for dirs in net.layers:
+        ys = []
+        for d, w in enumerate(dirs):
+            g = w.gates(fam.onnx_order)
+            xd = xs if d == 0 else _flip_rows(b, xs, seq, lengths, index, batch_axis=1)
+            y, *_ = b.op(fam.native_op, [xd, b.const(g.w_ih[None]), b.const(g.w_hh[None]),
+                                         b.const(np.concatenate([g.b_ih, g.b_hh])[None]), "",
+                                         *[zeros] * fam.states],
+                         1 + fam.states, **fam.native_attrs(H))              # (S, 1, B, H)
+            y = b.op("Squeeze", [y, b.ints(1)])                               # (S, B, H)
+            ys.append(y if d == 0 else _flip_rows(b, y, seq, lengths, index, batch_axis=1))
+        xs = b.op("Concat", ys, axis=2)                                      # (S, B, 2H)
+    return b.op("Transpose", [xs], perm=[1, 0, 2])
 
 
 def _flips(layer) -> bool:
@@ -128,8 +162,7 @@ def build_chain_onnx(spec: ModelSpec, state: dict, opset: int = 18):
                 x = layer.onnx(b, x, w)
         return x
 
-    limits = [n.fam.native_batch_limit(n.H) for i, n in nets.items()
-              if n.fam.native_op and not _flips(chain[i])]
+    limits = [n.fam.native_batch_limit(n.H) for n in nets.values() if n.fam.native_op]
     cond = None
     if limits:
         batch = b.op("Shape", [spec.input_name], start=0, end=1)

@@ -294,19 +294,19 @@ def stream_states(b: GraphBuilder, net: _Net, x: str, lengths: str, ins: list[st
     return (states[:-1], states[-1]) if steps else (states, None)
 
 
-def _flip_rows(b, y: str, seq: str, lengths: str, cache: list) -> str:
-    """y (S, W, B) with each row's first lengths steps in reverse order, the rest kept
-    (ReverseSequence, as GatherElements: an involution, so it also flips back)."""
+def _flip_rows(b, y: str, seq: str, lengths: str, cache: list, batch_axis: int = 2) -> str:
+    """y (S, W, B), or (S, B, W) with batch_axis 1, with each row's first lengths steps in
+    reverse order, the rest kept (ReverseSequence, written as GatherElements, which every
+    runtime here computes alike; an involution, so it also flips back)."""
     if not cache:
         t = b.op("CumSum", [b.op("ConstantOfShape", [seq], value=_fill_int(1)),
                             b.const(0, "axis", np.int64)], exclusive=1)     # (S,) 0..S-1
         t = b.op("Unsqueeze", [t, b.ints(1)])                                # (S, 1)
         n = b.op("Unsqueeze", [lengths, b.ints(0)])                          # (1, B)
         back = b.op("Sub", [b.op("Sub", [n, b.ints(1)]), t])                # n - 1 - t
-        idx = b.op("Where", [b.op("Less", [t, n]), back, t])                 # (S, B)
-        cache.append(b.op("Unsqueeze", [idx, b.ints(1)]))                    # (S, 1, B)
-    idx = b.op("Expand", [cache[0], b.op("Shape", [y])])
-    return b.op("GatherElements", [y, idx], axis=0)
+        cache.append(b.op("Where", [b.op("Less", [t, n]), back, t]))         # (S, B)
+    idx = b.op("Unsqueeze", [cache[0], b.ints(3 - batch_axis)])      # (S, 1, B) | (S, B, 1)
+    return b.op("GatherElements", [y, b.op("Expand", [idx, b.op("Shape", [y])])], axis=0)
 
 
 def _last_step(b, y: str, x: str) -> str:
