@@ -22,8 +22,9 @@ file and what is wrong, e.g. `x.npy: NaN at index (3, 12, 0)`:
   overflow is refused), any other refused; no NaN or Inf (the first one's index is given).
   A token model (a chain starting with an Embedding, issue 22) takes integer ids instead:
   rank 2 (batch, seq), every id in 0..vocabulary-1; its .csv holds one id per row. A
-  per-step model writes (batch, seq, outputs); a model whose forward packs its input runs
-  every row at full length here (give ragged rows through `--stream`, or `score`).
+  per-step model writes (batch, seq, outputs); a model whose forward packs its input takes
+  each row's length from the .npz's `lengths` array (batch,) in 1..seq beside `input`, and
+  runs every row at full length without one.
 
     python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
 
@@ -101,6 +102,18 @@ def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
                 return archive[spec.input_name]
             raise InputError(f"{path}: holds arrays {names}; give exactly one, or name one "
                              f"{spec.input_name!r}")
+
+
+def _packed_lengths(path: Path, spec: ModelSpec, shape: tuple[int, int]) -> np.ndarray:
+    """A packed forward's lengths: the .npz's `lengths` array (checked: integers in
+    1..seq, one per row), else every row full length."""
+    batch, seq = shape
+    if path.suffix.lower() == ".npz":
+        with _reading(path), np.load(path, allow_pickle=False) as archive:
+            if spec.lengths_name in archive.files:
+                return check_lengths(np.asarray(archive[spec.lengths_name]), batch, seq,
+                                     str(path), spec.lengths_name)
+    return np.full(batch, seq, np.int64)
 
 
 @contextlib.contextmanager
@@ -305,8 +318,8 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
     spec = runner.spec
     x = load_input(config.input, spec)                  # (batch, seq, features) or ids
     feeds = {spec.input_name: x}
-    if spec.takes_lengths:                              # a packed forward: rows full length
-        feeds[spec.lengths_name] = np.full(x.shape[0], x.shape[1], np.int64)
+    if spec.takes_lengths:                              # a packed forward: (batch,)
+        feeds[spec.lengths_name] = _packed_lengths(Path(config.input), spec, x.shape[:2])
     y = runner.run(feeds)[spec.output_name]             # (batch, [seq,] output_size)
     log(f"{spec.name} ({runner.name}): {x.shape} -> {y.shape}")
     if config.output is not None:

@@ -15,10 +15,13 @@ import onnx
 import pytest
 import torch
 
+from pipeline.errors import InputError
 from pipeline.export import ExportConfig
 from pipeline.export import main as export
 from pipeline.importing import ImportConfig, ImportRefused
 from pipeline.importing import main as import_model
+from pipeline.predict import PredictConfig
+from pipeline.predict import main as predict
 from pipeline.publishing.triton import parse_config, stream_config_pbtxt
 from pipeline.runtimes import STREAM_ARTIFACTS, artifact, load_runner, load_stream_runner
 
@@ -124,3 +127,23 @@ def test_each_refusal_is_one_located_line_and_writes_nothing(tmp_path, name):
                                   module=f"tests.importing.packed_models:{cls.__name__}"))
     assert "\n" not in str(caught.value)
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("runtime", ("onnx", "torchscript"))
+def test_predict_takes_each_rows_length_from_the_npz(packed, tmp_path, runtime):
+    """A packed model (no stream form: bidirectional) gets ragged rows through predict: the
+    .npz's `lengths` beside `input`; one out of 1..seq is refused in one line."""
+    out, specs = packed
+    spec = specs["pbigru"]
+    feeds = inputs(spec, np.random.default_rng(33), 3, 10)
+    feeds["lengths"] = np.array([4, 10, 1])
+    np.savez(tmp_path / "x.npz", **feeds)
+    got = predict(PredictConfig("pbigru", tmp_path / "x.npz", runtime, out=out),
+                  log=lambda s: None)["output"]
+    with torch.inference_mode():
+        want = packed_model("pbigru")(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+    np.savez(tmp_path / "bad.npz", input=feeds["input"], lengths=np.array([4, 11, 1]))
+    with pytest.raises(InputError, match=r"lengths\[1\] = 11 is out of range") as caught:
+        predict(PredictConfig("pbigru", tmp_path / "bad.npz", runtime, out=out))
+    assert "\n" not in str(caught.value)
