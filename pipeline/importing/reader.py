@@ -246,8 +246,8 @@ class Reader(Packing):
                          item=index - count if index >= 0 else index)
         if v.what == "padded":
             if index != 0:
-                self.refuse(node, "the lengths returned by pad_packed_sequence (the forward "
-                                  "already has them)")
+                self.refuse(node, "the lengths returned by pad_packed_sequence (to gather "
+                                  "each row's last valid step, read h_n[-1] instead)")
             return Value("seq", v.pos, v.width, v.directions)
         if v.what == "maxed" and index == 0:
             return self.readout(node, Value("seq", v.pos, v.width, v.directions), "max")

@@ -166,8 +166,27 @@ class PackedPadValue(nn.Module):
         return self.fc(out)
 
 
+class PackedGatherLast(nn.Module):
+    """Refused: each row's last valid step gathered with pad_packed_sequence's lengths."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x, lengths):
+        out, _ = self.rnn(pack_padded_sequence(x, lengths, batch_first=True,
+                                               enforce_sorted=False))
+        out, out_lengths = pad_packed_sequence(out, batch_first=True)
+        idx = (out_lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
+        return self.fc(out.gather(1, idx).squeeze(1))
+
+
 # name -> (class, what the one line must say)
 PACKED_REFUSALS = {
+    "gather_last": (PackedGatherLast, "the lengths returned by pad_packed_sequence (to gather "
+                                      "each row's last valid step, read h_n[-1] instead) at "
+                                      "packed_models.py:"),
     "packed_mean": (PackedMean, ".mean() of pad_packed_sequence's output, packed_models.py:"),
     "fixed_length": (PackedFixedLength, "pad_packed_sequence(total_length=50); give "
                                         "total_length=x.size(1) or none"),
