@@ -60,6 +60,11 @@ class Variant:
         return {kind: reason} for each kind it cannot write (that file is then left out)."""
         return {}
 
+    def record(self, spec: ModelSpec) -> dict:
+        """What export chose on this machine, added to the manifest's entry (int8: the
+        weights' type, which depends on the CPU)."""
+        return {}
+
     def artifact(self, entry: dict, stream: bool) -> str | None:
         """The file a runtime loads, from the manifest's entry for this variant."""
         return entry.get("files", {}).get("stream" if stream else "model")

@@ -35,7 +35,7 @@ def write_variants(spec, precisions, fp32: dict[str, Path], temps: dict[str, Pat
             for kind, f in files.items():
                 _smoke(v, spec, temps[f], kind == "stream", f)
         entries[name] = {"files": files, "runtimes": list(v.runtimes), "device": v.device,
-                         "summary": v.summary, "skipped": v.missing(spec)}
+                         "summary": v.summary, "skipped": v.missing(spec), **v.record(spec)}
         if not files:     # bf16: runs the fp32 files
             entries[name]["runs"] = {k: {"model": "model.onnx",
                                          "stream": "model_stream.onnx"}[k] for k in fp32}
