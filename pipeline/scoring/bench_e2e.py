@@ -96,12 +96,14 @@ def compare(out: Path, model: str, path: Path, rows: int, repeat: int, tmp: Path
 
 
 def startup(out: Path, model: str) -> float:
-    """CPU seconds of a fresh process importing score's path and opening the model."""
-    script = ("import os, sys\nfrom pathlib import Path\n"
+    """CPU seconds of a fresh process importing score's path and opening the model (as
+    `python -m pipeline score` starts: OpenBLAS at one thread, no pyarrow.compute)."""
+    script = ("import os, sys\nos.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"
+              "from pathlib import Path\n"
               "from pipeline.cli import cli\n"
               "from pipeline.scoring.score import Artifact, open_runner\n"
               "from pipeline.scoring import local, dataset\n"
-              "import pyarrow.parquet, pyarrow.compute\n"
+              "import pyarrow.parquet\n"
               "open_runner(Artifact(Path(sys.argv[1]), 'onnx'), 1)\n"
               "t = os.times(); print(t.user + t.system)\n")
     done = subprocess.run([sys.executable, "-c", script, str(out / model)], check=True,

@@ -84,7 +84,6 @@ def input_files(path: Path) -> tuple[Path, ...]:
 def open_dataset(path: Path, spec: ModelSpec, id_column: str = DEFAULT_ID,
                  sequence_column: str = "sequence") -> Dataset:
     """Find the input files and check that the first one has the two columns."""
-    import pyarrow.compute  # noqa: F401  (take/filter import it: ~0.3 s, paid before timing)
     files = input_files(path)
     if files[0].suffix.lower() == ".npz":
         with _npz(files[0]) as archive:

@@ -66,7 +66,7 @@ class LengthPool:
 
     def add(self, checked: "Checked") -> Iterator[Group]:
         """Take a batch's good rows; yield the groups that are due."""
-        from .rows import arrow
+        from .rows import take
         lengths = checked.lengths
         if not len(lengths):
             return
@@ -76,7 +76,7 @@ class LengthPool:
             length = int(lengths[idx[0]])
             x = _gather(checked.values, checked.starts[idx], length, self.features)
             buffer = self.buffers.setdefault(length, _Buffer())
-            buffer.ids.append(checked.ids.take(arrow(idx)))
+            buffer.ids.append(take(checked.ids, idx))
             buffer.xs.append(x)
             buffer.rows += len(idx)
             self.rows += len(idx)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 def repeated_ids(data: "Dataset", spec) -> "pa.Array":
     """The distinct non-null ids that appear more than once across every input file."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if data.row_ids:                    # row numbers as ids (no id column): none repeats
         return pa.array([], data.id_type)
@@ -48,10 +47,14 @@ def repeated_ids(data: "Dataset", spec) -> "pa.Array":
     if not chunks:
         return pa.array([], data.id_type)
     try:
-        ids = pa.chunked_array([c.cast(data.id_type) for c in chunks], data.id_type)
+        ids = pa.chunked_array([c if c.type == data.id_type else c.cast(data.id_type)
+                                for c in chunks], data.id_type)
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise InputError(f"id column {data.id_column!r}: files hold ids of different types "
                          f"({first_line(exc)})") from None
+    if pa.types.is_integer(data.id_type):      # numpy: pyarrow.compute not imported
+        return _repeated_integers(ids.chunks, data.id_type)
+    import pyarrow.compute as pc
     counts = pc.value_counts(ids.drop_null())           # struct<values, counts>
     if not len(counts):
         return pa.array([], data.id_type)
@@ -60,6 +63,23 @@ def repeated_ids(data: "Dataset", spec) -> "pa.Array":
     n = counts.field("counts")                          # int64, no nulls
     many = np.flatnonzero(np.frombuffer(n.buffers()[1], np.int64, len(n), n.offset * 8) > 1)
     return counts.field("values").take(arrow(many))
+
+
+def _repeated_integers(chunks: list, id_type) -> "pa.Array":
+    """The distinct non-null integer ids found more than once: sort, compare neighbours."""
+    import pyarrow as pa
+    values = []
+    for chunk in chunks:                               # (n,) ids of one chunk
+        view = np.frombuffer(chunk.buffers()[1], np.dtype(id_type.to_pandas_dtype()),
+                             len(chunk), chunk.offset * id_type.bit_width // 8)
+        if chunk.null_count:       # validity bitmap, least significant bit first
+            valid = np.unpackbits(np.frombuffer(chunk.buffers()[0], np.uint8),
+                                  bitorder="little")[chunk.offset:chunk.offset + len(chunk)]
+            view = view[valid.astype(bool)]
+        values.append(view)
+    ids = np.sort(np.concatenate(values)) if values else np.zeros(0)
+    many = np.unique(ids[1:][ids[1:] == ids[:-1]])
+    return pa.Array.from_buffers(id_type, len(many), [None, pa.py_buffer(many)])
 
 
 def refuse_repeated(repeated: "pa.Array", id_column: str) -> None:

@@ -136,7 +136,9 @@ class ScoreWriter:
         """Rows scored: (rows,) ids, (rows, O) or (rows, length, O) outputs. Held until
         WRITE_ROWS rows or WRITE_VALUES values are waiting, then one row group."""
         if len(ids):
-            self._pending.append(output_table(self.spec, self.schema, ids, y))
+            # (ids, y) kept as they are and turned into one table per row group: a table
+            # per model call cost ~50 µs each (~0.07 s of 100k rows in ~1,400 calls)
+            self._pending.append((ids, y))
             self.rows += len(ids)
             self._pending_rows += len(ids)
             self._pending_values += y.size
@@ -146,8 +148,15 @@ class ScoreWriter:
     def _flush(self) -> None:
         import pyarrow as pa
         if self._pending:
-            self._out.write_table(pa.concat_tables(self._pending),
-                                  row_group_size=max(self._pending_rows, 1))
+            ids, ys = zip(*self._pending)
+            if all(y.ndim == 2 for y in ys):       # (rows, O) each: one table for them all
+                table = output_table(self.spec, self.schema, pa.concat_arrays(
+                    [cast_ids(i, self.schema.field(0).type, self.schema.field(0).name)
+                     for i in ids]), np.concatenate(ys))
+            else:                                  # per step: (rows, length, O), lengths vary
+                table = pa.concat_tables([output_table(self.spec, self.schema, i, y)
+                                          for i, y in self._pending])
+            self._out.write_table(table, row_group_size=max(self._pending_rows, 1))
         self._pending, self._pending_rows, self._pending_values = [], 0, 0
 
     def write_table(self, table: "pa.Table") -> None:
