@@ -1,6 +1,6 @@
 """The issue-23 numbers: every cell's chosen deployment against the user's eager module.
 
-    python -m pipeline.bench_cells --out /tmp/cells       # ~15-25 min on 2 loaded cores
+    python -m pipeline.bench_cells --out /tmp/cells       # ~4 min (Xeon), 15-25 (AVX2 VM), loaded
     python -m pipeline.bench_cells --out /tmp/cells --cells lstm_2 --reuse
     python -m pipeline.bench_cells --out /tmp/cells3 --budget max=3%   # a looser budget
 
