@@ -173,6 +173,24 @@ def test_deployment_names_the_fastest_verified_pair(users):
         assert "onnx:int8" in names and set(names) <= verified
         assert f"{c['runtime']}:{c['precision']}" == names[0]     # the fastest
         assert c["eager_p50_us"] > 0 and c["errors"]["figures"]["max_rel_std"] >= 0
+    # openvino:fp32 (verified, timed at the stream step) is chosen only where Triton's
+    # openvino backend can serve it in f32: a CPU without bf16 units
+    named = {r["pair"] for c in dep["shapes"].values() for r in c["candidates"]}
+    if cpu_has_bf16():
+        assert "openvino:fp32" in dep["not_deployable"] and "openvino:fp32" not in named
+    else:
+        assert dep["not_deployable"] == {} and "openvino:fp32" in named
+
+
+def test_openvino_fp32_is_deployable_only_without_bf16_units(monkeypatch):
+    """The rule for both kinds of CPU, whichever this one is."""
+    from pipeline.precision import bf16
+    from pipeline.precision.choice import undeployable
+    monkeypatch.setattr(bf16, "cpu_has_bf16", lambda: True)
+    assert "cannot keep it in f32" in undeployable("openvino", "fp32")
+    assert undeployable("openvino", "bf16") is None and undeployable("onnx", "fp32") is None
+    monkeypatch.setattr(bf16, "cpu_has_bf16", lambda: False)
+    assert undeployable("openvino", "fp32") is None
 
 
 def test_unverified_pair_is_one_line(users):
