@@ -1,12 +1,13 @@
 """The issue-23 numbers: every cell's chosen deployment against the user's eager module.
 
-    python -m pipeline.bench_cells --out /tmp/cells       # ~15-25 min on 2 loaded cores
+    python -m pipeline.bench_cells --out /tmp/cells       # ~4 min (Xeon), 15-25 (AVX2 VM), loaded
     python -m pipeline.bench_cells --out /tmp/cells --cells lstm_2 --reuse
+    python -m pipeline.bench_cells --out /tmp/cells3 --budget max=3%   # a looser budget
 
 For every cell (RNN tanh, GRU, LSTM) at 1 and 2 layers (H=64, F=16, a Linear head on the
 last step, a 3-class classifier) it runs the pipeline as a user would: `import --module`
 (the factories below), `export --precision fp32,bf16,int8`, `verify` (onnx, torchscript,
-openvino; the default budget) and `bench --threads 1`, which writes deployment.json. Then it
+openvino; the default budget, or `--budget`) and `bench --threads 1`, which writes deployment.json. Then it
 times, itself, the pair deployment.json chose at (1,50), (64,200) and (512,100) against the
 user's own module (built from these factories and the weights file, not the pipeline's
 rebuilt one), both at one thread, interleaved, the minimum of `--repeats` blocks: an
@@ -62,7 +63,7 @@ def lstm_1(): return user_module("lstm_1")           # noqa: E704
 def lstm_2(): return user_module("lstm_2")           # noqa: E704
 
 
-def build(name: str, out: Path, reuse: bool, log=print) -> None:
+def build(name: str, out: Path, reuse: bool, log=print, budget: str | None = None) -> None:
     """import, export (fp32, bf16, int8), verify, bench: deployment.json for `name`."""
     from .bench import BenchConfig
     from .bench import main as bench
@@ -70,6 +71,7 @@ def build(name: str, out: Path, reuse: bool, log=print) -> None:
     from .export import main as export
     from .importing import ImportConfig
     from .importing import main as import_model
+    from .precision.budget import parse_budget
     from .verify import VerifyConfig
     from .verify import main as verify
 
@@ -83,7 +85,8 @@ def build(name: str, out: Path, reuse: bool, log=print) -> None:
     export(ExportConfig(name, out, precisions=("fp32", "bf16", "int8")), log=quiet)
     runtimes = ("onnx", "torchscript", "openvino")
     try:
-        verify(VerifyConfig(name, out, "cpu", runtimes=runtimes), log=quiet)
+        verify(VerifyConfig(name, out, "cpu", runtimes=runtimes, budget=parse_budget(budget)),
+               log=quiet)
     except Exception as exc:         # a failed fp32 row: still bench what passed
         log(f"{name}: verify: {exc}")
     bench(BenchConfig(name, out, threads=1, runtimes=runtimes, plot=False), log=quiet)
@@ -96,16 +99,21 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def open_file(runtime: str, path: Path):
-    """A function feeds -> first output of one file, loaded here (not by the pipeline)."""
+def open_file(runtime: str, path: Path, precision: str = "fp32"):
+    """A function feeds -> first output of one file, loaded here (not by the pipeline);
+    openvino compiles it in the pair's precision (bf16: the bf16 hint, and checked)."""
     if runtime == "onnx":
         session = _session(path)
         return lambda feeds: session.run(None, feeds)
     if runtime == "openvino":
         import openvino as ov
+        hint = "bf16" if precision == "bf16" else "f32"
         compiled = ov.Core().compile_model(str(path), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY"})
+        got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if got != hint:
+            raise RuntimeError(f"{path}: OpenVINO compiled it in {got}, not {hint}")
         request = compiled.create_infer_request()
         return lambda feeds: [request.infer(feeds)[o] for o in compiled.outputs]
     if runtime == "torchscript":
@@ -151,7 +159,7 @@ def time_cell(name: str, out: Path, repeats: int) -> list[dict]:
     for batch, seq in SHAPES:
         c = choice[f"{batch}x{seq}"]
         x = rng.standard_normal((batch, seq, FEATURES)).astype(np.float32)
-        run = open_file(c["runtime"], artifact(model_dir, c, False))
+        run = open_file(c["runtime"], artifact(model_dir, c, False), c["precision"])
         xt = torch.from_numpy(x)
         with torch.inference_mode():
             want = module(xt).numpy()
@@ -192,7 +200,7 @@ def time_stream(out: Path, repeats: int, name: str = "lstm_2") -> dict:
     """The stream step (batch 1, one step, state fed back) of `name`'s chosen stream pair."""
     model_dir = out / name
     c = json.loads((model_dir / "deployment.json").read_text())["shapes"]["stream step 1x1"]
-    run = open_file(c["runtime"], artifact(model_dir, c, True))
+    run = open_file(c["runtime"], artifact(model_dir, c, True), c["precision"])
     layers = int(name.rsplit("_", 1)[1])
     feeds = {"input": np.ones((1, 1, FEATURES), np.float32), "lengths": np.ones(1, np.int64),
              "h_in": np.zeros((1, layers, HIDDEN), np.float32),
@@ -203,7 +211,8 @@ def time_stream(out: Path, repeats: int, name: str = "lstm_2") -> dict:
             "floor_us": floor, "ratio": step / floor, "bench_step_us": c.get("p50_us")}
 
 
-def main(out: Path, cells=CELLS, repeats: int = 15, reuse: bool = False, log=print) -> dict:
+def main(out: Path, cells=CELLS, repeats: int = 15, reuse: bool = False, log=print,
+         budget: str | None = None) -> dict:
     torch.set_num_threads(1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,18 +220,31 @@ def main(out: Path, cells=CELLS, repeats: int = 15, reuse: bool = False, log=pri
     rows = []
     for name in cells:
         t0 = time.monotonic()
-        build(name, out, reuse, log)
+        build(name, out, reuse, log, budget)
         rows += time_cell(name, out, repeats)
         log(f"{name}: built and timed in {time.monotonic() - t0:.0f} s")
     stream = time_stream(out, repeats) if "lstm_2" in cells else None
     load.append(os.getloadavg())
+    from .precision.budget import parse_budget
     result = {"rows": rows, "stream": stream, "load_avg_before_after": load,
+              "budget": str(parse_budget(budget)), "cpu": cpu_name(),
               "threads": 1, "repeats": repeats, "timing": "min of interleaved ~50 ms blocks"}
     (out / "cells.json").write_text(json.dumps(result, indent=1))
     text = table(result)
     (out / "cells.md").write_text(text + "\n")
     log(text)
     return result
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it has bf16 units (from /proc/cpuinfo)."""
+    from .precision.bf16 import cpu_has_bf16
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                      if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        model = "unknown CPU"
+    return f"{model}, {'with' if cpu_has_bf16() else 'without'} bf16 units"
 
 
 def table(result: dict) -> str:
@@ -239,6 +261,7 @@ def table(result: dict) -> str:
         lines.append(f"\nstream step of {s['cell']} at batch 1: {s['pair']} {s['step_us']:.1f} µs, "
                      f"ORT call floor {s['floor_us']:.1f} µs: {s['ratio']:.1f}x the floor "
                      f"(target <= {STREAM_TARGET:g}x)")
+    lines.append(f"budget: {result.get('budget')}; CPU: {result.get('cpu')}")
     before, after = result["load_avg_before_after"]
     lines.append(f"load average (1/5/15 min) before {before[0]:.1f}/{before[1]:.1f}/"
                  f"{before[2]:.1f}, after {after[0]:.1f}/{after[1]:.1f}/{after[2]:.1f}; "
@@ -257,7 +280,9 @@ if __name__ == "__main__":
     @click.option("--repeats", type=click.IntRange(min=1), default=15, show_default=True,
                   help="Interleaved timing blocks per runner; the minimum is reported.")
     @click.option("--reuse", is_flag=True, help="Keep a cell already built (deployment.json).")
-    def command(out, cells, repeats, reuse):
+    @click.option("--budget", default=None, metavar="labels=P%,max=P%",
+                  help="verify's accuracy budget (default: labels=99.5%,max=1%).")
+    def command(out, cells, repeats, reuse, budget):
         """Time every cell's chosen deployment against the user's eager module.
 
         \b
@@ -269,6 +294,6 @@ if __name__ == "__main__":
         if unknown:
             raise click.ClickException(f"unknown cell(s) {', '.join(unknown)}; choose from "
                                        f"{', '.join(CELLS)}")
-        main(out, tuple(names), repeats, reuse)
+        main(out, tuple(names), repeats, reuse, budget=budget)
 
     command()

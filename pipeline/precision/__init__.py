@@ -13,8 +13,9 @@ bf16.py, fp16.py) with a `Variant` subclass, registered in VARIANTS:
 
   int8  files rewritten for ONNX Runtime's integer kernels (DynamicQuantizeLSTM,
         DynamicQuantizeMatMul), stateless and stream; ORT only.
-  bf16  no file of its own: model.onnx / model_stream.onnx compiled by OpenVINO with the
-        bf16 inference hint (the CPU's AVX512_BF16 / AMX units).
+  bf16  model_bf16.onnx (model.onnx on its native recurrent operator at every batch) and
+        the fp32 model_stream.onnx, compiled by OpenVINO with the bf16 inference hint (the
+        CPU's AVX512_BF16 / AMX units).
   fp16  model_fp16.onnx (weights and arithmetic in float16, float32 at the edges) for
         ONNX Runtime's CUDA provider; written on any machine, run only where a GPU is.
 
@@ -45,6 +46,7 @@ class Variant:
     runtimes: tuple[str, ...] = ()      # the runtimes that run it
     device: str = "cpu"                 # where it runs: cpu | cuda
     summary: str = ""                   # one line for the card and the docs
+    fp32_kinds: tuple[str, ...] = ()    # kinds of file it runs from the fp32 export as is
 
     def files(self, spec: ModelSpec) -> dict[str, str]:
         """{"model": file, "stream": file} that export writes for it (none: it runs the
@@ -72,6 +74,11 @@ class Variant:
     def load(self, runtime: str, spec: ModelSpec, path: Path, threads: int | None = None,
              stream: bool = False) -> Runner:
         raise NotImplementedError
+
+    def smoke_load(self, runtime: str, spec: ModelSpec, path: Path, stream: bool) -> Runner:
+        """The runner export's self-check uses (the variant's own, unless it cannot run
+        on this machine and another load still proves the file sound)."""
+        return self.load(runtime, spec, path, threads=1, stream=stream)
 
     def unavailable(self, runtime: str) -> str | None:
         """Why `runtime` cannot run this variant on this machine, or None."""

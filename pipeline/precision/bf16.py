@@ -1,28 +1,64 @@
-"""bf16: the fp32 files compiled by OpenVINO with INFERENCE_PRECISION_HINT=bf16.
+"""bf16: the fp32 graph compiled by OpenVINO with INFERENCE_PRECISION_HINT=bf16.
 
-No file of its own: model.onnx and model_stream.onnx are read by OpenVINO's ONNX frontend
-and its CPU plugin runs the matrix products in bfloat16 (8 bits of mantissa) on the
+    model_bf16.onnx   (export --precision bf16; run by "openvino" only, with the bf16 hint)
+    model_stream.onnx (the fp32 stream file, run as it is)
+
+OpenVINO's CPU plugin runs the matrix products in bfloat16 (8 bits of mantissa) on the
 AVX512_BF16 / AMX units, accumulating in float32. The runner records the precision the
 compiled model reports back; a CPU without bf16 units gets f32 back, and that pair is then
-not bf16 at all (`unavailable` says so before anything is timed).
+not bf16 at all (`unavailable` says so before anything is timed; `cpu_has_bf16` reads the
+CPU's flags).
+
+Its own stateless file, the same function: model.onnx holds `If(batch x H <= the family's
+native limit)` between the native operator (LSTM/GRU/RNN) and a Scan, a limit measured for
+ONNX Runtime. OpenVINO's bf16 runs the native operator much faster than the Scan at every
+batch (2-layer LSTM H=64, one thread, min of 5 blocks, under load: native 1.80x eager at
+(512,100), the Scan that model.onnx picks there 0.47x; GRU 3.0x against 1.2x), so
+model_bf16.onnx is model.onnx with that If replaced by its native branch. `write` checks
+it computes model.onnx's function (OpenVINO f32, both sides of the limit). A chain of
+layers (issue 22) keeps its If (its condition also asks whether every row is full length):
+its model_bf16.onnx is model.onnx as it is. The stream file's If (an LSTM's "every row
+full length") stays, so the stream pair runs model_stream.onnx.
 
 bf16 in ONNX Runtime was tried too: onnxruntime 1.31.1's CPU provider has no bfloat16 kernel
 for MatMul, Gemm, Sigmoid, Tanh, Add or Mul ("NOT_IMPLEMENTED: Could not find an
 implementation"), and the ONNX LSTM operator does not take bfloat16 at all (its
 fastmath bf16 GEMM option is for ARM64 only), so a bf16 file of these graphs does not load:
-ORT is not a bf16 runtime on x86.
+ORT is not a bf16 runtime on x86 (docs/precision.md).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import Variant
+
+NATIVE = ("LSTM", "GRU", "RNN")
 
 
 class BF16(Variant):
     name, runtimes = "bf16", ("openvino",)
-    summary = "the fp32 file compiled by OpenVINO with the bf16 inference hint"
+    summary = "the fp32 graph (native recurrent operator) compiled by OpenVINO with the bf16 hint"
+    fp32_kinds = ("stream",)          # runs the fp32 stream file as it is
+
+    def files(self, spec):
+        return {"model": "model_bf16.onnx"}
+
+    def write(self, spec, fp32, paths):
+        import onnx
+        model = onnx.load(str(fp32["model"]))
+        if not spec.layers:
+            native_branch(model.graph)
+        onnx.save(model, str(paths["model"]))
+        try:
+            same_function(spec, fp32["model"], paths["model"])
+        except ValueError as exc:
+            from ..errors import ExportError
+            raise ExportError(f"{spec.name} model_bf16.onnx: {exc}") from None
+        return {}
 
     def artifact(self, entry, stream):
-        return entry.get("runs", {}).get("stream" if stream else "model")
+        kind = "stream" if stream else "model"
+        return entry.get("files", {}).get(kind) or entry.get("runs", {}).get(kind)
 
     def load(self, runtime, spec, path, threads=None, stream=False):
         from ..errors import PipelineError
@@ -32,11 +68,77 @@ class BF16(Variant):
             raise PipelineError(f"{path}: OpenVINO compiled it in {runner.precision}, not bf16")
         return runner
 
+    def smoke_load(self, runtime, spec, path, stream):
+        """Where this CPU has no bf16 units, export's self-check runs the file in f32."""
+        if cpu_has_bf16():
+            return self.load(runtime, spec, path, threads=1, stream=stream)
+        from ..runtimes.openvino import load_openvino
+        return load_openvino(spec, path, 1)
+
     def unavailable(self, runtime):
         reason = super().unavailable(runtime)
         if reason is None and not cpu_has_bf16():
             return "this CPU has no bf16 units (AVX512_BF16 or AMX)"
         return reason
+
+
+def native_branch(g) -> None:
+    """Replace each If of `g` whose then-branch runs a native recurrent operator by that
+    branch (its nodes, its initializers, an Identity per output); drop what only fed the
+    condition."""
+    from onnx import helper
+    nodes = []
+    for node in g.node:
+        then = next((a.g for a in node.attribute if a.name == "then_branch"), None)
+        if node.op_type == "If" and then is not None and any(
+                n.op_type in NATIVE for n in then.node):
+            nodes += list(then.node)
+            g.initializer.extend(then.initializer)
+            nodes += [helper.make_node("Identity", [o.name], [out], name=f"{out}_native")
+                      for o, out in zip(then.output, node.output)]
+        else:
+            nodes.append(node)
+    used, keep = {o.name for o in g.output}, []
+    for node in reversed(nodes):               # dead code: the condition's Shape, compare...
+        if any(o in used for o in node.output):
+            keep.append(node)
+            used |= set(node.input) | _inner_inputs(node)
+    del g.node[:]
+    g.node.extend(reversed(keep))
+    initializers = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(initializers)
+
+
+def _inner_inputs(node) -> set[str]:
+    """Names a node's subgraphs read (outer-scope values a Scan body or If branch uses)."""
+    names = set()
+    for a in node.attribute:
+        if a.type == a.GRAPH:
+            for n in a.g.node:
+                names |= set(n.input) | _inner_inputs(n)
+    return names
+
+
+def same_function(spec, fp32_path, path, tol: float = 1e-4) -> None:
+    """ValueError unless `path` gives fp32_path's outputs in OpenVINO f32 at batch 1 and at a
+    batch above every family's native limit (both forms of model.onnx's If)."""
+    from ..inputs import model_feeds
+    from ..runtimes.openvino import load_openvino
+    rng = np.random.default_rng(0)
+    ref, new = load_openvino(spec, fp32_path, 1), load_openvino(spec, path, 1)
+    above = 1
+    if not spec.layers:
+        from ..families import family
+        above = family(spec).native_batch_limit(spec.hidden_size) + 1
+    for batch in sorted({1, above}):
+        feeds = model_feeds(spec, rng, batch, spec.example_seq)
+        want = ref.run(feeds)[spec.output_name]
+        got = new.run(feeds)[spec.output_name]
+        err = float(np.abs(got - want).max())
+        if not err <= tol * max(1.0, float(np.abs(want).max())):
+            raise ValueError(f"{path.name} differs from {fp32_path.name} by {err:.3g} at batch "
+                             f"{batch} (OpenVINO f32)")
 
 
 def cpu_has_bf16() -> bool:

@@ -31,6 +31,18 @@ def pair_name(runtime: str, precision: str) -> str:
     return f"{runtime}:{precision}"
 
 
+def undeployable(runtime: str, precision: str) -> str | None:
+    """Why a verified pair cannot be served as verified on this CPU, or None. Triton's
+    openvino backend has no parameter that asks for f32 (openvino_backend src/openvino.cc
+    ParseParameters: HINT_BF16 only), so on a CPU with bf16 units OpenVINO compiles the
+    f32 pair in bf16: that pair is timed by bench but never chosen (serve refuses it too)."""
+    from .bf16 import cpu_has_bf16
+    if (runtime, precision) == ("openvino", "fp32") and cpu_has_bf16():
+        return ("Triton's openvino backend cannot keep it in f32 on this CPU (bf16 units: "
+                "OpenVINO's default is bf16); openvino:bf16 is the pair it serves")
+    return None
+
+
 def entries(report: dict) -> dict[tuple[str, str], dict]:
     return {(e["runtime"], e["precision"]): e for e in report.get("precisions", [])}
 
@@ -155,6 +167,9 @@ def stream_feeds(spec) -> dict[str, np.ndarray]:
 def deployment(model: str, report: dict, shapes: dict[str, dict[str, np.ndarray]]) -> dict:
     """deployment.json from per-shape times ({shape: {runner name: µs array}})."""
     figures = {pair_name(*k): e for k, e in usable(report).items() if k[0] in DEPLOYABLE}
+    excluded = {n: why for n, e in figures.items()
+                if (why := undeployable(e["runtime"], e["precision"]))}
+    figures = {n: e for n, e in figures.items() if n not in excluded}
     chosen = {}
     for shape, times in shapes.items():
         eager = float(np.median(times["torch"]))
@@ -176,7 +191,7 @@ def deployment(model: str, report: dict, shapes: dict[str, dict[str, np.ndarray]
     return {"model": model, "budget": report.get("budget"),
             "refused": [describe(e) for e in report.get("precisions", [])
                         if e["precision"] != "fp32" and not e.get("passed")],
-            "shapes": chosen}
+            "not_deployable": excluded, "shapes": chosen}
 
 
 def table(dep: dict) -> str:
@@ -190,6 +205,8 @@ def table(dep: dict) -> str:
         lines.append(f"{shape:>16}  {pair:<16} {c['p50_us'] or float('nan'):>9.1f} "
                      f"{c['eager_p50_us']:>9.1f} {c['speedup_vs_eager'] or 0:>7.2f}x {err:>11}")
     lines += [f"refused: {r}" for r in dep["refused"]]
+    lines += [f"not deployable here: {n}: {why}"
+              for n, why in dep.get("not_deployable", {}).items()]
     return "\n".join(lines)
 
 

@@ -5,8 +5,10 @@ in the manifest.
     entry = write_variants(spec, precisions, fp32, temps)   # manifest["precisions"]
 
 Each variant writes from the fp32 ONNX files that just passed the self-check (int8 and
-fp16 rewrite them; bf16 runs them as they are), then each written file must load and give
-finite outputs of the contract's shapes (its accuracy is verify's budget gate, not this).
+fp16 rewrite them; bf16 keeps model.onnx's native branch and runs the fp32 stream file as
+it is: `fp32_kinds`), then each written file must load and give finite outputs of the
+contract's shapes (its accuracy is verify's budget gate, not this; a bf16 file is loaded in
+f32 where the CPU has no bf16 units).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import numpy as np
 
 from ..errors import ExportError, first_line
 from . import variant
+
+FP32_FILES = {"model": "model.onnx", "stream": "model_stream.onnx"}
 
 
 def variant_files(spec, precisions) -> list[str]:
@@ -36,9 +40,9 @@ def write_variants(spec, precisions, fp32: dict[str, Path], temps: dict[str, Pat
                 _smoke(v, spec, temps[f], kind == "stream", f)
         entries[name] = {"files": files, "runtimes": list(v.runtimes), "device": v.device,
                          "summary": v.summary, "skipped": v.missing(spec), **v.record(spec)}
-        if not files:     # bf16: runs the fp32 files
-            entries[name]["runs"] = {k: {"model": "model.onnx",
-                                         "stream": "model_stream.onnx"}[k] for k in fp32}
+        runs = {k: FP32_FILES[k] for k in v.fp32_kinds if k in fp32}
+        if runs:          # bf16's stream: the fp32 file, run as it is
+            entries[name]["runs"] = runs
     return entries
 
 
@@ -48,7 +52,7 @@ def _smoke(v, spec, path: Path, stream: bool, name: str) -> None:
     rng = np.random.default_rng(0)
     runtime = v.runtimes[0]
     try:
-        runner = v.load(runtime, spec, path, threads=1, stream=stream)
+        runner = v.smoke_load(runtime, spec, path, stream)
         for batch, seq in ((1, spec.example_seq), (64, 10 * spec.example_seq)):
             feeds = model_feeds(spec, rng, batch, seq)     # ids in the vocabulary, lengths
             if stream:

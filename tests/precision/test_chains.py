@@ -2,8 +2,8 @@
 recurrent layers of a chain's graphs, and verify's budget gate feeds the chain what its
 contract takes (token ids inside the vocabulary, ragged lengths for a packed forward),
 carries every state of its stream graph, and records why a stream file is missing.
-The figures are recomputed here from the user's own module and the int8 file, outside the
-project. Three chains, verified at two small shapes: a tagger (embedding, LSTM, per-step
+The figures are recomputed here from the user's own module and the int8 file (and, on a
+CPU with bf16 units, model.onnx compiled by OpenVINO in bf16), outside the project. Three chains, verified at two small shapes: a tagger (embedding, LSTM, per-step
 log-probabilities), a DeepAR-like regressor (linear, ReLU, LayerNorm, 2-layer LSTM, per
 step) and a packed GRU classifier (forward(x, lengths))."""
 import numpy as np
@@ -15,6 +15,7 @@ from pipeline.export import ExportConfig
 from pipeline.export import main as export
 from pipeline.importing import ImportConfig
 from pipeline.importing import main as import_model
+from pipeline.precision.bf16 import cpu_has_bf16
 from pipeline.precision.budget import DEFAULT_BUDGET
 from pipeline.precision.gate import LONG_STEPS, valid, verification_inputs
 from pipeline.verify import SCALES, VerifyConfig, default_shapes
@@ -34,14 +35,15 @@ def chains(tmp_path_factory):
         import_model(ImportConfig(name, out / f"{name}.pt", task,
                                   module=f"tests.importing.chain_models:{cls.__name__}", out=out),
                      log=lambda s: None)
-        export(ExportConfig(name, out, precisions=("fp32", "int8")), log=lambda s: None)
+        export(ExportConfig(name, out, precisions=("fp32", "bf16", "int8")),
+               log=lambda s: None)
         reports[name] = verify(VerifyConfig(name, out, "cpu", shapes=((1, 1), (3, 9))),
                                log=lambda s: None)
     return out, reports
 
 
-def int8_entry(report):
-    return next(e for e in report["precisions"] if e["precision"] == "int8")
+def int8_entry(report, precision="int8"):
+    return next(e for e in report["precisions"] if e["precision"] == precision)
 
 
 def session(path):
@@ -79,6 +81,41 @@ def test_chain_int8_figures_hold_outside_the_project(chains, name):
     got, want = np.concatenate(got).astype(float), np.concatenate(want).astype(float)
     assert np.abs(got - want).max() / want.std() == pytest.approx(
         e["figures"]["max_rel_std"], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chain_bf16_gated_where_the_cpu_has_it(chains, name):
+    """openvino:bf16 of a chain: on a bf16 CPU its verdict is the default budget's on its
+    figures, the figure is OpenVINO's own in bf16 against the user's module, and the long
+    stream carried every state; without bf16 units it is unavailable, never used."""
+    out, reports = chains
+    e = int8_entry(reports[name], "bf16")
+    if not cpu_has_bf16():
+        assert e["status"] == "unavailable" and "no bf16" in e["reason"] and not e["passed"]
+        return
+    assert e["status"] in ("passed", "failed") and "runtime error" not in e["reason"]
+    f, s = e["figures"], e.get("stream") or {}
+    assert e["passed"] == (max(f["max_rel_std"], s.get("max_rel_std", 0))
+                           <= DEFAULT_BUDGET.max_rel_std
+                           and min(f["label_agree"] or 1, s.get("label_agree") or 1)
+                           >= DEFAULT_BUDGET.label_agree)
+    assert e["arithmetic"] == "bfloat16" and f["max_rel_std"] > 1e-4    # not f32's ~1e-7
+    assert s["steps"] == LONG_STEPS and e["stream_artifact"] == "model_stream.onnx"
+    import openvino as ov
+    compiled = ov.Core().compile_model(str(out / name / e["artifact"]), "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1})
+    request = compiled.create_infer_request()
+    spec = read_config(out / name)["recipe"].model
+    theirs, got, want = chain_model(name), [], []
+    with torch.inference_mode():
+        for feeds in verification_inputs(spec, default_shapes(spec), SCALES):
+            args = [torch.from_numpy(feeds["input"])] + ([torch.from_numpy(feeds["lengths"])]
+                                                          if spec.takes_lengths else [])
+            want.append(theirs(*args).numpy().reshape(-1, spec.output_size))
+            y = request.infer(feeds)[compiled.outputs[0]]
+            got.append(y.reshape(-1, spec.output_size))
+    got, want = np.concatenate(got).astype(float), np.concatenate(want).astype(float)
+    assert np.abs(got - want).max() / want.std() == pytest.approx(f["max_rel_std"], rel=1e-3)
 
 
 def test_chain_stream_int8_carries_every_state(chains):

@@ -1,6 +1,7 @@
 """Deploying the choice: publish --deploy (a signed Triton model on the backend that runs the
 pair), score --precision, and the one-line refusals for a pair outside its budget."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,10 +9,14 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.errors import PublishError
+from pipeline.precision.bf16 import cpu_has_bf16
+from pipeline.precision.budget import parse_budget
 from pipeline.publishing.publish import PublishConfig
 from pipeline.publishing.publish import main as publish
 from pipeline.publishing.signing import keygen
 from pipeline.publishing.trust import open_published
+from pipeline.verify import VerifyConfig
+from pipeline.verify import main as verify
 
 
 def test_publish_deploy_int8_is_a_signed_onnxruntime_model(users, tmp_path):
@@ -56,9 +61,29 @@ def test_publish_deploy_refuses_a_pair_outside_its_budget(users, tmp_path):
                               deploy="onnx:int8"), log=lambda s: None)
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "repo" / "broken_lstm_onnx").exists()    # nothing published
-    with pytest.raises(PublishError, match="openvino:bf16"):
-        publish(PublishConfig("lstm2", out, tmp_path / "repo", unsigned=True,
+
+
+def test_publish_deploy_refuses_bf16_outside_its_budget_or_unavailable(users, tmp_path):
+    """openvino:bf16 refused with its figures: on a bf16 CPU, verified under a budget far
+    tighter than bf16's rounding (max error 0.01% of std; f32 is ~3e-5%); on a CPU without
+    bf16 units, as unavailable, whatever the budget."""
+    out, _ = users
+    shutil.copytree(out / "lstm2", tmp_path / "lstm2", ignore=shutil.ignore_patterns(".lock"))
+    report = verify(VerifyConfig("lstm2", tmp_path, "cpu", shapes=((1, 1), (5, 21)),
+                                 runtimes=("onnx",), budget=parse_budget("max=0.01%")),
+                    log=lambda s: None)
+    e = next(e for e in report["precisions"] if e["precision"] == "bf16")
+    if cpu_has_bf16():
+        assert e["status"] == "failed" and e["figures"]["max_rel_std"] > 1e-4
+        want = r"lstm2: refused: openvino:bf16, max error \S+% of std .* -- failed: max error"
+    else:
+        assert e["status"] == "unavailable"
+        want = r"lstm2: refused: openvino:bf16 -- unavailable: this CPU has no bf16 units"
+    with pytest.raises(PublishError, match=want) as exc:
+        publish(PublishConfig("lstm2", tmp_path, tmp_path / "repo", unsigned=True,
                               deploy="openvino:bf16"), log=lambda s: None)
+    assert "\n" not in str(exc.value)
+    assert not list((tmp_path / "repo").glob("lstm2*"))          # nothing published
 
 
 def test_publish_deploy_best_reads_the_choice(users, tmp_path):

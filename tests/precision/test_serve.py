@@ -1,10 +1,15 @@
 """Deployed variants served by the stand-in backends (one tritonserver start for the module):
-the user's 2-layer LSTM as `lstm2_onnx_int8` (onnxruntime backend, the int8 file) and as
-`lstm2_openvino` (openvino backend, f32), each with its stream twin, answer over HTTP and
-gRPC within the budget verify recorded, against the user's own eager fp32 module; a bf16
-model on this CPU (no AVX512_BF16/AMX) is refused in one line by `serve` before anything
-starts, and by the openvino stand-in itself when loaded behind preflight's back. Where the
-CPU has bf16 units the refusal tests are skipped (there bf16 would be served)."""
+the user's 2-layer LSTM as `lstm2_onnx_int8` (onnxruntime backend, the int8 file) and its
+OpenVINO pair, each with its stream twin, answer over HTTP and gRPC within the budget verify
+recorded, against the user's own eager fp32 module.
+
+Which OpenVINO pair follows the CPU, as a real deployment must: Triton's openvino backend
+has no parameter that asks for f32 (only HINT_BF16), and OpenVINO's default on a CPU with
+AVX512_BF16/AMX is bf16. So on a bf16 CPU `lstm2_openvino_bf16` (HINT_BF16: YES) is served
+and shown to compute in bf16, and an f32 openvino model is refused in one line by `serve`
+and by the stand-in; on a CPU without bf16 units `lstm2_openvino` (f32) is served, and a
+bf16 model is refused in both places. The preflight rule itself is checked for both kinds
+of CPU on any CPU."""
 import json
 import shutil
 
@@ -27,8 +32,11 @@ from tests.serving.test_serve import PROTOCOLS, client
 
 from . import models
 
-SERVED = ("onnx_int8", "openvino")     # Triton model suffixes, each with a stream_ twin
-no_bf16 = pytest.mark.skipif(cpu_has_bf16(), reason="this CPU runs bf16: it is served there")
+BF16 = cpu_has_bf16()
+OPENVINO = "openvino_bf16" if BF16 else "openvino"     # the pair this CPU serves as verified
+SERVED = ("onnx_int8", OPENVINO)     # Triton model suffixes, each with a stream_ twin
+no_bf16 = pytest.mark.skipif(BF16, reason="this CPU runs bf16: it is served there")
+has_bf16 = pytest.mark.skipif(not BF16, reason="no bf16 units: f32 is served here")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,8 @@ def deployed(users, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve-variants")
     keys = keygen(tmp / "keys")
     choice = {"shapes": {"1x50": {"runtime": "onnx", "precision": "int8"},
-                         "64x200": {"runtime": "openvino", "precision": "fp32"}}}
+                         "64x200": {"runtime": "openvino",
+                                    "precision": "bf16" if BF16 else "fp32"}}}
     (out / "lstm2" / "deployment.json").write_text(json.dumps(choice))
     publish(PublishConfig("lstm2", out, tmp / "published", signing_key=keys["private"],
                           deploy="best"), log=lambda s: None)
@@ -86,9 +95,64 @@ def test_served_variants_answer_within_the_recorded_budget(deployed, protocol):
                         ["output", "h_out", "c_out"])
                 state = {"h_in": r["h_out"], "c_in": r["c_out"]}
             within(r["output"], want, budget, f"stream_{key}")
-    # not the same numbers: the int8 file really is another computation than f32
-    assert errors["onnx_int8"] > 10 * errors["openvino"]
-    assert "compiled in f32" in deployed["server"].log_text()
+    log = deployed["server"].log_text()
+    if BF16:     # really bf16: 8-bit mantissas put it far above f32's ~3e-7 of std
+        assert errors[OPENVINO] > 1e-4
+        assert "compiled in bf16" in log and "compiled in f32" not in log
+    else:        # not the same numbers: the int8 file really is another computation than f32
+        assert errors["onnx_int8"] > 10 * errors[OPENVINO]
+        assert "compiled in f32" in log and "compiled in bf16" not in log
+
+
+def test_preflight_precision_rule_for_each_kind_of_cpu():
+    """check_precision for both kinds of CPU, whichever this one is."""
+    from pipeline.serving.repository import check_precision
+    from pipeline.specs import SPECS
+    spec = SPECS["classifier"]
+    f32, bf16 = config_pbtxt(spec, "openvino"), config_pbtxt(spec, "openvino_bf16")
+    check_precision("m_openvino", f32, cpu_bf16=False)
+    check_precision("m_openvino_bf16", bf16, cpu_bf16=True)
+    for text in (f32, bf16):
+        check_precision("m_onnx", config_pbtxt(spec, "onnx"), cpu_bf16=text is f32)
+    with pytest.raises(ServeError, match="m_openvino: an f32 OpenVINO model, which OpenVINO "
+                                         "compiles in bf16 on this CPU"):
+        check_precision("m_openvino", f32, cpu_bf16=True)
+    with pytest.raises(ServeError, match="m_openvino_bf16: HINT_BF16 asks for bf16, which "
+                                         "this CPU cannot run"):
+        check_precision("m_openvino_bf16", bf16, cpu_bf16=False)
+
+
+@has_bf16
+def test_serve_refuses_f32_openvino_on_this_cpu_in_one_line(deployed):
+    """An f32 openvino model where OpenVINO would compile it in bf16: one line, nothing
+    starts."""
+    registry = deployed["tmp"] / "with-f32"
+    shutil.copytree(deployed["registry"], registry)
+    f32 = registry / "lstm2_openvino"
+    shutil.copytree(registry / "lstm2_openvino_bf16", f32)
+    (f32 / "config.pbtxt").write_text(config_pbtxt(_spec(f32), "openvino"))
+    r = CliRunner().invoke(cli, ["serve", *FREE_PORTS, "--registry", str(registry)])
+    assert r.exit_code == 1, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert "lstm2_openvino: an f32 OpenVINO model, which OpenVINO compiles in bf16" in r.output
+
+
+@has_bf16
+def test_openvino_stand_in_refuses_f32_on_this_cpu(deployed):
+    """Loaded behind preflight's back, the backend itself refuses the f32 pair it would
+    compile in bf16: never bf16 answering under the f32 pair's name."""
+    server, registry = deployed["server"], deployed["registry"]
+    f32 = registry / "lstm2_openvino"
+    shutil.copytree(registry / "lstm2_openvino_bf16", f32)
+    (f32 / "config.pbtxt").write_text(config_pbtxt(_spec(f32), "openvino"))
+    try:
+        with pytest.raises(ServeError, match=r"no HINT_BF16 \(the f32 pair\), but OpenVINO "
+                                             "compiled it in bf16"):
+            server._model_control("load", f32.name)
+        assert not server.model_ready(f32.name)
+        assert server.model_ready("lstm2_openvino_bf16")     # the others keep serving
+    finally:
+        shutil.rmtree(f32)
 
 
 @no_bf16

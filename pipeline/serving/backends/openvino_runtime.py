@@ -15,7 +15,11 @@ It reads the config's `parameters` as triton-inference-server/openvino_backend d
 A bf16 model on a CPU without bf16 units is refused at load, in one line (OpenVINO would
 otherwise compile it in f32 without a word, and the served figures would not be the bf16
 pair's): the CPU's OPTIMIZATION_CAPABILITIES must list BF16 and the compiled model must
-report bf16 back. The compiled precision is printed to the server log.
+report bf16 back. The mirror case too: a model without HINT_BF16 that OpenVINO compiled in
+bf16 (its default on an AVX512_BF16/AMX CPU; the real backend would serve it so) is refused,
+never bf16 answering under the f32 pair's name. (Nothing in the model can pin f32 either:
+OpenVINO 2026.4 ignores `runtime_options` in an IR's rt_info and ONNX metadata_props for
+INFERENCE_PRECISION_HINT.) The compiled precision is printed to the server log.
 """
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -75,6 +79,12 @@ class OpenVino:
         if wants_bf16 and self.precision != "bf16":
             raise pb_utils.TritonModelException(
                 f"HINT_BF16 asks for bf16; OpenVINO compiled it in {self.precision}")
+        if not wants_bf16 and self.precision != "f32":
+            raise pb_utils.TritonModelException(
+                f"no HINT_BF16 (the f32 pair), but OpenVINO compiled it in {self.precision}, "
+                "its default on this CPU (AVX512_BF16/AMX), and the openvino backend has no "
+                "parameter that keeps f32; refused rather than served in "
+                f"{self.precision} under an f32 name (deploy openvino:bf16 instead)")
         print(f"openvino stand-in: {path} compiled in {self.precision}", flush=True)
         self._check(compiled, inputs, outputs)
         self.request = compiled.create_infer_request()
