@@ -14,7 +14,10 @@ config.pbtxt as signed, nothing else there; publishing/covered.py). Without a ke
 corruption is caught, and hand-written configs (your own Triton models) are served as they are.
 An openvino model is checked against this CPU (`check_precision`): `HINT_BF16: YES` where
 the CPU has no bf16 units is refused, and so is one without it where the CPU has them
-(OpenVINO would then compile the f32 pair in bf16, which verify never measured).
+(OpenVINO would then compile the f32 pair in bf16, which verify never measured). An int8
+model (`<model>_onnx_int8`, published by `--deploy`) whose file takes int8 (s8) weights is
+refused on a CPU without VNNI (`check_int8`): onnxruntime's u8 x s8 kernels saturate there
+(pipeline/precision/int8.py), so it would answer wrong, not fail.
 """
 from __future__ import annotations
 
@@ -77,7 +80,24 @@ def preflight_model(folder: Path, public_key: Path | None = None) -> list[int]:
                          "make one up for it); not served")
     if versions:
         check_precision(folder.name, config.read_text(errors="replace"))
+        check_int8(folder.name, [folder / str(v) / (found.group(1) if found else "model.onnx")
+                                 for v in versions])
     return versions
+
+
+def check_int8(name: str, files: list[Path], vnni: bool | None = None) -> None:
+    """ServeError (one line) when a deployed int8 model's file has int8 (s8) weights and
+    this CPU has no VNNI; export wrote uint8 ones on such a CPU."""
+    if not name.endswith("_int8"):
+        return
+    from ..precision.int8 import cpu_has_vnni, signed_weights
+    if vnni is None:
+        vnni = cpu_has_vnni()
+    for path in files:
+        if not vnni and path.suffix == ".onnx" and path.is_file() and signed_weights(path):
+            raise ServeError(f"{name}: {path.parent.name}/{path.name} takes int8 weights, which "
+                             "onnxruntime's integer kernels saturate on this CPU (no VNNI); "
+                             "not served (re-export int8 on this CPU: it writes uint8 weights)")
 
 
 def preflight(registry: Path, public_key: Path | None = None) -> dict[str, list[int]]:

@@ -191,3 +191,25 @@ def test_openvino_stand_in_refuses_bf16_on_this_cpu(deployed):
 def _spec(folder):
     from pipeline.publishing.covered import release_spec
     return release_spec(json.loads((folder / "1" / "manifest.json").read_text()))
+
+
+def test_preflight_int8_rule_for_each_kind_of_cpu(users, tmp_path):
+    """An int8 file with int8 (s8) weights is refused where the CPU has no VNNI, whichever
+    CPU this is; a uint8 one is served on both, and a non-int8 model is never opened."""
+    import onnx
+
+    from pipeline.precision import int8
+    from pipeline.serving.repository import check_int8
+    out, _ = users
+    fp32 = onnx.load(str(out / "lstm2" / "model.onnx"))
+    for weights in ("s8", "u8"):
+        path = tmp_path / weights / "1" / "model.onnx"
+        path.parent.mkdir(parents=True)
+        onnx.save(int8.quantize(fp32, weights), str(path))
+        assert int8.signed_weights(path) == (weights == "s8")
+        check_int8("lstm2_onnx_int8", [path], vnni=True)
+    check_int8("lstm2_onnx_int8", [tmp_path / "u8" / "1" / "model.onnx"], vnni=False)
+    with pytest.raises(ServeError, match="int8 weights.*no VNNI") as exc:
+        check_int8("lstm2_onnx_int8", [tmp_path / "s8" / "1" / "model.onnx"], vnni=False)
+    assert "\n" not in str(exc.value)
+    check_int8("lstm2_onnx", [tmp_path / "s8" / "1" / "model.onnx"], vnni=False)  # not int8
