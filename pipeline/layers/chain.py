@@ -66,7 +66,8 @@ def stream_refusal(chain) -> str | None:
 def describe_chain(spec) -> str:
     inp = f"token ids (0..{spec.input_size - 1})" if spec.input_kind == "tokens" else \
         f"{spec.input_size} features per step"
-    words = [layer.describe() for layer in spec.chain]
+    words = [layer.describe(at_lengths=True) if layer.kind == "readout" and spec.takes_lengths
+             else layer.describe() for layer in spec.chain]      # packed: each row's own end
     out = f"{spec.output_size} per step" if spec.per_step else f"{spec.output_size} per row"
     return f"{inp} -> " + " -> ".join(words) + f" -> {out}"
 
