@@ -52,7 +52,7 @@ class Reader(Packing):
                      len(self.layers), width if width is not None else v.width, v.directions)
 
     def read(self, graph):
-        vals = {}
+        vals = self.vals = {}
         for node in graph.nodes:
             if node.op == "placeholder":
                 if len(vals) >= 2:
@@ -158,6 +158,9 @@ class Reader(Packing):
         v = vals.get(args[0]) if args and hasattr(args[0], "op") else None
         if target is operator.getitem:
             return self.getitem(node, v, args[1])
+        got = self.index_math(node, v, self.vals)       # packing.py: each row's last step
+        if got is not None:
+            return got
         if target is getattr and args[1] == "values" and v is not None and v.what == "maxed":
             return self.readout(node, Value("seq", v.pos, v.width, v.directions), "max")
         if target is self.originals["pack_padded_sequence"]:
@@ -227,7 +230,7 @@ class Reader(Packing):
         if v is None:
             self.refuse(node, "indexing a value that is not the model's")
         if v.what == "size":
-            return v
+            return Value("size", item=index) if v.item is None else v
         if v.what == "rnn":
             if index == 0:
                 return Value("seq", v.pos, v.width, v.directions, v.packed)
@@ -245,14 +248,15 @@ class Reader(Packing):
             return Value("h_item", v.pos, v.width, v.directions,
                          item=index - count if index >= 0 else index)
         if v.what == "padded":
-            if index != 0:
-                self.refuse(node, "the lengths returned by pad_packed_sequence (to gather "
-                                  "each row's last valid step, read h_n[-1] instead)")
-            return Value("seq", v.pos, v.width, v.directions)
+            return Value("seq", v.pos, v.width, v.directions) if index == 0 else \
+                Value("lengths")                     # the forward's, in its order
         if v.what == "maxed" and index == 0:
             return self.readout(node, Value("seq", v.pos, v.width, v.directions), "max")
         if v.what == "seq" and _is_last_step(index):
             return self.readout(node, v, "last_step")
+        got = self.index_rows(node, v, index, self.vals)     # out[arange(B), lengths - 1]
+        if got is not None:
+            return got
         self.refuse(node, f"indexing [{_index_words(index)}] of a {v.what} value (the chain "
                           "reads out[:, -1] and h_n[-1])")
 

@@ -9,7 +9,9 @@ own nested modules are traced through), and each node is read into the chain:
             (LEAVES), nn.RNN / nn.GRU / nn.LSTM (batch_first=True)
   functions F.relu, torch.tanh, .softmax(-1), ... (FUNCTIONS, METHODS), F.dropout
   readouts  out[:, -1], h_n[-1], h_n.squeeze(0) (one layer), torch.cat((h_n[-2], h_n[-1]),
-            1), .mean(1), .max(1)[0] / .values, .amax(1); the (output, state) tuples
+            1), .mean(1), .max(1)[0] / .values, .amax(1); the (output, state) tuples;
+            after pad_packed_sequence each row's last valid step, out[torch.arange(B),
+            lengths - 1] or out.gather(1, (lengths - 1).view(-1, 1, 1).expand(...))
   packing   forward(x, lengths): pack_padded_sequence(x, lengths[.cpu()], batch_first=True,
             enforce_sorted=...) -> recurrent layers (one-way or bidirectional) -> h_n
             (read at each row's length), or pad_packed_sequence(batch_first=True[,
@@ -89,6 +91,7 @@ def _packing_wrapped(root):
     """pack_padded_sequence / pad_packed_sequence as fx leaves while tracing `root`
     (patched in torch.nn.utils.rnn and in the globals of every module's forward)."""
     from torch.nn.utils import rnn
+    import builtins
     originals = {n: getattr(rnn, n) for n in ("pack_padded_sequence", "pad_packed_sequence")}
     patched = []
     spaces = [rnn.__dict__] + [type(m).forward.__globals__ for m in root.modules()]
@@ -98,11 +101,22 @@ def _packing_wrapped(root):
                 if value is orig:
                     space[key] = _wrapped(orig)
                     patched.append((space, key, orig))
+    # len(lengths) (torch.arange(len(lengths)): each row's index) recorded, in the users'
+    # own forwards only (fx refuses len of a traced value)
+    users = [type(m).forward.__globals__ for m in root.modules()
+             if not type(m).__module__.startswith("torch.")]
+    for space in {id(s): s for s in users}.values():
+        if "len" not in space:
+            space["len"] = _wrapped(builtins.len)
+            patched.append((space, "len", None))
     try:
         yield originals
     finally:
         for space, key, orig in patched:
-            space[key] = orig
+            if orig is None:
+                del space[key]
+            else:
+                space[key] = orig
 
 
 def trace_graph(root):

@@ -66,7 +66,7 @@ def stream_refusal(chain) -> str | None:
 def describe_chain(spec) -> str:
     inp = f"token ids (0..{spec.input_size - 1})" if spec.input_kind == "tokens" else \
         f"{spec.input_size} features per step"
-    words = [layer.describe() for layer in spec.chain]
+    words = [_words(spec, layer) for layer in spec.chain]
     out = f"{spec.output_size} per step" if spec.per_step else f"{spec.output_size} per row"
     return f"{inp} -> " + " -> ".join(words) + f" -> {out}"
 
@@ -77,5 +77,12 @@ def flops_per_layer(spec, seq: int) -> list[tuple[str, int]]:
     for layer in spec.chain:
         if layer.kind == "readout":
             stepping = False
-        rows.append((layer.describe(), layer.flops() * (seq if stepping else 1)))
+        rows.append((_words(spec, layer), layer.flops() * (seq if stepping else 1)))
     return rows
+
+
+def _words(spec, layer) -> str:
+    """The layer's words; a readout of a packed chain reads each row at its own end."""
+    if layer.kind == "readout" and spec.takes_lengths:
+        return layer.describe(at_lengths=True)
+    return layer.describe()

@@ -1,6 +1,8 @@
 """Readout: (batch, seq, W) per-step outputs of a recurrent layer -> (batch, W') per row.
 
   last_step          out[:, -1]                      W' = W
+                     (with lengths: out[torch.arange(B), lengths - 1], the whole width;
+                     for a bidirectional layer the backward half has seen that step only)
   final_state        h_n[-1]: the top layer's last direction's final state
                      (= out[:, -1] one-way; out[:, 0, H:] for the backward direction)
   final_state_both   cat(h_n[-2], h_n[-1]): both directions' final states (bidirectional)
@@ -75,7 +77,10 @@ class Readout:
     def flops(self) -> int:
         return 0
 
-    def describe(self) -> str:
+    def describe(self, at_lengths: bool = False) -> str:
+        """`at_lengths`: the chain takes lengths (packed), so last_step is each row's own."""
+        if at_lengths and self.how == "last_step":
+            return "each row's last valid step's output (out[torch.arange(B), lengths - 1])"
         return {"last_step": "the last step's output (out[:, -1])",
                 "final_state": "the top layer's final state (h_n[-1])",
                 "final_state_both": "both directions' final states (cat(h_n[-2], h_n[-1]))",

@@ -79,6 +79,78 @@ class PackedBiGRUTagger(nn.Module):
         return self.proj(both)
 
 
+class PackedGRULast(nn.Module):
+    """Classifier on padded batches, each row's last valid step read from the padded output
+    with the lengths pad_packed_sequence returns: Embedding -> pack -> 2-layer GRU ->
+    out[torch.arange(out.size(0)), out_lens - 1] -> Linear."""
+
+    def __init__(self, vocab=40, dim=8, hidden=12, classes=4):
+        super().__init__()
+        self.lookup = nn.Embedding(vocab, dim)
+        self.gru2 = nn.GRU(dim, hidden, num_layers=2, batch_first=True)
+        self.decide = nn.Linear(hidden, classes)
+
+    def forward(self, ids, lens):
+        packed = pack_padded_sequence(self.lookup(ids), lens.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        out, _ = self.gru2(packed)
+        out, out_lens = pad_packed_sequence(out, batch_first=True)
+        return self.decide(out[torch.arange(out.size(0)), out_lens - 1])
+
+
+class PackedLSTMLastOwnLengths(nn.Module):
+    """Regressor: pack -> LSTM -> pad_packed_sequence(total_length) -> Linear, Tanh per step
+    -> each row's last valid step with the forward's own lengths -> Linear."""
+
+    def __init__(self, feats=6, hidden=11):
+        super().__init__()
+        self.lstm = nn.LSTM(feats, hidden, batch_first=True)
+        self.per_step = nn.Sequential(nn.Linear(hidden, 9), nn.Tanh())
+        self.head = nn.Linear(9, 2)
+
+    def forward(self, x, lengths):
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        steps = self.per_step(out)
+        return self.head(steps[torch.arange(len(lengths)), lengths - 1])
+
+
+class PackedGRUGather(nn.Module):
+    """Classifier: pack -> GRU -> pad_packed_sequence -> out.gather at lengths - 1 (the
+    common gather form) -> Linear, ReLU, Linear."""
+
+    def __init__(self, feats=5, hidden=13, classes=3):
+        super().__init__()
+        self.rnn = nn.GRU(feats, hidden, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 10), nn.ReLU(), nn.Linear(10, classes))
+
+    def forward(self, x, lengths):
+        out, _ = self.rnn(pack_padded_sequence(x, lengths.cpu(), batch_first=True,
+                                               enforce_sorted=False))
+        out, _ = pad_packed_sequence(out, batch_first=True)
+        idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
+        return self.mlp(out.gather(1, idx).squeeze(1))
+
+
+class PackedBiLSTMLast(nn.Module):
+    """Bidirectional: each row's last valid step of the padded output, i.e. the forward
+    direction's final state beside the backward direction's output after that one step
+    (not cat(h_n[-2], h_n[-1]), but what this forward computes) -> Linear."""
+
+    def __init__(self, vocab=30, dim=7, hidden=9, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.bi = nn.LSTM(dim, hidden, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, ids, lens):
+        out, _ = self.bi(pack_padded_sequence(self.emb(ids), lens.cpu(), batch_first=True,
+                                              enforce_sorted=False))
+        out, out_lens = pad_packed_sequence(out, batch_first=True, total_length=ids.size(1))
+        return self.fc(out[torch.arange(out.shape[0], device=out.device), out_lens - 1, :])
+
+
 class ThreeLSTMs(nn.Module):
     """Three LSTM blocks (6 state tensors in a stream), LayerNorm between, Linear per step."""
 
@@ -104,6 +176,10 @@ PACKED = {
     "pbilstm": (PackedBiLSTMClassifier, "classification", "tokens", False, False, True),
     "pbigru": (PackedBiGRUTagger, "classification", "features", True, False, True),
     "lstm3": (ThreeLSTMs, "regression", "features", True, True, False),
+    "plast": (PackedGRULast, "classification", "tokens", False, True, True),
+    "plastlen": (PackedLSTMLastOwnLengths, "regression", "features", False, True, True),
+    "pgather": (PackedGRUGather, "classification", "features", False, True, True),
+    "pbilast": (PackedBiLSTMLast, "classification", "tokens", False, False, True),
 }
 
 
@@ -166,8 +242,22 @@ class PackedPadValue(nn.Module):
         return self.fc(out)
 
 
-class PackedGatherLast(nn.Module):
-    """Refused: each row's last valid step gathered with pad_packed_sequence's lengths."""
+class UnpackedLast(nn.Module):
+    """Refused: each row's last valid step of a layer run on the padded batch (no
+    pack_padded_sequence: the artifacts take no lengths)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x, lengths):
+        out, _ = self.rnn(x)
+        return self.fc(out[torch.arange(out.size(0)), lengths - 1])
+
+
+class PackedSecondToLast(nn.Module):
+    """Refused: each row's step before its last valid one."""
 
     def __init__(self):
         super().__init__()
@@ -178,15 +268,16 @@ class PackedGatherLast(nn.Module):
         out, _ = self.rnn(pack_padded_sequence(x, lengths, batch_first=True,
                                                enforce_sorted=False))
         out, out_lengths = pad_packed_sequence(out, batch_first=True)
-        idx = (out_lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
-        return self.fc(out.gather(1, idx).squeeze(1))
+        return self.fc(out[torch.arange(out.size(0)), out_lengths - 2])
 
 
 # name -> (class, what the one line must say)
 PACKED_REFUSALS = {
-    "gather_last": (PackedGatherLast, "the lengths returned by pad_packed_sequence (to gather "
-                                      "each row's last valid step, read h_n[-1] instead) at "
-                                      "packed_models.py:"),
+    "unpacked_last": (UnpackedLast, "out[torch.arange(B), lengths - 1] of a layer that is not "
+                                    "packed (the artifacts take lengths for "
+                                    "pack_padded_sequence only) at packed_models.py:"),
+    "second_to_last": (PackedSecondToLast, "lengths - 2 (the chain reads each row's last valid "
+                                           "step, lengths - 1) at packed_models.py:"),
     "packed_mean": (PackedMean, ".mean() of pad_packed_sequence's output, packed_models.py:"),
     "fixed_length": (PackedFixedLength, "pad_packed_sequence(total_length=50); give "
                                         "total_length=x.size(1) or none"),

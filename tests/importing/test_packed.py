@@ -20,6 +20,7 @@ from pipeline.export import ExportConfig
 from pipeline.export import main as export
 from pipeline.importing import ImportConfig, ImportRefused
 from pipeline.importing import main as import_model
+from pipeline.layers.chain import describe_chain
 from pipeline.predict import PredictConfig
 from pipeline.predict import main as predict
 from pipeline.publishing.triton import parse_config, stream_config_pbtxt
@@ -37,22 +38,22 @@ STREAMED = [n for n, c in PACKED.items() if c[4]]
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    """(out, {name: (spec, notes)}): each model imported with --module and exported once."""
+    """(out, {name: spec}, {name: notes}): each model imported with --module and exported once."""
     out = tmp_path_factory.mktemp("packed")
-    specs = {}
+    specs, notes = {}, {}
     for name, (cls, task, *_) in PACKED.items():
         path = out / f"{name}_state.pt"
         torch.save(packed_model(name).state_dict(), path)
         result = import_model(ImportConfig(
             name, path, task, module=f"tests.importing.packed_models:{cls.__name__}",
             out=out), log=lambda s: None)
-        specs[name] = result["spec"]
+        specs[name], notes[name] = result["spec"], result["notes"]
         export(ExportConfig(name, out), log=lambda s: None)
-    return out, specs
+    return out, specs, notes
 
 
 def test_each_model_reads_as_its_chain(packed):
-    _, specs = packed
+    _, specs, notes = packed
     for name, (_, _, kind, per_step, streams, lengths) in PACKED.items():
         spec = specs[name]
         assert (spec.input_kind, spec.per_step, spec.has_stream, spec.takes_lengths) == \
@@ -65,6 +66,10 @@ def test_each_model_reads_as_its_chain(packed):
     assert [r.how for r in specs["pbilstm"].layers if r.kind == "readout"] == \
         ["final_state_both"]
     assert "bidirectional" in specs["pbigru"].stream_refusal
+    for name in ("plast", "plastlen", "pgather", "pbilast"):     # each row's last valid step
+        assert [r.how for r in specs[name].layers if r.kind == "readout"] == ["last_step"], name
+    assert not any("max(lengths) steps" in n for n in notes["plast"])   # one row each: no seq
+    assert "each row's last valid step's output" in describe_chain(specs["pbilast"])
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -72,7 +77,7 @@ def test_each_model_reads_as_its_chain(packed):
 def test_artifacts_compute_the_users_forward(packed, name, runtime):
     """Every position the user's forward returns, past each row's length included (there
     its pad_packed_sequence gives zeros, and the head what it makes of them)."""
-    out, specs = packed
+    out, specs, _ = packed
     spec, theirs = specs[name], packed_model(name)
     runner = load_runner(runtime, spec, out / name / artifact(runtime))
     rng = np.random.default_rng(31)
@@ -86,22 +91,22 @@ def test_artifacts_compute_the_users_forward(packed, name, runtime):
 @pytest.mark.parametrize("runtime", ("torchscript", "onnx", "openvino"))
 @pytest.mark.parametrize("name", STREAMED)
 def test_stream_artifacts_compute_the_users_forward(packed, name, runtime):
-    out, specs = packed
+    out, specs, _ = packed
     spec = specs[name]
     runner = load_stream_runner(runtime, spec, out / name / artifact(runtime, stream=True))
     check_stream(runner, spec, packed_model(name), np.random.default_rng(32), runtime)
 
 
 def test_bidirectional_has_no_stream_form(packed):
-    out, _ = packed
-    for name in ("pbilstm", "pbigru"):
+    out, _, _ = packed
+    for name in ("pbilstm", "pbigru", "pbilast"):
         assert not set(STREAM_ARTIFACTS.values()) & {p.name for p in (out / name).iterdir()}
 
 
 def test_six_states_are_every_stream_input_and_output(packed):
     """Three LSTM layers: the stream graph and both Triton stream configs list input,
     lengths and all 6 states in, output and all 6 out, in the spec's order."""
-    out, specs = packed
+    out, specs, _ = packed
     spec = specs["lstm3"]
     graph = onnx.load(str(out / "lstm3" / "model_stream.onnx")).graph
     ins, outs = [t.name for t in spec.stream_inputs], [t.name for t in spec.stream_outputs]
@@ -133,7 +138,7 @@ def test_each_refusal_is_one_located_line_and_writes_nothing(tmp_path, name):
 def test_predict_takes_each_rows_length_from_the_npz(packed, tmp_path, runtime):
     """A packed model (no stream form: bidirectional) gets ragged rows through predict: the
     .npz's `lengths` beside `input`; one out of 1..seq is refused in one line."""
-    out, specs = packed
+    out, specs, _ = packed
     spec = specs["pbigru"]
     feeds = inputs(spec, np.random.default_rng(33), 3, 10)
     feeds["lengths"] = np.array([4, 10, 1])

@@ -1,8 +1,10 @@
 """Chains of layers served (issue 22): the POS tagger (int64 token ids, per-step
-log-probabilities, LSTM h and c) and the packed classifier (features and `lengths`), and
-their stream twins, from one server start. Answers over HTTP and gRPC equal the users' own
-modules (tests/importing/chain_models.py); `loadtest` drives each with feeds drawn from the
-release's spec; ids outside the vocabulary and float ids are refused, not answered."""
+log-probabilities, LSTM h and c), the packed classifier (features and `lengths`), the packed
+per-step tagger (pad_packed_sequence: ids and `lengths`, per-step answers) and three LSTM
+layers (6 stream states), and their stream twins, from one server start. Answers over HTTP
+and gRPC equal the users' own modules (tests/importing/chain_models.py, packed_models.py);
+`loadtest` drives each with feeds drawn from the release's spec; ids outside the vocabulary
+and float ids are refused, not answered."""
 import numpy as np
 import pytest
 import torch
@@ -18,12 +20,20 @@ from pipeline.serving.loadtest import main as loadtest
 from pipeline.verify import VerifyConfig
 from pipeline.verify import main as verify
 from tests.importing.chain_models import CHAINS, chain_model
+from tests.importing.packed_models import PACKED, packed_model
 
 from .conftest import start, stop_and_check
 from .test_imported import ask
 from .test_serve import PROTOCOLS, client
 
-MODELS = ("tagger", "padded")
+MODELS = ("tagger", "padded", "ptagger", "lstm3")
+
+
+def source(name):
+    """(class, task, the module that holds it, the user's seeded module)."""
+    if name in CHAINS:
+        return (*CHAINS[name][:2], "chain_models", chain_model(name))
+    return (*PACKED[name][:2], "packed_models", packed_model(name))
 RUNTIMES = ("onnx", "torchscript")
 
 
@@ -32,10 +42,10 @@ def chains(tmp_path_factory):
     out = tmp_path_factory.mktemp("chains-serve")
     specs = {}
     for name in MODELS:
-        cls, task = CHAINS[name][:2]
-        torch.save(chain_model(name).state_dict(), out / f"{name}.pt")
+        cls, task, where, theirs = source(name)
+        torch.save(theirs.state_dict(), out / f"{name}.pt")
         specs[name] = import_model(ImportConfig(
-            name, out / f"{name}.pt", task, module=f"tests.importing.chain_models:{cls.__name__}",
+            name, out / f"{name}.pt", task, module=f"tests.importing.{where}:{cls.__name__}",
             out=out), log=lambda s: None)["spec"]
         export(ExportConfig(name, out), log=lambda s: None)
         verify(VerifyConfig(name, out, "cpu", shapes=((1, 1), (3, 9))), log=lambda s: None)
@@ -48,7 +58,7 @@ def chains(tmp_path_factory):
 def users(name, x, lengths=None):
     with torch.inference_mode():
         args = (torch.from_numpy(x),) + (() if lengths is None else (torch.from_numpy(lengths),))
-        return chain_model(name)(*args).numpy()
+        return source(name)[3](*args).numpy()
 
 
 def zeros(spec, batch):
@@ -85,8 +95,65 @@ def test_served_chains_equal_the_users_modules(chains, protocol):
             np.testing.assert_allclose(got, classified, atol=2e-5, rtol=2e-5, err_msg=stream)
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_served_packed_tagger_equals_the_users_module(chains, protocol):
+    """Packed per-step tagger, (4, 11) ids at lengths 11, 3, 7, 1: every step of the
+    stateless answer (zeros past each length through the head, as pad_packed_sequence
+    gives); the stream's answer at each row's valid steps, and its h_out the GRU's h_n."""
+    spec, rng = chains["specs"]["ptagger"], np.random.default_rng(6)
+    ids = rng.integers(0, spec.input_size, (4, 11)).astype(np.int64)
+    lengths = np.array([11, 3, 7, 1], np.int64)
+    want = users("ptagger", ids, lengths)
+    theirs = packed_model("ptagger")
+    with torch.inference_mode():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            theirs.tok(torch.from_numpy(ids)), torch.from_numpy(lengths), batch_first=True,
+            enforce_sorted=False)
+        h_n = theirs.encoder(packed)[1][0].numpy()                     # (batch, hidden)
+    module, triton = client(chains["server"], protocol)
+    with triton:
+        for runtime in RUNTIMES:
+            got = ask(module, triton, "ptagger", runtime, {"input": ids, "lengths": lengths},
+                      ["output"])["output"]
+            np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5, err_msg=runtime)
+            stream = f"stream_{runtime}"
+            feeds = {"input": ids, "lengths": lengths, **zeros(spec, 4)}
+            got = ask(module, triton, "ptagger", stream, feeds, ["output", "h_out"])
+            for i, n in enumerate(lengths):
+                np.testing.assert_allclose(got["output"][i, :n], want[i, :n], atol=2e-5,
+                                           rtol=2e-5, err_msg=f"{stream} row {i}")
+            np.testing.assert_allclose(got["h_out"], h_n, atol=2e-5, rtol=2e-5, err_msg=stream)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_served_six_state_stream_equals_the_users_module(chains, protocol):
+    """Three LSTM layers: the stateless answer, and the stream's in two chunks (4 + 5 steps)
+    with all 6 states returned and sent back, equal the user's forward over all 9 steps."""
+    spec = chains["specs"]["lstm3"]
+    x = np.random.default_rng(7).standard_normal((3, 9, spec.input_size)).astype(np.float32)
+    want = users("lstm3", x)
+    outputs = [t.name for t in spec.stream_outputs]
+    assert len(outputs) == 7 and len(spec.stream_inputs) == 8
+    module, triton = client(chains["server"], protocol)
+    with triton:
+        for runtime in RUNTIMES:
+            got = ask(module, triton, "lstm3", runtime, {"input": x}, ["output"])["output"]
+            np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5, err_msg=runtime)
+            states, steps = zeros(spec, 3), []
+            for chunk in (x[:, :4], x[:, 4:]):
+                feeds = {"input": np.ascontiguousarray(chunk),
+                         "lengths": np.full(3, chunk.shape[1], np.int64), **states}
+                got = ask(module, triton, "lstm3", f"stream_{runtime}", feeds, outputs)
+                states = {i: got[o] for i, o in spec.state_names}
+                steps.append(got["output"])
+            np.testing.assert_allclose(np.concatenate(steps, axis=1), want, atol=2e-5,
+                                       rtol=2e-5, err_msg=f"stream_{runtime} 4 + 5 steps")
+
+
 @pytest.mark.parametrize("model", ["tagger_onnx", "tagger_stream_torchscript", "padded_torchscript",
-                                   "padded_stream_onnx"])
+                                   "padded_stream_onnx", "ptagger_onnx",
+                                   "ptagger_stream_torchscript", "lstm3_stream_onnx",
+                                   "lstm3_torchscript"])
 def test_loadtest_drives_chains_without_errors(chains, model):
     """Token ids inside the vocabulary and lengths 1..seq drawn from the release's spec; every
     answer checked (a stream's per-step outputs at each row's valid step)."""
