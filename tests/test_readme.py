@@ -1,5 +1,7 @@
-"""The README's walk-through ("Bring your own model"), run as the README prints it, so the two
-cannot drift: its code blocks are read from README.md at test time.
+"""The README's walk-throughs ("Bring your own model"), run as the README prints them, so the
+two cannot drift: their code blocks are read from README.md at test time. The tagger block
+(`tagger.py`, then import --module, export, verify, predict) is checked against the user's
+LSTMTagger; the churn walk-through below.
 
 From a fresh shell (no virtual environment active, PYTHONPATH unset) in a copy of the repo
 root (the walk-through's working folder: its `exported/` and `.keys/` go there, not into
@@ -75,7 +77,7 @@ def test_bring_your_own_model_walk_through_runs_as_printed(root):
     (module,) = [b for b in blocks(text, "python") if b.startswith("# my_models.py")]
     (root / "my_models.py").write_text(module)
     # the walk-through's two blocks: the setup (from activating the venv) and the requests
-    (setup,) = [b for b in blocks(text, "sh") if b.startswith(". .venv/bin/activate")]
+    (setup,) = [b for b in blocks(text, "sh") if "my_models:make" in b]
     (curl,) = [b for b in blocks(text, "sh") if "curl " in b]
     lines = commands(setup)
     assert lines[0] == ". .venv/bin/activate", "the walk-through must start with the venv"
@@ -111,7 +113,7 @@ def test_bring_your_own_model_walk_through_runs_as_printed(root):
     # the reference: the user's own module on the weights they saved, on the curl's input
     request = json.loads(re.search(r"-d '(.*?)'", script).group(1))["inputs"][0]
     x = np.array(request["data"], np.float32).reshape(request["shape"])
-    want = eager(root, x)
+    want = eager(root / "my_models.py", "make", root / "churn.pt", x)
     for answer in answers:
         (output,) = answer["outputs"]
         assert output["name"] == "output" and output["shape"] == list(want.shape), answer
@@ -119,16 +121,36 @@ def test_bring_your_own_model_walk_through_runs_as_printed(root):
                                    rtol=1e-4, atol=1e-5, err_msg=answer["model_name"])
 
 
-def eager(root: Path, x: np.ndarray) -> np.ndarray:
+def test_tagger_block_runs_as_printed(root):
+    """The chain section's tagger: its file, then its shell block line by line under bash -e
+    (weights, import --module, export, verify --runtime all, ids.npy, predict); tags.npy
+    equals the user's own LSTMTagger on the ids the block saved."""
+    text = section("Bring your own model")
+    (module,) = [b for b in blocks(text, "python") if b.startswith("# tagger.py")]
+    (root / "tagger.py").write_text(module)
+    (block,) = [b for b in blocks(text, "sh") if "--module tagger:LSTMTagger" in b]
+    lines = commands(block)
+    assert lines[0] == ". .venv/bin/activate", "the block must start with the venv"
+    done = subprocess.run(["bash", "-e", "-c", "\n".join(lines)], cwd=root,
+                          env=fresh_shell_env(), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ids = np.load(root / "ids.npy")                     # (batch, seq) int64 token ids
+    want = eager(root / "tagger.py", "LSTMTagger", root / "tagger.pt", ids)
+    got = np.load(root / "tags.npy")                    # (batch, seq, 5) log-probabilities
+    assert got.shape == want.shape == (*ids.shape, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def eager(path: Path, factory: str, weights: Path, x: np.ndarray) -> np.ndarray:
     """The walk-through's module, loaded from its file, with the saved state dict."""
     import importlib.util
 
     import torch
 
-    spec = importlib.util.spec_from_file_location("readme_my_models", root / "my_models.py")
+    spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    model = module.make()
-    model.load_state_dict(torch.load(root / "churn.pt", weights_only=True))
+    model = getattr(module, factory)()
+    model.load_state_dict(torch.load(weights, weights_only=True))
     with torch.inference_mode():
         return model.eval()(torch.from_numpy(x)).numpy()
