@@ -167,10 +167,15 @@ def factory(name):
 
 
 def chain_model(name: str, seed: int = 0) -> nn.Module:
-    """The user's module with seeded weights (recurrent weights doubled: not trivially
-    contractive, as in user_models.py)."""
+    """The user's module with seeded weights (see seeded)."""
+    return seeded(CHAINS[name][0], seed)
+
+
+def seeded(cls, seed: int = 0) -> nn.Module:
+    """cls() with seeded weights (recurrent weights doubled: not trivially contractive, as
+    in user_models.py)."""
     torch.manual_seed(seed)
-    model = CHAINS[name][0]()
+    model = cls()
     with torch.no_grad():
         for key, p in model.named_parameters():
             if "weight_hh" in key:

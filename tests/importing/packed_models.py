@@ -10,6 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from tests.importing.chain_models import seeded
+
 
 class PackedGRUTagger(nn.Module):
     """Token tagger on padded batches: Embedding -> pack -> GRU -> pad_packed_sequence
@@ -184,17 +186,8 @@ PACKED = {
 
 
 def packed_model(name: str, seed: int = 0) -> nn.Module:
-    """The user's module with seeded weights (recurrent weights doubled: not trivially
-    contractive, as in chain_models.py)."""
-    torch.manual_seed(seed)
-    model = PACKED[name][0]()
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if "weight_hh" in key:
-                p.mul_(2.0)
-            if "norm" in key:             # a trained norm is not the identity
-                p.add_(0.3 * torch.randn_like(p))
-    return model.eval()
+    """The user's module with seeded weights, as chain_models.py seeds them."""
+    return seeded(PACKED[name][0], seed)
 
 
 class PackedMean(nn.Module):
