@@ -111,7 +111,7 @@ def _write_ir(spec, kind: str, fp32: dict, paths: dict) -> None:
 
     import onnx
 
-    from .bf16_split import save_ir, split_products
+    from .bf16_split import SUFFIXES, save_ir, split_products, splits_input
     model = onnx.load(str(fp32[kind]))
     if not spec.layers:                 # a chain: as it is (not split yet)
         if kind == "model":
@@ -120,7 +120,8 @@ def _write_ir(spec, kind: str, fp32: dict, paths: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src, xml = Path(tmp) / "split.onnx", Path(tmp) / "model.xml"
         onnx.save(model, str(src))
-        save_ir(src, xml, marks=0 if spec.layers else None)
+        # every f32 node of the input's split found and marked in OpenVINO's model
+        save_ir(src, xml, marks=len(SUFFIXES) if splits_input(model) else 0)
         if kind == "model":
             same_function(spec, fp32["model"], xml)
         Path(paths[kind]).write_bytes(xml.read_bytes())

@@ -4,26 +4,28 @@
     save_ir(onnx_path, xml_path)                     # OpenVINO IR, the split's f32 nodes marked
 
 OpenVINO's CPU plugin with the bf16 hint rounds every float tensor that enters a matrix
-product to bfloat16 (8 bits of mantissa), accumulating in float32. Measured on a 2-layer
-LSTM (H=64, F=16; docs/precision.md "Where bf16's error comes from"), the biggest parts
-of the error are the rounding of the input x itself and of the input weights W: each alone
-is about 1% of the output's std on verify's data (x10 inputs included). The recurrent
-product (h and R in bf16) is about 0.7%, and the cell state c stays float32 in the plugin.
+product to bfloat16 (8 bits of mantissa), accumulating in float32; the LSTM's cell state
+stays float32. On a 2-layer LSTM (H=64, F=16; docs/precision.md "bf16 inside the default
+budget") the rounding of the input x and of the input weights W is the largest part of the
+error on verify's data (x10 inputs included), then the recurrent product (h, R: 0.7%).
 
-The split writes every product with a constant operand as two bf16 products that sum to the
+The split writes a product with a constant operand as two bf16 products that sum to the
 float32 one (W = W_hi + W_lo, W_hi = bf16(W), W_lo = W - W_hi, both exact in bf16 to 2^-17):
 
-  first recurrent layer  X' = [x_hi, x_lo, x] (batch, seq, 3F), W' = [W_hi, W_hi, W_lo]:
-                         x_hi W_hi + x_lo W_hi + x W_lo = x W up to x_lo W_lo (2^-18)
-  deeper layers          X' = [h, h], W' = [W_hi, W_lo]  (h is bf16 already: exact)
-  the head (Gemm)        A' = [a, a], B' = [B_hi; B_lo]
+  "input"   first recurrent layer  X' = [x_hi, x_lo, x] (batch, seq, 3F),
+                                   W' = [W_hi, W_hi, W_lo]: x W up to x_lo W_lo (2^-18)
+  "deeper"  deeper layers          X' = [h, h], W' = [W_hi, W_lo] (h is bf16 already)
+  "weights" every layer as "deeper", x not split (plain ONNX would do; for measurement)
+  "head"    the head (Gemm)        A' = [a, a], B' = [B_hi; B_lo]
 
-The native recurrent operator still runs in bf16 on AMX (its input is 3F or 2H wide, the
-recurrent product unchanged). x_lo = x - bf16(x) must be computed in float32: one MatMul
-of [x, x_hi] with a 0/1/-1 matrix gives [x_hi, x_lo, x], and the plugin keeps a node in f32 only where its
-rt_info says so (`precise_0`, which OpenVINO's IR stores as `DisablePrecisionConversion`).
-ONNX cannot carry rt_info, so the bf16 file is an IR (model_bf16.xml + model_bf16.bin).
-In f32 the split computes the same function (tested against the user's module).
+The bf16 file splits "input" and "head" (PARTS): measured the best error per time (deeper
+layers' W: 0.89% -> 0.56% of std for lstm_2 but +0.8 ms of 6.3 at (64,200)). The native
+operator still runs in bf16 on AMX, its recurrent product unchanged. x_lo = x + (-1 * x_hi)
+must be computed in float32, and the plugin keeps a node f32 in bf16 mode only where its
+rt_info says so (`precise_0`, ov::disable_fp16_compression, which IR stores as
+`DisablePrecisionConversion`). ONNX cannot carry rt_info, so the bf16 file is an IR
+(model_bf16.xml + model_bf16.bin). In f32 the split computes the same function (tested
+against the user's module).
 """
 from __future__ import annotations
 
@@ -49,14 +51,14 @@ def _hi_lo(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi, (w.astype(np.float32) - hi).astype(np.float32)
 
 
-PARTS = ("input", "head")       # measured: the best error per time (docs/precision.md)
+PARTS = ("input", "head")       # measured: the best error per time (module docstring)
 
 
 def split_products(model, input_name: str, parts=PARTS):
     """Rewrite `model` (onnx.ModelProto) in place: every native recurrent operator's input
     product and every top-level Gemm head split into hi/lo bf16 products (module docstring);
-    `parts` (for measurement): which of the first layer's ("input"), the deeper layers' and
-    the head's products. Returns the model; ValueError where nothing was split."""
+    `parts`: which of them (module docstring; others for measurement). Returns the model;
+    ValueError where nothing was split."""
     from onnx import TensorProto, helper, numpy_helper
     g = model.graph
     inits = _initializers(g)
@@ -71,17 +73,21 @@ def split_products(model, input_name: str, parts=PARTS):
            helper.make_node("Mul", [hi, f"{pre}__bf16minus1"], [neg], name=neg),
            helper.make_node("Add", [pre, neg], [lo], name=lo),
            helper.make_node("Concat", [hi, lo, pre], [split], axis=-1, name=split)]
-    g.initializer.append(numpy_helper.from_array(np.array(-1, np.float32), f"{pre}__bf16minus1"))
-    count = _split_graph(g, inits, input_name, split, True, set(parts))
+    used: list = []                             # the first layers that read the split
+    count = _split_graph(g, inits, input_name, split, True, set(parts), used)
     if not count:
         raise ValueError("no native recurrent operator or Gemm to split")
-    nodes = (top if "input" in parts else []) + list(g.node)
+    if used:
+        g.initializer.append(numpy_helper.from_array(np.array(-1, np.float32),
+                                                     f"{pre}__bf16minus1"))
+    nodes = (top if used else []) + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
     return model
 
 
-def _split_graph(g, inits: dict, input_name: str, split: str, top: bool, parts: set) -> int:
+def _split_graph(g, inits: dict, input_name: str, split: str, top: bool, parts: set,
+                 used: list) -> int:
     """Split the native operators of `g` and its If branches (not Scan bodies: their
     products are the recurrent ones, left in bf16); the Gemm heads where `top`."""
     from onnx import helper, numpy_helper
@@ -90,18 +96,19 @@ def _split_graph(g, inits: dict, input_name: str, split: str, top: bool, parts: 
     for node in g.node:
         for a in node.attribute:
             if a.type == a.GRAPH and node.op_type == "If":
-                count += _split_graph(a.g, inits, input_name, split, False, parts)
+                count += _split_graph(a.g, inits, input_name, split, False, parts, used)
         src = made.get(node.input[0])
         first = src is not None and src.op_type == "Transpose" and src.input[0] == input_name
-        if first and "input" not in parts and "weights" in parts:
-            first = False                     # the first layer's weights split, x not
-        if node.op_type in NATIVE and node.input[1] in inits and \
-                ("input" if first else "deeper") in parts | ({"deeper"} if "weights" in parts else set()):
+        if first and "weights" in parts:
+            first = False                     # x not split: the first layer as a deeper one
+        wanted = "input" if first else ("deeper" if "weights" not in parts else "weights")
+        if node.op_type in NATIVE and node.input[1] in inits and wanted in parts:
             x, w = node.input[0], numpy_helper.to_array(inits[node.input[1]])   # (D, G*H, in)
             w_hi, w_lo = _hi_lo(w)
             if first:
                 # the first layer: the same Transpose, of [x_hi, x_lo, x] (batch, seq, 3F)
                 new = f"{x}__bf16split"
+                used.append(node.name)
                 nodes.append(helper.make_node("Transpose", [split], [new], name=new,
                                               perm=list(src.attribute[0].ints)))
                 wide = np.concatenate([w_hi, w_hi, w_lo], 2)
@@ -152,10 +159,15 @@ def _last_dim(g, name: str) -> int:
     return dim.dim_value
 
 
+def splits_input(model) -> bool:
+    """Whether split_products wrote the input's f32 nodes into `model`."""
+    return any(n.output[0].endswith(SUFFIXES[-1]) for n in model.graph.node)
+
+
 def save_ir(onnx_path: Path, xml_path: Path, marks: int | None = None) -> int:
     """Convert the split ONNX file to OpenVINO IR (xml + bin beside it), the split's f32
     nodes marked to keep f32 under the bf16 hint; returns how many were marked (ValueError
-    unless `marks` were found)."""
+    unless `marks` were found, where given)."""
     import openvino as ov
     model = ov.Core().read_model(str(onnx_path))
     marked = 0

@@ -6,9 +6,9 @@ in the manifest.
 
 Each variant writes from the fp32 ONNX files that just passed the self-check (int8 and
 fp16 rewrite them; bf16 writes OpenVINO IR of model.onnx's native branch and of the stream
-file, split hi/lo; an IR's .bin is not loaded on its own), then each written file must load and give finite outputs of the
-contract's shapes (its accuracy is verify's budget gate, not this; a bf16 file is loaded in
-f32 where the CPU has no bf16 units).
+file, split hi/lo; an IR's .bin is not loaded on its own), then each written file must load
+and give finite outputs of the contract's shapes (its accuracy is verify's budget gate, not
+this; a bf16 file is loaded in f32 where the CPU has no bf16 units).
 """
 from __future__ import annotations
 
