@@ -101,7 +101,8 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
         # are drawn by pipeline/inputs.py (token ids, ragged lengths), per-step outputs
         # compared at valid steps (precision/gate.py); fp32 alone, no figures (as before).
         from .precision.budget import DEFAULT_BUDGET
-        from .precision.gate import check_pairs, group_by_length, verification_inputs
+        from .precision.gate import (check_pairs, group_by_length, joined_stream,
+                                     verification_inputs)
         budget = config.budget or DEFAULT_BUDGET
         precisions = []
         if not spec.layers or manifest.get("precisions"):
@@ -111,10 +112,13 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
                 raise VerificationError(f"{spec.name}: --data measures the budget of one-stack "
                                         "models only so far; drop it for a chain of layers (the "
                                         "verification inputs are used)")
-            inputs = group_by_length(user_sequences(config.data, spec)) if config.data else \
+            # with the user's data, its rows joined end to end make the long stream too
+            sequences = user_sequences(config.data, spec) if config.data else None
+            inputs = group_by_length(sequences) if config.data else \
                 verification_inputs(spec, default_shapes(spec), SCALES, config.seed)
             precisions = check_pairs(model_dir, manifest, spec, reference, budget, inputs,
-                                     cpu_runners, config.seed)
+                                     cpu_runners, config.seed, stream_x=joined_stream(
+                                         sequences) if sequences else None)
         for entry in precisions:
             if entry["precision"] == "fp32":
                 entry["passed"] = all(r["passed"] for r in rows if r["runtime"] in

@@ -13,9 +13,10 @@ bf16.py, fp16.py) with a `Variant` subclass, registered in VARIANTS:
 
   int8  files rewritten for ONNX Runtime's integer kernels (DynamicQuantizeLSTM,
         DynamicQuantizeMatMul), stateless and stream; ORT only.
-  bf16  model_bf16.onnx (model.onnx on its native recurrent operator at every batch) and
-        the fp32 model_stream.onnx, compiled by OpenVINO with the bf16 inference hint (the
-        CPU's AVX512_BF16 / AMX units).
+  bf16  model_bf16.xml/.bin and model_stream_bf16.xml/.bin (OpenVINO IR: model.onnx on
+        its native recurrent operator at every batch, the input and head products split
+        hi/lo, bf16_split.py; a chain's not split), compiled by OpenVINO with the bf16
+        inference hint (the CPU's AVX512_BF16 / AMX units).
   fp16  model_fp16.onnx (weights and arithmetic in float16, float32 at the edges) for
         ONNX Runtime's CUDA provider; written on any machine, run only where a GPU is.
 
@@ -75,9 +76,11 @@ class Variant:
              stream: bool = False) -> Runner:
         raise NotImplementedError
 
-    def smoke_load(self, runtime: str, spec: ModelSpec, path: Path, stream: bool) -> Runner:
+    def smoke_load(self, runtime: str, spec: ModelSpec, path: Path, stream: bool,
+                   files: dict[str, Path] | None = None) -> Runner:
         """The runner export's self-check uses (the variant's own, unless it cannot run
-        on this machine and another load still proves the file sound)."""
+        on this machine and another load still proves the file sound); `files`: every
+        file just written for it, {kind: path} (an IR's .bin beside its .xml)."""
         return self.load(runtime, spec, path, threads=1, stream=stream)
 
     def unavailable(self, runtime: str) -> str | None:

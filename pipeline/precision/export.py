@@ -5,10 +5,10 @@ in the manifest.
     entry = write_variants(spec, precisions, fp32, temps)   # manifest["precisions"]
 
 Each variant writes from the fp32 ONNX files that just passed the self-check (int8 and
-fp16 rewrite them; bf16 keeps model.onnx's native branch and runs the fp32 stream file as
-it is: `fp32_kinds`), then each written file must load and give finite outputs of the
-contract's shapes (its accuracy is verify's budget gate, not this; a bf16 file is loaded in
-f32 where the CPU has no bf16 units).
+fp16 rewrite them; bf16 writes OpenVINO IR of model.onnx's native branch and of the stream
+file, split hi/lo; an IR's .bin is not loaded on its own), then each written file must load
+and give finite outputs of the contract's shapes (its accuracy is verify's budget gate, not
+this; a bf16 file is loaded in f32 where the CPU has no bf16 units).
 """
 from __future__ import annotations
 
@@ -36,23 +36,25 @@ def write_variants(spec, precisions, fp32: dict[str, Path], temps: dict[str, Pat
         files = v.files(spec)
         v.write(spec, fp32, {kind: temps[f] for kind, f in files.items()})
         if v.device == "cpu":
+            written = {kind: temps[f] for kind, f in files.items()}
             for kind, f in files.items():
-                _smoke(v, spec, temps[f], kind == "stream", f)
+                if kind in ("model", "stream"):        # not an IR's weights (.bin)
+                    _smoke(v, spec, temps[f], kind == "stream", f, written)
         entries[name] = {"files": files, "runtimes": list(v.runtimes), "device": v.device,
                          "summary": v.summary, "skipped": v.missing(spec), **v.record(spec)}
         runs = {k: FP32_FILES[k] for k in v.fp32_kinds if k in fp32}
-        if runs:          # bf16's stream: the fp32 file, run as it is
+        if runs:          # a variant that runs an fp32 file as it is (none today)
             entries[name]["runs"] = runs
     return entries
 
 
-def _smoke(v, spec, path: Path, stream: bool, name: str) -> None:
+def _smoke(v, spec, path: Path, stream: bool, name: str, written: dict) -> None:
     """The file loads in its runtime and answers at two shapes with finite outputs."""
     from ..inputs import model_feeds
     rng = np.random.default_rng(0)
     runtime = v.runtimes[0]
     try:
-        runner = v.smoke_load(runtime, spec, path, stream)
+        runner = v.smoke_load(runtime, spec, path, stream, written)
         for batch, seq in ((1, spec.example_seq), (64, 10 * spec.example_seq)):
             feeds = model_feeds(spec, rng, batch, seq)     # ids in the vocabulary, lengths
             if stream:

@@ -76,6 +76,16 @@ def group_by_length(sequences, rows: int = DATA_ROWS) -> list[np.ndarray]:
     return [np.stack(g).astype(np.float32) for _, g in sorted(groups.items())]
 
 
+def joined_stream(sequences, batch: int = LONG_BATCH, steps: int = LONG_STEPS) -> np.ndarray:
+    """The user's (seq, F) rows joined end to end in their order, cycled where they hold
+    fewer than batch x steps steps, cut into `batch` streams: (batch, steps, F) float32."""
+    rows = np.concatenate([np.asarray(s, np.float32) for s in sequences])   # (all steps, F)
+    if not len(rows):
+        raise ValueError("no steps in the user's data")
+    rows = np.tile(rows, (-(-batch * steps // len(rows)), 1))[:batch * steps]
+    return rows.reshape(batch, steps, rows.shape[-1])
+
+
 def long_stream(runner, spec, x: np.ndarray) -> np.ndarray:
     """Feed x (batch, T, F) one step per call, states carried from zeros; (T, batch, O)."""
     batch = x.shape[0]
@@ -94,14 +104,17 @@ class Eager:
     """Eager fp32's outputs on the gate's data, computed once for every pair."""
 
     def __init__(self, spec, model_dir: Path, reference, inputs, seed: int = 0,
-                 stream: bool = True):
+                 stream: bool = True, stream_x: np.ndarray | None = None):
         self.spec, self.inputs = spec, [as_feeds(spec, x) for x in inputs]
         self.outputs = run_all(reference, spec, self.inputs)
         self.stream_x = self.stream_y = None
+        # the long stream's input (LONG_BATCH, LONG_STEPS, F): the user's rows joined, or drawn
+        self.stream_data = "user's rows joined" if stream_x is not None else "unit-normal draw"
         if spec.has_stream and stream:
             from ..runtimes import load_stream_runner
             rng = np.random.default_rng(seed + 1000)
-            self.stream_x = sample_input(spec, rng, LONG_BATCH, LONG_STEPS)
+            self.stream_x = sample_input(spec, rng, LONG_BATCH, LONG_STEPS) \
+                if stream_x is None else stream_x
             self.stream_y = long_stream(load_stream_runner("torch", spec, model_dir, "cpu", 1),
                                         spec, self.stream_x)
 
@@ -127,7 +140,8 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
             stream.inputs = tuple(t.name for t in spec.stream_inputs)
             stream.outputs = tuple(t.name for t in spec.stream_outputs)
             y = long_stream(stream, spec, eager.stream_x)
-            row["stream"] = {"steps": LONG_STEPS, "batch": LONG_BATCH,
+            row["stream"] = {"steps": eager.stream_x.shape[1], "batch": eager.stream_x.shape[0],
+                             "data": eager.stream_data,
                              **figures([y], [eager.stream_y], classification)}
         elif eager.stream_x is not None:
             row["stream"] = None
@@ -148,12 +162,13 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
 
 def check_pairs(model_dir: Path, manifest: dict, spec, reference, budget: Budget,
                 inputs: list[np.ndarray], fp32_runners=(), seed: int = 0,
-                log=lambda s: None) -> list[dict]:
+                log=lambda s: None, stream_x: np.ndarray | None = None) -> list[dict]:
     """Every variant pair the manifest lists, plus the fp32 runners' figures, on `inputs`
     (feeds: `verification_inputs`; or arrays of equal-length rows: the user's sequences
-    grouped)."""
+    grouped); the long stream on `stream_x` (the user's rows: `joined_stream`) or drawn."""
     listed = manifest.get("precisions") or {}
-    eager = Eager(spec, Path(model_dir), reference, inputs, seed, stream=bool(listed))
+    eager = Eager(spec, Path(model_dir), reference, inputs, seed, stream=bool(listed),
+                  stream_x=stream_x)
     entries = []
     for runner in fp32_runners:     # judged by verify's tolerance rule; figures for the choice
         row = {"runtime": runner.name, "precision": "fp32", "artifact": artifact(runner.name),

@@ -9,7 +9,8 @@ their stream model beside them where the variant has one). `RUNTIME:PRECISION` d
 pair. fp32 on onnx or torchscript is what publish always writes; anything else becomes
 extra Triton models (publishing/triton.py DEPLOYED): `<model>_onnx_int8` (onnxruntime
 backend, model_int8.onnx served as model.onnx), `<model>_openvino_bf16` (openvino backend,
-model_bf16.onnx served as model.onnx, with HINT_BF16: YES), `<model>_openvino`, `<model>_onnx_fp16`,
+model_bf16.xml/.bin, OpenVINO IR, served as model.xml/model.bin, with HINT_BF16: YES),
+`<model>_openvino`, `<model>_onnx_fp16`,
 each with a `stream_` twin. A pair verify did not let through is refused in one line with
 its figures (precision/choice.py `require_pair`); nothing is published then.
 """
@@ -24,8 +25,10 @@ from .triton import DEPLOYED
 # Triton model (BACKENDS key) of a deployed variant -> the build's file it serves
 VARIANT_SOURCES = {"onnx_int8": "model_int8.onnx", "stream_onnx_int8": "model_stream_int8.onnx",
                    "openvino": "model.onnx", "stream_openvino": "model_stream.onnx",
-                   "openvino_bf16": "model_bf16.onnx", "stream_openvino_bf16": "model_stream.onnx",
+                   "openvino_bf16": "model_bf16.xml", "stream_openvino_bf16": "model_stream_bf16.xml",
                    "onnx_fp16": "model_fp16.onnx", "stream_onnx_fp16": "model_stream_fp16.onnx"}
+# ... and the weights an OpenVINO IR needs beside it (served as model.bin, next to model.xml)
+VARIANT_WEIGHTS = {"openvino_bf16": "model_bf16.bin", "stream_openvino_bf16": "model_stream_bf16.bin"}
 
 
 def pair_of(key: str) -> tuple[str, str]:

@@ -48,7 +48,7 @@ from ..runtimes import ARTIFACTS, STREAM_ARTIFACTS
 from ..specs import ModelSpec, Recipe
 from .card import model_card
 from .covered import CONFIG_KEY, config_entry
-from .deploy import VARIANT_SOURCES, deploy_keys
+from .deploy import VARIANT_SOURCES, VARIANT_WEIGHTS, deploy_keys
 from .release import write_tarball
 from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
 from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, legacy_config_pbtxt, parse_config,
@@ -158,15 +158,19 @@ def stage(repository: Path, model_dir: Path, recipe: Recipe, runtime: str, versi
         staging.mkdir(0o755)
         os.chmod(staging, 0o755)    # whatever the umask; Triton may run as another user
         filename = BACKENDS[runtime][3]
-        shutil.copyfile(model_dir / SOURCES[runtime], staging / filename)
-        if file_entry(staging / filename) != manifest["files"][SOURCES[runtime]]:
-            raise IntegrityError(f"{model_dir / SOURCES[runtime]}: changed while being copied")
+        served = {filename: SOURCES[runtime]}          # {file in the version: build's file}
+        if runtime in VARIANT_WEIGHTS:                 # an IR's weights beside its xml
+            served[str(Path(filename).with_suffix(".bin"))] = VARIANT_WEIGHTS[runtime]
+        for name, source in served.items():
+            shutil.copyfile(model_dir / source, staging / name)
+            if file_entry(staging / name) != manifest["files"][source]:
+                raise IntegrityError(f"{model_dir / source}: changed while being copied")
         shutil.copyfile(model_dir / VERIFICATION, staging / VERIFICATION)
         signed_by = fingerprint(load_private_key(signing_key)) if signing_key else None
         (staging / CARD).write_text(model_card(spec, runtime, version, metrics, report,
                                                signed_by, recipe.source))
         release = {
-            "files": {n: file_entry(staging / n) for n in (filename, VERIFICATION, CARD)},
+            "files": {n: file_entry(staging / n) for n in (*served, VERIFICATION, CARD)},
             "model": spec.name, "version": version, "runtime": runtime,
             "triton_model": triton_name(spec.name, runtime), "published": published,
             "export": manifest,     # the build's own manifest: its files, signature, versions

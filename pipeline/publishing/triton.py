@@ -65,8 +65,10 @@ OPENVINO_HINTS = {"openvino": "f32", "openvino_bf16": "bf16"}
 for _key in DEPLOYED.values():
     _backend = ("", "openvino") if _key.startswith("openvino") else ("onnxruntime_onnx",
                                                                       "onnxruntime")
-    BACKENDS[_key] = (_key, *_backend, "model.onnx")
-    BACKENDS[f"stream_{_key}"] = (f"stream_{_key}", *_backend, "model.onnx")
+    # bf16 is OpenVINO IR (model.xml + model.bin): its rt_info keeps the split's f32 nodes
+    _file = "model.xml" if _key == "openvino_bf16" else "model.onnx"
+    BACKENDS[_key] = (_key, *_backend, _file)
+    BACKENDS[f"stream_{_key}"] = (f"stream_{_key}", *_backend, _file)
 
 # numpy / ONNX dtype name (ModelSpec.dtype) -> Triton DataType enum name (model_config.proto).
 TRITON_DTYPES = {

@@ -17,7 +17,8 @@ recurrent model is served and load-tested the same way. A stream model's contrac
 RNN or GRU, h and c for an LSTM).
 
 The in-process runner is ONNX Runtime on model.onnx (the config's names are the graph's) or
-TorchScript on model.pt (names mapped as NVIDIA's pytorch backend maps them: backends/naming.py).
+TorchScript on model.pt (names mapped as NVIDIA's pytorch backend maps them: backends/naming.py),
+or OpenVINO on model.xml (a bf16 model's IR, compiled with OpenVINO's default CPU precision).
 Arrays are in the model's shapes: an input the config reshapes (a stream model's lengths,
 `dims: [1]` + `reshape: []`) is (batch,) here and (batch, 1) on the wire (`Tensor.wire`).
 """
@@ -106,6 +107,10 @@ class Published:
         """A function {input name: model-shaped array} -> {output name: array}."""
         path = str(self.folder / self.filename)
         names_out = [t.name for t in self.outputs]
+        if self.filename.endswith(".xml"):    # OpenVINO IR (bf16): as the openvino backend runs it
+            import openvino as ov
+            compiled = ov.Core().compile_model(path, "CPU")
+            return lambda feeds: {n: compiled(feeds)[n] for n in names_out}
         if self.filename.endswith(".onnx"):
             import onnxruntime as ort
             session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -171,4 +176,4 @@ def open_published(registry: Path, model: str) -> Published:
 
 def manifest_file(manifest: dict) -> str:
     """The model file of a release manifest: the one that is not its metadata."""
-    return next(n for n in manifest["files"] if n.endswith((".onnx", ".pt")))
+    return next(n for n in manifest["files"] if n.endswith((".onnx", ".pt", ".xml")))

@@ -3,7 +3,8 @@ recurrent layers of a chain's graphs, and verify's budget gate feeds the chain w
 contract takes (token ids inside the vocabulary, ragged lengths for a packed forward),
 carries every state of its stream graph, and records why a stream file is missing.
 The figures are recomputed here from the user's own module and the int8 file (and, on a
-CPU with bf16 units, model.onnx compiled by OpenVINO in bf16), outside the project. Three chains, verified at two small shapes: a tagger (embedding, LSTM, per-step
+CPU with bf16 units, model_bf16.xml, model.onnx as OpenVINO IR, compiled in bf16), outside the
+project. Three chains, verified at two small shapes: a tagger (embedding, LSTM, per-step
 log-probabilities), a DeepAR-like regressor (linear, ReLU, LayerNorm, 2-layer LSTM, per
 step) and a packed GRU classifier (forward(x, lengths))."""
 import numpy as np
@@ -100,7 +101,8 @@ def test_chain_bf16_gated_where_the_cpu_has_it(chains, name):
                            and min(f["label_agree"] or 1, s.get("label_agree") or 1)
                            >= DEFAULT_BUDGET.label_agree)
     assert e["arithmetic"] == "bfloat16" and f["max_rel_std"] > 1e-4    # not f32's ~1e-7
-    assert s["steps"] == LONG_STEPS and e["stream_artifact"] == "model_stream.onnx"
+    assert s["steps"] == LONG_STEPS and e["stream_artifact"] == "model_stream_bf16.xml"
+    assert e["artifact"] == "model_bf16.xml"        # a chain's: model.onnx as IR, not split
     import openvino as ov
     compiled = ov.Core().compile_model(str(out / name / e["artifact"]), "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1})

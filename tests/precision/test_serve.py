@@ -122,6 +122,13 @@ def test_preflight_precision_rule_for_each_kind_of_cpu():
         check_precision("m_openvino_bf16", bf16, cpu_bf16=False)
 
 
+def _config(folder, key, filename):
+    """The config of the `key` pair for a copied folder, naming the file the copy holds
+    (bf16 is served as OpenVINO IR, model.xml; f32 OpenVINO as model.onnx)."""
+    text = config_pbtxt(_spec(folder), key)
+    return text.replace("model.onnx", filename).replace("model.xml", filename)
+
+
 @has_bf16
 def test_serve_refuses_f32_openvino_on_this_cpu_in_one_line(deployed):
     """An f32 openvino model where OpenVINO would compile it in bf16: one line, nothing
@@ -130,7 +137,7 @@ def test_serve_refuses_f32_openvino_on_this_cpu_in_one_line(deployed):
     shutil.copytree(deployed["registry"], registry)
     f32 = registry / "lstm2_openvino"
     shutil.copytree(registry / "lstm2_openvino_bf16", f32)
-    (f32 / "config.pbtxt").write_text(config_pbtxt(_spec(f32), "openvino"))
+    (f32 / "config.pbtxt").write_text(_config(f32, "openvino", "model.xml"))
     r = CliRunner().invoke(cli, ["serve", *FREE_PORTS, "--registry", str(registry)])
     assert r.exit_code == 1, r.output
     assert len(r.output.strip().splitlines()) == 1
@@ -144,7 +151,7 @@ def test_openvino_stand_in_refuses_f32_on_this_cpu(deployed):
     server, registry = deployed["server"], deployed["registry"]
     f32 = registry / "lstm2_openvino"
     shutil.copytree(registry / "lstm2_openvino_bf16", f32)
-    (f32 / "config.pbtxt").write_text(config_pbtxt(_spec(f32), "openvino"))
+    (f32 / "config.pbtxt").write_text(_config(f32, "openvino", "model.xml"))
     try:
         with pytest.raises(ServeError, match=r"no HINT_BF16 \(the f32 pair\), but OpenVINO "
                                              "compiled it in bf16"):
@@ -163,7 +170,7 @@ def test_serve_refuses_bf16_on_this_cpu_in_one_line(deployed):
     bf16 = registry / "lstm2_openvino_bf16"
     shutil.copytree(registry / "lstm2_openvino", bf16)
     spec = _spec(bf16)
-    (bf16 / "config.pbtxt").write_text(config_pbtxt(spec, "openvino_bf16"))
+    (bf16 / "config.pbtxt").write_text(_config(bf16, "openvino_bf16", "model.onnx"))
     r = CliRunner().invoke(cli, ["serve", *FREE_PORTS, "--registry", str(registry)])
     assert r.exit_code == 1, r.output
     assert len(r.output.strip().splitlines()) == 1
@@ -177,7 +184,7 @@ def test_openvino_stand_in_refuses_bf16_on_this_cpu(deployed):
     server, registry = deployed["server"], deployed["registry"]
     bf16 = registry / "lstm2_openvino_bf16"
     shutil.copytree(registry / "lstm2_openvino", bf16)
-    (bf16 / "config.pbtxt").write_text(config_pbtxt(_spec(bf16), "openvino_bf16"))
+    (bf16 / "config.pbtxt").write_text(_config(bf16, "openvino_bf16", "model.onnx"))
     try:
         with pytest.raises(ServeError, match="HINT_BF16 asks for bf16, which this CPU cannot "
                                              r"run \(OpenVINO's CPU capabilities: FP32"):
