@@ -25,8 +25,10 @@ The split (bf16_split.py): for a one-stack model both files are then rewritten s
 products with a weight (the input projection, the head) are each two bf16 products summing
 to the float32 one, the input split as x_hi + x_lo in float32 nodes the plugin keeps in f32
 (rt_info, hence OpenVINO IR: ONNX has no place for it). Measured (2-layer LSTM H=64, verify's
-data): the max error fell from 1.49% of the std to 0.56%, after the 1200-step stream from
-1.15% to 0.72%, inside the default budget (docs/precision.md). A chain of layers is not
+data): the max error fell from 1.49% of the std to 0.89%, after the 1200-step stream from
+1.15% to 0.75%, inside the default budget (docs/precision.md). The split also reads the
+last layer's final state as Y's last step, so that OpenVINO runs the operator seq-major
+without reordering X and Y (lstm_1 1.00x -> 1.31x eager at (64,200)). A chain of layers is not
 split yet: its IR is model.onnx / model_stream.onnx as they are.
 
 bf16 in ONNX Runtime was tried too: onnxruntime 1.31.1's CPU provider has no bfloat16 kernel

@@ -115,3 +115,33 @@ def test_lstm_bf16_within_the_default_budget_outside_the_project(cells):
     native_branch(unsplit.graph)
     onnx.save(unsplit, str(out / "lstm_2" / "unsplit.onnx"))
     assert error(out / "lstm_2" / "unsplit.onnx")[0] > 0.01
+
+
+def test_state_from_last_step_keeps_the_function(cells):
+    """The split reads the last layer's final state as Y's last step: on model.onnx's native
+    branch alone, ONNX Runtime gives the user's module's outputs after the rewrite (the last
+    layer only: layer 1's Y is read by layer 2); a bidirectional or batch-major operator, or
+    one given sequence_lens, is left alone (its last step is not the final state)."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    from pipeline.precision.bf16_split import state_from_last_step
+    out, _ = cells
+    for name in CELLS:
+        model = onnx.load(str(out / name / "model.onnx"))
+        native_branch(model.graph)
+        assert state_from_last_step(model.graph) == 1
+        x = (np.random.default_rng(2).standard_normal((4, 9, 16)) * 3).astype(np.float32)
+        with torch.inference_mode():
+            want = user_module(name)(torch.from_numpy(x)).numpy()
+        got = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for attr, value in (("direction", "bidirectional"), ("layout", 1), ("lengths", None)):
+        model = onnx.load(str(out / "lstm_2" / "model.onnx"))
+        native_branch(model.graph)
+        for node in model.graph.node:
+            if node.op_type == "LSTM" and attr == "lengths":
+                node.input[4] = "lengths"
+            elif node.op_type == "LSTM":
+                node.attribute.append(helper.make_attribute(attr, value))
+        assert state_from_last_step(model.graph) == 0
