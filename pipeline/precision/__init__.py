@@ -132,3 +132,13 @@ def parse_pair(text: str) -> tuple[str, str]:
         raise PipelineError(f"{text!r}: unknown precision {precision!r}; choose from "
                             f"{', '.join(PRECISIONS)}")
     return runtime.strip(), precision
+
+
+def graphs(graph):
+    """`graph` and every subgraph nested in its nodes (If branches, Scan bodies): the variants
+    rewrite or read nodes and weights wherever they sit."""
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == a.GRAPH:
+                yield from graphs(a.g)

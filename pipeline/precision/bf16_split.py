@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import graphs
+
 NATIVE = ("LSTM", "GRU", "RNN")
 MARK = "precise_0"              # ov::disable_fp16_compression's rt_info key (keeps f32)
 SUFFIXES = ("__bf16hi_c", "__bf16hi", "__bf16neg", "__bf16lo")   # the f32 nodes' outputs
@@ -182,12 +184,7 @@ def _split_graph(g, inits: dict, input_name: str, split: str, top: bool, parts: 
 
 def _initializers(g) -> dict:
     """Every initializer of `g` and of its subgraphs, by name."""
-    found = {i.name: i for i in g.initializer}
-    for n in g.node:
-        for a in n.attribute:
-            if a.type == a.GRAPH:
-                found.update(_initializers(a.g))
-    return found
+    return {i.name: i for sub in graphs(g) for i in sub.initializer}
 
 
 def _last_dim(g, name: str) -> int:

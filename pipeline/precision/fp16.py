@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Variant
+from . import Variant, graphs
 
 FLOAT, FLOAT16 = 1, 10      # onnx.TensorProto element types
 
@@ -50,11 +50,7 @@ def to_float16(model):
 
 
 def _all_nodes(g):
-    for node in g.node:
-        yield node
-        for a in node.attribute:
-            if a.type == a.GRAPH:
-                yield from _all_nodes(a.g)
+    return (n for sub in graphs(g) for n in sub.node)
 
 
 def _replace(names, renamed: dict) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Variant
+from . import Variant, graphs
 
 MS_DOMAIN = "com.microsoft"
 NO_INT8 = ("RNN", "GRU")          # native operators with no dynamically quantized kernel
@@ -246,19 +246,11 @@ def signed_weights(path) -> bool:
 
 
 def _nodes(g):
-    for n in g.node:
-        yield n
-        for a in n.attribute:
-            if a.type == a.GRAPH:
-                yield from _nodes(a.g)
+    return (n for sub in graphs(g) for n in sub.node)
 
 
 def _initializers(g):
-    yield from g.initializer
-    for n in g.node:
-        for a in n.attribute:
-            if a.type == a.GRAPH:
-                yield from _initializers(a.g)
+    return (i for sub in graphs(g) for i in sub.initializer)
 
 
 class Int8(Variant):
