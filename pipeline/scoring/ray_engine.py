@@ -198,6 +198,10 @@ def score_ray(config: ScoreConfig, artifact: Artifact, log: Callable[[str], None
         context.enable_progress_bars = False                 # ours counts rows instead
         context.print_on_execution_start = False
         context.target_max_block_size = BLOCK_BYTES
+        # Parquet through Ray Data's V1 reader: V2 (the default since 2.5x) reads the files'
+        # footers in FooterReader actors spread over the nodes, with no retry, so a node lost
+        # while files were still listed failed the whole job; V1's read tasks are retried.
+        context.use_datasource_v2 = False
         if data.files[0].suffix == ".npz" or data.row_ids:    # ids numbered here, in order
             tables = [pa.Table.from_batches([b]) for b in data.batches(config.batch_rows, spec)]
             dataset = ray.data.from_arrow(tables)
