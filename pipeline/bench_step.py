@@ -146,6 +146,10 @@ def main(out: Path, model: str, repeats: int = 9, threads: int = 1, log=print) -
     from .checkpoint import read_config
     model_dir = Path(out) / model
     spec = read_config(model_dir)["recipe"].model
+    if spec.cell != "lstm" or spec.form != "stack" or spec.bidirectional or spec.layers:
+        from .errors import InputError
+        raise InputError(f"{model}: a {spec.cell} {spec.form}; bench_step times one-stack "
+                         "unidirectional LSTM models only")
     stream_path = model_dir / "model_stream.onnx"
     layers, head = _weights(stream_path)
     identity = helper.make_model(helper.make_graph(
@@ -198,4 +202,8 @@ if __name__ == "__main__":
     parser.add_argument("--model", required=True)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
-    main(args.out, args.model, args.repeats)
+    from .errors import PipelineError
+    try:
+        main(args.out, args.model, args.repeats)
+    except PipelineError as e:             # a missing or unfit model folder: one line, exit 1
+        raise SystemExit(f"Error: {e}") from None
