@@ -16,7 +16,9 @@ bf16.py, fp16.py) with a `Variant` subclass, registered in VARIANTS:
   bf16  model_bf16.xml/.bin and model_stream_bf16.xml/.bin (OpenVINO IR: model.onnx on
         its native recurrent operator at every batch, the input and head products split
         hi/lo, bf16_split.py; a chain's not split), compiled by OpenVINO with the bf16
-        inference hint (the CPU's AVX512_BF16 / AMX units).
+        inference hint (the CPU's AVX512_BF16 / AMX units). Where that is outside the
+        default budget, the last layers, or every node, are kept f32 (ov_f32.py; the
+        manifest's `f32_layers`).
   fp16  model_fp16.onnx (weights and arithmetic in float16, float32 at the edges) for
         ONNX Runtime's CUDA provider; written on any machine, run only where a GPU is.
 

@@ -31,6 +31,15 @@ last layer's final state as Y's last step, so that OpenVINO runs the operator se
 without reordering X and Y (lstm_1 1.00x -> 1.31x eager at (64,200)). A chain of layers is not
 split yet: its IR is model.onnx / model_stream.onnx as they are.
 
+Where the split file is outside the default budget on verify's data (a 2-layer GRU or tanh
+RNN: the rest of their error is the operator's recurrent product), `choose_form` keeps the
+last layer, then the last two..., then every node in f32 (ov_f32.py, `precise_0` marks the
+plugin keeps) and takes the first form within the budget; the manifest's `f32_layers` says
+which ("all": the pair computes f32, 0.0002% of std, so Triton's openvino backend, which has
+no key asking for f32, serves an f32 model with it). Measured: gru_2 "all" (1.69x / 1.88x
+eager at (64,200) / (512,100) against ORT fp32's 1.33x / 1.46x), rnn_tanh_2 [1] (within the
+budget, but slower than ORT fp32 there).
+
 bf16 in ONNX Runtime was tried too: onnxruntime 1.31.1's CPU provider has no bfloat16 kernel
 for MatMul, Gemm, Sigmoid, Tanh, Add or Mul ("NOT_IMPLEMENTED: Could not find an
 implementation"), and the ONNX LSTM operator does not take bfloat16 at all (its
@@ -50,6 +59,7 @@ NATIVE = ("LSTM", "GRU", "RNN")
 
 class BF16(Variant):
     name, runtimes = "bf16", ("openvino",)
+    f32_layers: dict = {}     # model name -> what write chose (record puts it in the manifest)
     summary = ("the fp32 graph (native recurrent operator; input and head products split "
                "hi/lo) compiled by OpenVINO with the bf16 hint")
 
@@ -61,14 +71,27 @@ class BF16(Variant):
 
     def write(self, spec, fp32, paths):
         from ..errors import ExportError
+        # a one-stack model: the cheapest form within the default budget (choose_form)
+        try:
+            layers = [] if spec.layers else choose_form(spec, fp32)
+        except ValueError as exc:
+            raise ExportError(f"{spec.name} {self.files(spec)['model']}: {exc}") from None
+        self.f32_layers[spec.name] = None if spec.layers else layers
         for kind in ("model", "stream"):
             if kind not in paths:
                 continue
             try:
-                _write_ir(spec, kind, fp32, paths)
+                _write_ir(spec, kind, fp32, paths, layers)
             except ValueError as exc:
                 raise ExportError(f"{spec.name} {self.files(spec)[kind]}: {exc}") from None
         return {}
+
+    def record(self, spec):
+        """The recurrent layers kept f32 (their indices; "all": every node f32)."""
+        layers = self.f32_layers.get(spec.name, [])
+        if layers is None:
+            return {}
+        return {"f32_layers": "all" if layers == "all" else list(layers)}
 
     def artifact(self, entry, stream):
         kind = "stream" if stream else "model"
@@ -106,28 +129,75 @@ class BF16(Variant):
         return reason
 
 
-def _write_ir(spec, kind: str, fp32: dict, paths: dict) -> None:
+def _write_ir(spec, kind: str, fp32: dict, paths: dict, layers=()) -> None:
     """model.onnx's native branch (stateless) or the stream file, split (bf16_split), as
-    IR into paths[kind] (xml) and paths[kind + "_bin"]; the stateless one checked in f32."""
+    IR into paths[kind] (xml) and paths[kind + "_bin"]; the stateless one checked in f32.
+    `layers`: the recurrent layers kept f32 ("all": every node; ov_f32.py)."""
     import tempfile
 
     import onnx
 
     from .bf16_split import SUFFIXES, save_ir, split_products, splits_input
     model = onnx.load(str(fp32[kind]))
-    if not spec.layers:                 # a chain: as it is (not split yet)
-        if kind == "model":
-            native_branch(model.graph)
-        split_products(model, spec.input_name)
     with tempfile.TemporaryDirectory() as tmp:
         src, xml = Path(tmp) / "split.onnx", Path(tmp) / "model.xml"
-        onnx.save(model, str(src))
-        # every f32 node of the input's split found and marked in OpenVINO's model
-        save_ir(src, xml, marks=len(SUFFIXES) if splits_input(model) else 0)
+        if layers:
+            from .ov_f32 import f32_ir
+            f32_ir(model, xml, None if layers == "all" else list(layers),
+                   None if layers == "all" else spec.input_name, native=kind == "model")
+        else:
+            if not spec.layers:                 # a chain: as it is (not split yet)
+                if kind == "model":
+                    native_branch(model.graph)
+                split_products(model, spec.input_name)
+            onnx.save(model, str(src))
+            # every f32 node of the input's split found and marked in OpenVINO's model
+            save_ir(src, xml, marks=len(SUFFIXES) if splits_input(model) else 0)
         if kind == "model":
             same_function(spec, fp32["model"], xml)
         Path(paths[kind]).write_bytes(xml.read_bytes())
         Path(paths[f"{kind}_bin"]).write_bytes(xml.with_suffix(".bin").read_bytes())
+
+
+def choose_form(spec, fp32: dict):
+    """The recurrent layers a one-stack model's bf16 files keep f32: the first form of
+    ov_f32.ladder whose stateless file is within the default budget on verify's data
+    against model.onnx in OpenVINO f32 (eager to ~1e-6): [] (the split file) where it is,
+    or where this CPU has no bf16 units to measure; else the last k layers, or "all" (every
+    node f32: the bf16 pair then computes f32, which Triton's bf16-only openvino backend can
+    serve). Measured (docs/precision.md "f32 layers under the bf16 hint"): gru_2 needs
+    every layer, rnn_tanh_2 its last one. verify's gate still judges the chosen files."""
+    import tempfile
+
+    import onnx
+
+    from ..runtimes.openvino import load_openvino
+    from .budget import DEFAULT_BUDGET, figures, judge
+    from .ov_f32 import f32_ir, ladder, layer_count, verify_inputs
+    if not cpu_has_bf16():
+        return []
+    inputs = verify_inputs(spec)
+    ref = load_openvino(spec, fp32["model"], 1)
+    want = [ref.run(f)[spec.output_name] for f in inputs]
+    classes = spec.task == "classification"
+    with tempfile.TemporaryDirectory() as tmp:
+        for layers in ladder(layer_count(onnx.load(str(fp32["model"])))):
+            if layers is None:                      # the last form: f32, nothing to measure
+                return "all"
+            xml = Path(tmp) / f"form{len(layers)}.xml"
+            if not layers:                          # the split file, as export writes it
+                _write_ir(spec, "model", fp32, {"model": xml, "model_bin": xml.with_suffix(
+                    ".bin")})
+            else:
+                try:
+                    f32_ir(onnx.load(str(fp32["model"])), xml, layers, spec.input_name)
+                except ValueError:                  # no such form of this graph: the next
+                    continue
+            run = load_openvino(spec, xml, 1, hint="bf16")
+            got = [run.run(f)[spec.output_name] for f in inputs]
+            if not judge(figures(got, want, classes), DEFAULT_BUDGET):
+                return layers
+    return "all"
 
 
 def native_branch(g) -> None:

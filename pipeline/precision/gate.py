@@ -126,6 +126,8 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
     files = {"model": v.artifact(entry, False), "stream": v.artifact(entry, True)}
     row = {"runtime": runtime, "precision": precision, "artifact": files["model"],
            "stream_artifact": files["stream"], "budget": budget.as_dict()}
+    if "f32_layers" in entry:       # bf16: the recurrent layers its files keep f32 (ov_f32.py)
+        row["f32_layers"] = entry["f32_layers"]
     reason = v.unavailable(runtime)
     if reason:
         return {**row, "passed": False, "status": "unavailable", "reason": reason}
