@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import PipelineError
 from . import variant
-from .budget import describe
+from .budget import describe, f32_note
 
 DEPLOYMENT = "deployment.json"
 # Runtimes a deployment can serve (Triton backends: onnxruntime, openvino, pytorch)
@@ -182,6 +182,7 @@ def deployment(model: str, report: dict, shapes: dict[str, dict[str, np.ndarray]
         e = figures.get(best["pair"]) if best else None
         chosen[shape] = {
             "runtime": e["runtime"] if e else None, "precision": e["precision"] if e else None,
+            **({"f32_layers": e["f32_layers"]} if e and "f32_layers" in e else {}),
             "artifact": (e.get("stream_artifact") if shape == STREAM_SHAPE and e
                          and e["precision"] != "fp32" else e.get("artifact")) if e else None,
             "p50_us": best["p50_us"] if best else None, "eager_p50_us": eager,
@@ -196,14 +197,18 @@ def deployment(model: str, report: dict, shapes: dict[str, dict[str, np.ndarray]
 
 def table(dep: dict) -> str:
     lines = [f"{dep['model']}: deployment (fastest verified pair within budget per shape)",
-             f"{'shape':>16}  {'pair':<16} {'p50 µs':>9} {'eager µs':>9} {'vs eager':>8} "
+             f"{'shape':>16}  {'pair':<22} {'p50 µs':>9} {'eager µs':>9} {'vs eager':>8} "
              f"{'max err/std':>11}"]
     for shape, c in dep["shapes"].items():
         f = (c.get("errors") or {}).get("figures") or {}
         err = f"{100 * f['max_rel_std']:.3g}%" if f else "-"
         pair = pair_name(c["runtime"], c["precision"]) if c["runtime"] else "(none)"
-        lines.append(f"{shape:>16}  {pair:<16} {c['p50_us'] or float('nan'):>9.1f} "
+        if c.get("f32_layers"):            # a bf16 pair keeping layers f32: footnoted below
+            pair += " [f32]" if c["f32_layers"] == "all" else " [mixed]"
+        lines.append(f"{shape:>16}  {pair:<22} {c['p50_us'] or float('nan'):>9.1f} "
                      f"{c['eager_p50_us']:>9.1f} {c['speedup_vs_eager'] or 0:>7.2f}x {err:>11}")
+    lines += [f"{pair_name(c['runtime'], c['precision'])} at {shape}: {f32_note(c)[2:-1]}"
+              for shape, c in dep["shapes"].items() if c.get("f32_layers")]
     lines += [f"refused: {r}" for r in dep["refused"]]
     lines += [f"not deployable here: {n}: {why}"
               for n, why in dep.get("not_deployable", {}).items()]

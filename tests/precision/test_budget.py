@@ -67,6 +67,21 @@ def test_judge_names_each_excess():
     assert line.startswith("onnx:int8, max error 2% of std") and "\n" not in line
 
 
+def test_a_bf16_pair_keeping_layers_f32_says_so():
+    """The one line the card, the KServe annotations and refusals print names the layers a
+    bf16 pair keeps f32, and an all-f32 file is said to compute f32 (it is served under the
+    bf16 key)."""
+    f = {"max_rel_std": 2e-6, "p999_rel_std": 1e-6}
+    line = describe({"runtime": "openvino", "precision": "bf16", "figures": f, "passed": True,
+                     "f32_layers": "all"})
+    assert line.startswith("openvino:bf16 (every node kept f32: computes f32), max error")
+    line = describe({"runtime": "openvino", "precision": "bf16", "figures": f, "passed": True,
+                     "f32_layers": [1]})
+    assert line.startswith("openvino:bf16 (layer 2 kept f32), max error")
+    assert describe({"runtime": "openvino", "precision": "bf16", "figures": f, "passed": True,
+                     "f32_layers": []}).startswith("openvino:bf16, max error")
+
+
 def test_budget_on_the_users_data(tmp_path):
     """--data reads score's input and groups the sequences by length."""
     from pipeline.precision.gate import group_by_length
