@@ -74,10 +74,12 @@ def head_as_reduce(g) -> int:
     return done
 
 
-def rewire_layers(model) -> int:
+def rewire_layers(model, first_input: bool = False) -> int:
     """In OpenVINO's model, replace the layout ops the ONNX frontend puts before each
     recurrent op's X (from the second layer on: the previous layer's Y through Transpose-
-    Squeeze-Transpose) and its initial states (a Gather of h_in / c_in, Unsqueeze,
+    Squeeze-Transpose; with `first_input` the first layer's too, the model's input through
+    the seq-major Transpose and the frontend's own, which the plugin folds into a new
+    Reshape that it rounds: a seed stream file's x, every step) and its initial states (a Gather of h_in / c_in, Unsqueeze,
     Transpose) by one Reshape each, where those ops only reshape (`_reshape_only`): the
     plugin rewrites those ops into new nodes without the mark, and rounds them to bf16 (the
     state carried from step to step, the h between layers). Returns how many."""
@@ -85,7 +87,7 @@ def rewire_layers(model) -> int:
     seqs = [op for op in model.get_ordered_ops() if op.get_type_name() in SEQUENCES]
     done = 0
     for i, seq in enumerate(seqs):
-        ports = [0] if i else []
+        ports = [0] if i or first_input else []
         ports += [1, 2] if seq.get_type_name() == "LSTMSequence" else [1]   # h0 (, c0)
         for port in ports:
             inp = seq.input(port)
@@ -166,7 +168,7 @@ def f32_ir(onnx_model, xml_path: Path, layers=None, input_name: str | None = Non
         src = Path(tmp) / "model.onnx"
         onnx.save(onnx_model, str(src))
         model = ov.Core().read_model(str(src))
-    rewire_layers(model)
+    rewire_layers(model, first_input=layers is None)    # a split input keeps its chain
     seqs = [op for op in model.get_ordered_ops() if op.get_type_name() in SEQUENCES]
     if layers is None:
         marked = [op for op in model.get_ordered_ops()
