@@ -1,15 +1,16 @@
 """Where an artifact came from: library versions and the source commit."""
 from __future__ import annotations
 
-import platform
-import subprocess
-from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = ("torch", "onnx", "onnxruntime", "safetensors", "numpy")   # what builds and checks artifacts
 
 
 def versions() -> dict[str, str]:
+    # imported here: importlib.metadata alone cost ~0.02 s CPU at start-up, and
+    # read_config (every stage, score included) imports this module (issue 23)
+    import platform
+    from importlib import metadata
     found = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
@@ -27,6 +28,7 @@ def versions() -> dict[str, str]:
 
 def source_commit() -> str | None:
     """The git commit of this package's checkout (with '-dirty' if changed), or None."""
+    import subprocess
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],

@@ -80,8 +80,10 @@ def select_runtimes(names: tuple[str, ...], default: tuple[str, ...]) -> tuple[s
 
 
 def load_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
-                threads: int | None = None) -> Runner:
+                threads: int | None = None, shapes_vary: bool = False) -> Runner:
     """Load one artifact: `path` is the model folder for "torch" (its weights), else the file.
+    shapes_vary: a hint that calls will bring many input shapes (ORT then plans no memory
+    pattern per shape); other runtimes ignore it.
 
     This trusts the file: callers check the manifest first (see `open_runners`).
     """
@@ -97,7 +99,7 @@ def load_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
         return loader(spec, path, threads)
     if runtime == "onnx":
         from .ort import load_ort
-        return load_ort(spec, path, device, threads)
+        return load_ort(spec, path, device, threads, shapes_vary)
     import torch
 
     from .pytorch import load_eager, load_torchscript
@@ -111,7 +113,7 @@ def load_runner(runtime: str, spec: ModelSpec, path: Path, device: str = "cpu",
 
 
 def open_runners(model_dir: Path, runtimes: tuple[str, ...], device: str = "cpu",
-                 threads: int | None = None) -> list[Runner]:
+                 threads: int | None = None, shapes_vary: bool = False) -> list[Runner]:
     """Check the manifest, then open each runtime's runner for the model in `model_dir`."""
     from ..checkpoint import read_config
     from ..manifest import check_manifest
@@ -119,8 +121,8 @@ def open_runners(model_dir: Path, runtimes: tuple[str, ...], device: str = "cpu"
     files = [artifact(r) for r in runtimes]
     check_manifest(model_dir, require=tuple(dict.fromkeys(f for f in files if f)))
     spec = read_config(model_dir)["recipe"].model
-    return [load_runner(r, spec, model_dir / f if f else model_dir, device, threads)
-            for r, f in zip(runtimes, files)]
+    return [load_runner(r, spec, model_dir / f if f else model_dir, device, threads,
+                        shapes_vary) for r, f in zip(runtimes, files)]
 
 
 def require_stream(spec: ModelSpec) -> None:

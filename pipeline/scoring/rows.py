@@ -97,9 +97,11 @@ def check_batch(batch: "pa.RecordBatch", spec: ModelSpec, id_column: str = "id",
                             offset=floats.offset * dtype.itemsize)
     with np.errstate(over="ignore"):
         values = raw.astype(np.float32, copy=False)
-    # float64 sums of float32 cannot overflow: the sum is finite iff every value is
-    bad = np.zeros(0, np.int64) if np.isfinite(values.sum(dtype=np.float64)) else \
-        np.flatnonzero(~np.isfinite(values))
+        # a NaN or Inf makes the sum NaN or Inf, so a finite sum means every value is; a
+        # float32 sum of large finite values may overflow, and then the exact search below
+        # finds none (float32 pairwise sum: ~2x faster than accumulating in float64, issue 23)
+        finite = np.isfinite(values.sum())
+    bad = np.zeros(0, np.int64) if finite else np.flatnonzero(~np.isfinite(values))
     if bad.size:
         null_values = _nulls(floats)
         rows = _owner(starts, bad, ends)

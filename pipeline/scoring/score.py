@@ -76,8 +76,9 @@ def open_runner(artifact: Artifact, threads: int):
         return open_verified_pair(artifact.model_dir, artifact.runtime, artifact.precision,
                                   threads)
     from ..runtimes import open_runners
+    # every exact-length group is a new input shape (shapes_vary: no per-shape memory plan)
     (runner,) = open_runners(artifact.model_dir, (artifact.runtime,), device="cpu",
-                             threads=threads)
+                             threads=threads, shapes_vary=True)
     return runner
 
 

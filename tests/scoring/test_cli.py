@@ -1,6 +1,8 @@
 """`python -m pipeline score` through click: the summary line, one-line errors for a bad
 value of every option, the missing extra, a signed published version."""
 import builtins
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -30,6 +32,25 @@ def test_score_prints_a_summary_and_progress_lines_go_to_stderr(out, tmp_path, d
     assert "forecaster (onnx, local): scored 25 rows, rejected 0, in " in result.output
     by_id, _ = read_output(tmp_path / "y.parquet")
     assert_matches(out, "forecaster", by_id, sequences)
+
+
+def test_a_run_imports_only_what_scoring_needs(out, tmp_path, data):
+    """`python -m pipeline score` is timed end to end against a bare loop (issue 23): no
+    torch, no pandas, no other command's module, no importlib.metadata (~0.02 s), no
+    numpy.ma (np.unique's, ~0.01 s), no pyarrow.compute (for integer ids)."""
+    path, _ = data
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", "score",
+                           "--model", "forecaster", "--input", path, "--output",
+                           tmp_path / "y.parquet", "--out", out, "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "pipeline.scoring.local" in imported and "onnxruntime" in imported
+    unwanted = {"torch", "pandas", "importlib.metadata", "numpy.ma", "pyarrow.compute",
+                "pipeline.cli.stages", "pipeline.cli.serving", "pipeline.cli.publishing",
+                "pipeline.cli.release", "pipeline.cli.importing", "pipeline.cli.deploy"}
+    assert not unwanted & imported, unwanted & imported
 
 
 def test_parquet_without_ids_is_scored_with_row_numbers(out, tmp_path):
