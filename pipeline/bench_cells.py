@@ -294,6 +294,10 @@ if __name__ == "__main__":
         if unknown:
             raise click.ClickException(f"unknown cell(s) {', '.join(unknown)}; choose from "
                                        f"{', '.join(CELLS)}")
-        main(out, tuple(names), repeats, reuse, budget=budget)
+        from .errors import PipelineError
+        try:
+            main(out, tuple(names), repeats, reuse, budget=budget)
+        except PipelineError as exc:      # e.g. a cell's folder left by an earlier run
+            raise click.ClickException(f"{exc}; --reuse keeps a cell already built") from None
 
     command()
