@@ -20,6 +20,19 @@ PRECISIONS = ("fp32", "bf16", "int8")
 LSTM_BUDGET = parse_budget("max=3%")
 
 
+def import_cells(out, names, precisions=("fp32", "bf16")) -> None:
+    """bench_cells' users' modules (`names`: its cells), each imported with `--module` from
+    its state dict and exported with `precisions` under `out`."""
+    from pipeline.bench_cells import user_module
+    for name in names:
+        weights = out / f"{name}.pt"
+        torch.save(user_module(name).state_dict(), weights)
+        import_model(ImportConfig(name, weights, "classification",
+                                  module=f"pipeline.bench_cells:{name}", out=out),
+                     log=lambda s: None)
+        export(ExportConfig(name, out, precisions=precisions), log=lambda s: None)
+
+
 @pytest.fixture(scope="package")
 def users(tmp_path_factory):
     out = tmp_path_factory.mktemp("precision")

@@ -13,16 +13,14 @@ import torch
 
 from pipeline.bench_cells import user_module
 from pipeline.checkpoint import read_config
-from pipeline.export import ExportConfig
-from pipeline.export import main as export
-from pipeline.importing import ImportConfig
-from pipeline.importing import main as import_model
 from pipeline.precision.bf16 import cpu_has_bf16, native_branch
 from pipeline.precision.bf16_split import bf16_round
 from pipeline.precision.budget import DEFAULT_BUDGET
 from pipeline.precision.gate import verification_inputs
 from pipeline.verify import SCALES, VerifyConfig, default_shapes
 from pipeline.verify import main as verify
+
+from .conftest import import_cells
 
 has_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 units")
 CELLS = ("lstm_2", "gru_2")
@@ -31,13 +29,7 @@ CELLS = ("lstm_2", "gru_2")
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
     out, reports = tmp_path_factory.mktemp("bf16acc"), {}
-    for name in CELLS:
-        weights = out / f"{name}.pt"
-        torch.save(user_module(name).state_dict(), weights)
-        import_model(ImportConfig(name, weights, "classification",
-                                  module=f"pipeline.bench_cells:{name}", out=out),
-                     log=lambda s: None)
-        export(ExportConfig(name, out, precisions=("fp32", "bf16")), log=lambda s: None)
+    import_cells(out, CELLS)
     reports["lstm_2"] = verify(VerifyConfig("lstm_2", out, "cpu", shapes=((1, 1), (5, 21)),
                                             runtimes=("onnx", "openvino")), log=lambda s: None)
     return out, reports

@@ -15,8 +15,6 @@ import torch
 from pipeline.bench_cells import user_module
 from pipeline.export import ExportConfig
 from pipeline.export import main as export
-from pipeline.importing import ImportConfig
-from pipeline.importing import main as import_model
 from pipeline.checkpoint import read_config
 from pipeline.precision.bf16 import cpu_has_bf16
 from pipeline.precision.budget import DEFAULT_BUDGET
@@ -24,6 +22,8 @@ from pipeline.precision.ov_f32 import (f32_ir, head_as_reduce, ladder, runtime_p
                                        verify_inputs)
 from pipeline.verify import SCALES, VerifyConfig, default_shapes
 from pipeline.verify import main as verify
+
+from .conftest import import_cells
 
 NAME = "gru_2"
 CELLS = ("gru_2", "rnn_tanh_2")
@@ -35,13 +35,8 @@ def cells(tmp_path_factory):
     """Both cells exported with bf16 and verified (onnx and openvino, small fp32 shapes;
     the budget gate runs on its own data)."""
     out, reports = tmp_path_factory.mktemp("ovf32"), {}
+    import_cells(out, CELLS)
     for name in CELLS:
-        weights = out / f"{name}.pt"
-        torch.save(user_module(name).state_dict(), weights)
-        import_model(ImportConfig(name, weights, "classification",
-                                  module=f"pipeline.bench_cells:{name}", out=out),
-                     log=lambda s: None)
-        export(ExportConfig(name, out, precisions=("fp32", "bf16")), log=lambda s: None)
         reports[name] = verify(VerifyConfig(name, out, "cpu", shapes=((1, 1), (5, 21)),
                                             runtimes=("onnx", "openvino")), log=lambda s: None)
     return out, reports
