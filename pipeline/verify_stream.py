@@ -6,7 +6,7 @@ Runtime-agnostic: it only calls `runner.run(feeds)` with the spec's stream tenso
 (`input`, `lengths`, states -> `output`, states; states are h, and c for an LSTM), so any
 runner that loads a stream artifact can be checked. The reference is the eager row-by-row
 form (`pipeline.families.StreamReference`). Every feed passes the stream input policy
-(`predict.check_stream_feeds`) first. Checks, each a report row with measured errors:
+(`contract.check_stream_feeds`) first. Checks, each a report row with measured errors:
 
   ragged   at each (batch, seq) and scale: lengths drawn in 1..seq (row 0 full, row 1 of
            length 1), random states, and garbage (not zeros) past each row's length;
@@ -25,7 +25,7 @@ import numpy as np
 from .compare import compare
 from .errors import first_line
 from .inputs import sample_input
-from .predict import check_stream_feeds
+from .contract import check_stream_feeds
 from .runtimes import artifact, on_cuda
 from .specs import ModelSpec
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError, VerificationError
-from pipeline.predict import check_stream_feeds
+from pipeline.contract import check_stream_feeds
 from pipeline.runtimes import Runner, open_stream_runners
 from pipeline.specs import MODEL_NAMES
 from pipeline.verify import VerifyConfig, main

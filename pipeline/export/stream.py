@@ -20,7 +20,7 @@ Scan emitting every state per step and the same gather. The RNN operators' own
 `sequence_lens` is not portable (OpenVINO silently ignores it, tract refuses a
 non-constant one, onnxruntime returns Y_h = 0 for a length-0 row). Nothing clamps the
 lengths in the graph (tract rejects the clamp): callers validate them first
-(`pipeline.predict.check_stream_feeds`); a length of 0 would read index -1 = the last step.
+(`pipeline.contract.check_stream_feeds`); a length of 0 would read index -1 = the last step.
 
 TorchScript form: the family's stream module (pipeline/families): a stack runs on a
 packed sequence (pack_padded_sequence), so every layer stops at each row's own length; a

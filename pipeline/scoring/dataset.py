@@ -30,7 +30,8 @@ import numpy as np
 
 from ..bounded import check_npz, check_parquet
 from ..errors import InputError, first_line
-from ..predict import ZIP_MAGIC, _reading, check_lengths
+from ..contract import check_lengths
+from ..predict import ZIP_MAGIC, _reading
 from ..specs import ModelSpec
 from .rows import arrow
 

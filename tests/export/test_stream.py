@@ -8,7 +8,7 @@ import torch
 from pipeline.compare import compare
 from pipeline.errors import InputError
 from pipeline.families import family
-from pipeline.predict import check_stream_feeds
+from pipeline.contract import check_stream_feeds
 from pipeline.runtimes import load_runner, load_stream_runner
 from pipeline.specs import MODEL_NAMES
 

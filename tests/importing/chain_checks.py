@@ -8,7 +8,7 @@ one runtime, against the user's own torch module.
 import numpy as np
 import torch
 
-from pipeline.predict import check_stream_feeds
+from pipeline.contract import check_stream_feeds
 
 
 def inputs(spec, rng, batch, seq, longest=None):

@@ -12,7 +12,7 @@ from pipeline.export import ExportConfig
 from pipeline.export import main as export
 from pipeline.importing import ImportConfig
 from pipeline.importing import main as import_model
-from pipeline.predict import check_stream_feeds
+from pipeline.contract import check_stream_feeds
 from pipeline.runtimes import ARTIFACTS, STREAM_ARTIFACTS, artifact, load_runner, \
     load_stream_runner
 from pipeline.verify import VerifyConfig
