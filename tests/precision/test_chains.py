@@ -226,3 +226,22 @@ def test_valid_steps_only():
     np.testing.assert_array_equal(valid(spec, y, {"lengths": np.array([3, 1])}),
                                   [[0], [1], [2], [3]])
     np.testing.assert_array_equal(valid(spec, y, {}), y)
+
+
+def test_a_chains_stream_step_is_timed_from_its_own_feeds(chains):
+    """bench's deployment times a stream step at batch 1: for a chain, eager is its stream
+    reference and the step a token id inside the vocabulary; every usable pair's stream
+    file answers that step as the user's module does on the one-token sequence."""
+    from pipeline.precision.choice import stream_feeds, stream_runners
+    out, reports = chains
+    spec = read_config(out / "tagger")["recipe"].model
+    feeds = stream_feeds(spec)
+    assert feeds["input"].dtype == np.int64 and 0 <= feeds["input"].min() \
+        and feeds["input"].max() < spec.input_size
+    runners = stream_runners(out / "tagger", spec, reports["tagger"], 1)
+    assert runners[0].name == "torch" and len(runners) > 1
+    with torch.inference_mode():
+        want = chain_model("tagger")(torch.from_numpy(feeds["input"])).numpy()   # (1, 1, 5)
+    for r in runners:
+        got = r.run(feeds)[spec.output_name]
+        assert np.abs(got.reshape(want.shape) - want).max() <= 0.01 * np.abs(want).max(), r.name
