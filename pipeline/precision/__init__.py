@@ -15,7 +15,7 @@ bf16.py, fp16.py) with a `Variant` subclass, registered in VARIANTS:
         DynamicQuantizeMatMul), stateless and stream; ORT only.
   bf16  model_bf16.xml/.bin and model_stream_bf16.xml/.bin (OpenVINO IR: model.onnx on
         its native recurrent operator at every batch, the input and head products split
-        hi/lo, bf16_split.py; a chain's not split), compiled by OpenVINO with the bf16
+        hi/lo, bf16_split.py; a chain's by bf16_chain.py), compiled by OpenVINO with the bf16
         inference hint (the CPU's AVX512_BF16 / AMX units). Where that is outside the
         default budget, the last layers, or every node, are kept f32 (ov_f32.py; the
         manifest's `f32_layers`).

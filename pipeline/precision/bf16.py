@@ -16,10 +16,9 @@ ONNX Runtime. OpenVINO's bf16 runs the native operator much faster than the Scan
 batch (2-layer LSTM H=64, one thread, min of 5 blocks, under load: native 1.80x eager at
 (512,100), the Scan that model.onnx picks there 0.47x; GRU 3.0x against 1.2x), so
 model_bf16.xml is model.onnx with that If replaced by its native branch. `write` checks
-it computes model.onnx's function (OpenVINO f32, both sides of the limit). A chain of
-layers (issue 22) keeps its If (its condition also asks whether every row is full length):
-its model_bf16.xml is model.onnx as it is. The stream file's If (an LSTM's "every row
-full length") stays.
+it computes model.onnx's function (OpenVINO f32, both sides of the limit); a chain of
+layers (issue 22) too (bf16_chain.py). The stream file's If (an LSTM's "every row full
+length") stays.
 
 The split (bf16_split.py): for a one-stack model both files are then rewritten so that the
 products with a weight (the input projection, the head) are each two bf16 products summing
@@ -28,8 +27,10 @@ to the float32 one, the input split as x_hi + x_lo in float32 nodes the plugin k
 data): the max error fell from 1.49% of the std to 0.89%, after the 1200-step stream from
 1.15% to 0.75%, inside the default budget (docs/precision.md). The split also reads the
 last layer's final state as Y's last step, so that OpenVINO runs the operator seq-major
-without reordering X and Y (lstm_1 1.00x -> 1.31x eager at (64,200)). A chain of layers is not
-split yet: its IR is model.onnx / model_stream.onnx as they are.
+without reordering X and Y (lstm_1 1.00x -> 1.31x eager at (64,200)). A chain of layers is
+split by bf16_chain.py (an embedding's table widened, the products of its Linear layers,
+its carried states kept f32), in the cheapest of its forms within the default budget (the
+manifest's `split`).
 
 Where the split file is outside the default budget on verify's data (a 2-layer GRU or tanh
 RNN: the rest of their error is the operator's recurrent product), `choose_form` keeps the
@@ -71,26 +72,32 @@ class BF16(Variant):
 
     def write(self, spec, fp32, paths):
         from ..errors import ExportError
-        # a one-stack model: the cheapest form within the default budget (choose_form)
+        # the cheapest form within the default budget: a one-stack model's f32 layers
+        # (choose_form), a chain's splits (bf16_chain.py)
+        from .bf16_chain import choose_chain_form, write_chain_ir
         try:
-            layers = [] if spec.layers else choose_form(spec, fp32)
+            form = choose_chain_form(spec, fp32) if spec.layers else choose_form(spec, fp32)
         except ValueError as exc:
             raise ExportError(f"{spec.name} {self.files(spec)['model']}: {exc}") from None
-        self.f32_layers[spec.name] = None if spec.layers else layers
+        self.f32_layers[spec.name] = ("split", form) if spec.layers else form
         for kind in ("model", "stream"):
             if kind not in paths:
                 continue
             try:
-                _write_ir(spec, kind, fp32, paths, layers)
+                if spec.layers:
+                    write_chain_ir(spec, kind, fp32, paths, form)
+                else:
+                    _write_ir(spec, kind, fp32, paths, form)
             except ValueError as exc:
                 raise ExportError(f"{spec.name} {self.files(spec)[kind]}: {exc}") from None
         return {}
 
     def record(self, spec):
-        """The recurrent layers kept f32 (their indices; "all": every node f32)."""
+        """The recurrent layers kept f32 (their indices; "all": every node f32); a chain's
+        splits (bf16_chain.FORMS)."""
         layers = self.f32_layers.get(spec.name, [])
-        if layers is None:
-            return {}
+        if isinstance(layers, tuple):                  # a chain: what bf16_chain split
+            return {"split": list(layers[1])}
         return {"f32_layers": "all" if layers == "all" else list(layers)}
 
     def artifact(self, entry, stream):
@@ -130,7 +137,8 @@ class BF16(Variant):
 
 
 def _write_ir(spec, kind: str, fp32: dict, paths: dict, layers=()) -> None:
-    """model.onnx's native branch (stateless) or the stream file, split (bf16_split), as
+    """A one-stack model's bf16 file (a chain's: bf16_chain.write_chain_ir):
+    model.onnx's native branch (stateless) or the stream file, split (bf16_split), as
     IR into paths[kind] (xml) and paths[kind + "_bin"]; the stateless one checked in f32.
     `layers`: the recurrent layers kept f32 ("all": every node; ov_f32.py)."""
     import tempfile
@@ -146,10 +154,9 @@ def _write_ir(spec, kind: str, fp32: dict, paths: dict, layers=()) -> None:
             f32_ir(model, xml, None if layers == "all" else list(layers),
                    None if layers == "all" else spec.input_name, native=kind == "model")
         else:
-            if not spec.layers:                 # a chain: as it is (not split yet)
-                if kind == "model":
-                    native_branch(model.graph)
-                split_products(model, spec.input_name)
+            if kind == "model":
+                native_branch(model.graph)
+            split_products(model, spec.input_name)
             onnx.save(model, str(src))
             # every f32 node of the input's split found and marked in OpenVINO's model
             save_ir(src, xml, marks=len(SUFFIXES) if splits_input(model) else 0)
@@ -238,14 +245,14 @@ def _inner_inputs(node) -> set[str]:
     return names
 
 
-def same_function(spec, fp32_path, path, tol: float = 1e-4) -> None:
+def same_function(spec, fp32_path, path, tol: float = 1e-4, above: int = 1) -> None:
     """ValueError unless `path` gives fp32_path's outputs in OpenVINO f32 at batch 1 and at a
-    batch above every family's native limit (both forms of model.onnx's If)."""
+    batch above every family's native limit (both forms of model.onnx's If; a chain's:
+    `above`, read from its If by bf16_chain)."""
     from ..inputs import model_feeds
     from ..runtimes.openvino import load_openvino
     rng = np.random.default_rng(0)
     ref, new = load_openvino(spec, fp32_path, 1), load_openvino(spec, path, 1)
-    above = 1
     if not spec.layers:
         from ..families import family
         above = family(spec).native_batch_limit(spec.hidden_size) + 1

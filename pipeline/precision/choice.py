@@ -138,10 +138,13 @@ def stream_runners(model_dir: Path, spec, report: dict, threads: int) -> list:
     from ..runtimes import STREAM_ARTIFACTS, load_stream_runner
     from ..runtimes.pytorch import TorchRunner
 
-    eager = family(spec).stream_module(load_weights(model_dir, spec), spec).eval()
-    runners = [TorchRunner("torch", spec, "cpu", threads, eager,
-                           tuple(t.name for t in spec.stream_inputs),
-                           tuple(t.name for t in spec.stream_outputs))]
+    if spec.layers:            # a chain: its eager stream reference (a batch-1 step is one row)
+        runners = [load_stream_runner("torch", spec, model_dir, "cpu", threads)]
+    else:
+        eager = family(spec).stream_module(load_weights(model_dir, spec), spec).eval()
+        runners = [TorchRunner("torch", spec, "cpu", threads, eager,
+                               tuple(t.name for t in spec.stream_inputs),
+                               tuple(t.name for t in spec.stream_outputs))]
     for (runtime, precision) in usable(report):
         if precision == "fp32":
             if runtime not in DEPLOYABLE:
@@ -157,8 +160,10 @@ def stream_runners(model_dir: Path, spec, report: dict, threads: int) -> list:
 
 
 def stream_feeds(spec) -> dict[str, np.ndarray]:
-    feeds = {spec.input_name: np.random.default_rng(0).standard_normal(
-        (1, 1, spec.input_size)).astype(np.float32), spec.lengths_name: np.ones(1, np.int64)}
+    """One step at batch 1 (a chain's token id inside its vocabulary), zero states."""
+    from ..inputs import sample_input
+    feeds = {spec.input_name: sample_input(spec, np.random.default_rng(0), 1, 1),
+             spec.lengths_name: np.ones(1, np.int64)}
     feeds.update({t.name: np.zeros((1, *t.shape[1:]), np.float32)
                   for t in spec.stream_inputs[2:]})
     return feeds
