@@ -100,20 +100,21 @@ def _pct(x: float) -> str:
 
 
 def f32_note(entry: dict) -> str:
-    """" (layers 2 kept f32)" / " (every node kept f32: computes f32)" for a bf16 pair whose
+    """"layers 2 kept f32" / "every node kept f32: computes f32" for a bf16 pair whose
     files keep recurrent layers f32 (bf16.choose_form); "" otherwise."""
     layers = entry.get("f32_layers")
     if layers == "all":
-        return " (every node kept f32: computes f32)"
+        return "every node kept f32: computes f32"
     if layers:
-        return f" (layer{'s' * (len(layers) > 1)} {', '.join(str(i + 1) for i in layers)} kept f32)"
+        return f"layer{'s' * (len(layers) > 1)} {', '.join(str(i + 1) for i in layers)} kept f32"
     return ""
 
 
 def describe(entry: dict) -> str:
     """One line: a pair's figures and verdict, e.g. for a refusal."""
     f, s = entry.get("figures") or {}, entry.get("stream") or {}
-    parts = [f"{entry['runtime']}:{entry['precision']}{f32_note(entry)}"]
+    note = f32_note(entry)
+    parts = [f"{entry['runtime']}:{entry['precision']}" + (f" ({note})" if note else "")]
     if f:
         parts.append(f"max error {_pct(f['max_rel_std'])} of std (p99.9 "
                      f"{_pct(f['p999_rel_std'])})")

@@ -212,7 +212,7 @@ def table(dep: dict) -> str:
             pair += " [f32]" if c["f32_layers"] == "all" else " [mixed]"
         lines.append(f"{shape:>16}  {pair:<22} {c['p50_us'] or float('nan'):>9.1f} "
                      f"{c['eager_p50_us']:>9.1f} {c['speedup_vs_eager'] or 0:>7.2f}x {err:>11}")
-    lines += [f"{pair_name(c['runtime'], c['precision'])} at {shape}: {f32_note(c)[2:-1]}"
+    lines += [f"{pair_name(c['runtime'], c['precision'])} at {shape}: {f32_note(c)}"
               for shape, c in dep["shapes"].items() if c.get("f32_layers")]
     lines += [f"refused: {r}" for r in dep["refused"]]
     lines += [f"not deployable here: {n}: {why}"
