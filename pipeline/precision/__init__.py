@@ -62,12 +62,10 @@ class Variant:
 
     def write(self, spec: ModelSpec, fp32: dict[str, Path], paths: dict[str, Path]) -> dict:
         """Write `paths` ({kind: path}, from files()) from the fp32 ONNX files ({kind: path});
-        return {kind: reason} for each kind it cannot write (that file is then left out)."""
-        return {}
-
-    def record(self, spec: ModelSpec) -> dict:
-        """What export chose on this machine, added to the manifest's entry (int8: the
-        weights' type, which depends on the CPU)."""
+        return what it chose on this machine, added to the manifest's entry (int8: the
+        weights' type, which depends on the CPU; bf16: the layers kept f32). A kind it has
+        no form of is left out by files() and named by missing(); one it fails to write is
+        an ExportError."""
         return {}
 
     def artifact(self, entry: dict, stream: bool) -> str | None:

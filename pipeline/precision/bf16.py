@@ -60,7 +60,6 @@ NATIVE = ("LSTM", "GRU", "RNN")
 
 class BF16(Variant):
     name, runtimes = "bf16", ("openvino",)
-    f32_layers: dict = {}     # model name -> what write chose (record puts it in the manifest)
     summary = ("the fp32 graph (native recurrent operator; input and head products split "
                "hi/lo) compiled by OpenVINO with the bf16 hint")
 
@@ -79,7 +78,6 @@ class BF16(Variant):
             form = choose_chain_form(spec, fp32) if spec.layers else choose_form(spec, fp32)
         except ValueError as exc:
             raise ExportError(f"{spec.name} {self.files(spec)['model']}: {exc}") from None
-        self.f32_layers[spec.name] = ("split", form) if spec.layers else form
         for kind in ("model", "stream"):
             if kind not in paths:
                 continue
@@ -90,15 +88,11 @@ class BF16(Variant):
                     _write_ir(spec, kind, fp32, paths, form)
             except ValueError as exc:
                 raise ExportError(f"{spec.name} {self.files(spec)[kind]}: {exc}") from None
-        return {}
-
-    def record(self, spec):
-        """The recurrent layers kept f32 (their indices; "all": every node f32); a chain's
-        splits (bf16_chain.FORMS)."""
-        layers = self.f32_layers.get(spec.name, [])
-        if isinstance(layers, tuple):                  # a chain: what bf16_chain split
-            return {"split": list(layers[1])}
-        return {"f32_layers": "all" if layers == "all" else list(layers)}
+        # for the manifest: a chain's splits (bf16_chain.FORMS); a one-stack model's
+        # recurrent layers kept f32 (their indices; "all": every node f32)
+        if spec.layers:
+            return {"split": list(form)}
+        return {"f32_layers": "all" if form == "all" else list(form)}
 
     def artifact(self, entry, stream):
         kind = "stream" if stream else "model"

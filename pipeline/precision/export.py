@@ -34,14 +34,14 @@ def write_variants(spec, precisions, fp32: dict[str, Path], temps: dict[str, Pat
             continue
         v = variant(name)
         files = v.files(spec)
-        v.write(spec, fp32, {kind: temps[f] for kind, f in files.items()})
+        chosen = v.write(spec, fp32, {kind: temps[f] for kind, f in files.items()})
         if v.device == "cpu":
             written = {kind: temps[f] for kind, f in files.items()}
             for kind, f in files.items():
                 if kind in ("model", "stream"):        # not an IR's weights (.bin)
                     _smoke(v, spec, temps[f], kind == "stream", f, written)
         entries[name] = {"files": files, "runtimes": list(v.runtimes), "device": v.device,
-                         "summary": v.summary, "skipped": v.missing(spec), **v.record(spec)}
+                         "summary": v.summary, "skipped": v.missing(spec), **chosen}
         runs = {k: FP32_FILES[k] for k in v.fp32_kinds if k in fp32}
         if runs:          # a variant that runs an fp32 file as it is (none today)
             entries[name]["runs"] = runs

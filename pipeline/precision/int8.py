@@ -275,24 +275,22 @@ class Int8(Variant):
                               "kernel in onnxruntime"}
         return {}
 
-    def record(self, spec):
-        """What this CPU chose, for the manifest: the weights' type."""
-        return {"weights": weight_type(),
-                "weights_why": "this CPU has VNNI" if cpu_has_vnni() else
-                "no VNNI: uint8 weights (int8 ones saturate in int16 without it)"}
-
     def write(self, spec, fp32, paths):
         import onnx
-        skipped = {}
+
+        from ..errors import ExportError
         for kind, path in paths.items():
             try:
                 model = quantize(onnx.load(str(fp32[kind])), weight_type())
-            except ValueError as exc:
-                skipped[kind] = str(exc)
-                continue
+            except ValueError as exc:        # files() promised it: missing() did not see this
+                raise ExportError(f"{spec.name} {self.files(spec)[kind]}: no int8 form: "
+                                  f"{exc}") from None
             onnx.checker.check_model(model)
             Path(path).write_bytes(model.SerializeToString())
-        return skipped
+        # what this CPU chose, for the manifest: the weights' type
+        return {"weights": weight_type(),
+                "weights_why": "this CPU has VNNI" if cpu_has_vnni() else
+                "no VNNI: uint8 weights (int8 ones saturate in int16 without it)"}
 
     def load(self, runtime, spec, path, threads=None, stream=False):
         from ..errors import PipelineError

@@ -206,13 +206,18 @@ def test_unverified_pair_is_one_line(users):
     assert "\n" not in str(exc.value)
 
 
+def _trained_forecaster(trained, out):
+    """The trained seed's weights and config alone, in `out`: what export starts from."""
+    src = trained["out"] / "forecaster"
+    shutil.copytree(src, out / "forecaster", ignore=shutil.ignore_patterns("*.onnx", "*.pt",
+                                                                          "*.json"),
+                    dirs_exist_ok=True)
+    shutil.copy(src / "config.json", out / "forecaster" / "config.json")
+
+
 def test_seed_variants_are_gated(trained, tmp_path):
     """The forecaster seed: its int8 figures measured and the verdict the budget's."""
-    src = trained["out"] / "forecaster"
-    shutil.copytree(src, tmp_path / "forecaster", ignore=shutil.ignore_patterns("*.onnx",
-                                                                               "*.pt", "*.json"),
-                    dirs_exist_ok=True)
-    shutil.copy(src / "config.json", tmp_path / "forecaster" / "config.json")
+    _trained_forecaster(trained, tmp_path)
     export(ExportConfig("forecaster", tmp_path, precisions=PRECISIONS), log=lambda s: None)
     report = verify(VerifyConfig("forecaster", tmp_path, "cpu", shapes=((1, 1), (3, 9))),
                     log=lambda s: None)
@@ -220,6 +225,24 @@ def test_seed_variants_are_gated(trained, tmp_path):
     f = e["figures"]
     assert f["max_rel_std"] > 0 and e["stream"] is None       # RNN stream: no int8 file
     assert e["passed"] == (f["max_rel_std"] <= 0.01)
+
+
+def test_a_variant_file_that_cannot_be_written_stops_export(trained, tmp_path, monkeypatch):
+    """files() promised model_int8.onnx and the rewrite failed: one line naming the file,
+    and nothing of the export lands (no manifest listing a file that is not there)."""
+    import pipeline.precision.int8 as int8
+
+    def refuse(model, weights=None, inputs=False):
+        raise ValueError("nothing to quantize")
+    _trained_forecaster(trained, tmp_path)
+    monkeypatch.setattr(int8, "quantize", refuse)
+    r = CliRunner().invoke(cli, ["export", "--model", "forecaster", "--out", str(tmp_path),
+                                 "--precision", "fp32,int8"])
+    assert r.exit_code == 1, r.output
+    assert "model_int8.onnx: no int8 form: nothing to quantize" in r.output
+    assert "Traceback" not in r.output
+    left = sorted(p.name for p in (tmp_path / "forecaster").iterdir())
+    assert not [n for n in left if n.endswith((".onnx", ".pt")) or n == "manifest.json"], left
 
 
 def test_cli_refuses_bad_precision_and_budget(users):
