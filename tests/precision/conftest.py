@@ -33,7 +33,10 @@ def import_cells(out, names, precisions=("fp32", "bf16")) -> None:
         export(ExportConfig(name, out, precisions=precisions), log=lambda s: None)
 
 
-@pytest.fixture(scope="package")
+# session, not package: xdist's --dist loadfile interleaves packages on a worker, and a
+# package fixture is torn down when the next file is another package's (it was built five
+# times, ~13 s each). Tests that write into it (deployment.json) write before they read.
+@pytest.fixture(scope="session")
 def users(tmp_path_factory):
     out = tmp_path_factory.mktemp("precision")
     reports = {}
