@@ -4,7 +4,7 @@
     stream = build_chain_stream_onnx(spec, model.state_dict())  # + states in and out
 
 Each stateless layer writes its own nodes (pipeline/layers/<kind>.py `onnx`); a recurrent
-layer is written here by onnx_graph.py's `_Net`, the same forms the seed-form models use
+layer is written here by recurrent_graph.py's `RecurrentNet`, the same forms the seed-form models use
 (the native operator behind an If on batch x H, or the Scan), giving every step's output
 (batch, seq, D*H). A one-way layer followed by a last-step or final-state readout gives its
 final state instead (no per-step copy). With `lengths` (a packed forward, and every stream)
@@ -21,26 +21,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from ..families.graph import GraphBuilder, value_info
 from ..network import layer_weights
 from ..specs import ModelSpec
-from .onnx_graph import IR_VERSIONS, _if, _Net, stream_states
+from .onnx_graph import stream_states
+from .recurrent_graph import IR_VERSIONS, RecurrentNet, fill, fill_int, flip_rows, if_else
 
 
-def _net(layer, state: dict, index: int) -> _Net:
-    """onnx_graph's recurrent writer for chain layer `index` (its weights renamed to the
+def _net(layer, state: dict, index: int) -> RecurrentNet:
+    """recurrent_graph's writer for chain layer `index` (its weights renamed to the
     seed-form keys it reads)."""
     sub = ModelSpec(f"layer{index}", "regression", layer.inputs, layer.hidden, 1,
                     cell=layer.cell, form=layer.form, num_layers=layer.layers,
                     bidirectional=layer.bidirectional)
     prefix = f"layers.{index}.rnn."
     target = "rnn." if layer.form == "stack" else "rnn_cell."
-    return _Net(sub, {target + k[len(prefix):]: v for k, v in state.items()
+    return RecurrentNet(sub, {target + k[len(prefix):]: v for k, v in state.items()
                       if k.startswith(prefix)})
 
 
-def _steps(b: GraphBuilder, net: _Net, x: str, form: str, lengths: str | None = None) -> str:
+def _steps(b: GraphBuilder, net: RecurrentNet, x: str, form: str, lengths: str | None = None) -> str:
     """Every step's top-layer output (B, S, D*H), in `form` (native or scan). `lengths`: a
     packed bidirectional layer, whose backward direction starts at each row's own last
     valid step (the operators' sequence_lens is not portable: OpenVINO and the reference
@@ -59,7 +59,7 @@ def _steps(b: GraphBuilder, net: _Net, x: str, form: str, lengths: str | None = 
     return ys[0] if len(ys) == 1 else b.op("Concat", ys, axis=2)
 
 
-def _final(b: GraphBuilder, net: _Net, x: str, form: str) -> str:
+def _final(b: GraphBuilder, net: RecurrentNet, x: str, form: str) -> str:
     """A one-way layer's top final h (B, H): its output at the last step."""
     if form == "native" and net.fam.native_op:
         _, finals = net.native(b, x)[-1]
@@ -67,31 +67,30 @@ def _final(b: GraphBuilder, net: _Net, x: str, form: str) -> str:
     return b.op("Transpose", [net.scan(b, x)[-1][0][0][0]], perm=[1, 0])
 
 
-def _native_flipped(b: GraphBuilder, net: _Net, x: str, lengths: str) -> str:
+def _native_flipped(b: GraphBuilder, net: RecurrentNet, x: str, lengths: str) -> str:
     """A packed bidirectional layer with the family's operator, one forward operator per
     direction: the backward one runs over each row's first lengths steps reversed, and its
-    output is flipped back the same way (onnx_graph._flip_rows). (B, S, 2H)"""
+    output is flipped back the same way (recurrent_graph.flip_rows). (B, S, 2H)"""
     import numpy as np
 
-    from .onnx_graph import _fill, _flip_rows
     fam, H = net.fam, net.H
     xs = b.op("Transpose", [x], perm=[1, 0, 2])                             # (S, B, F)
     seq = b.op("Shape", [x], start=1, end=2)
     batch = b.op("Shape", [x], start=0, end=1)
     zeros = b.op("ConstantOfShape", [b.op("Concat", [b.ints(1), batch, b.ints(H)], axis=0)],
-                 value=_fill(0.0))                                           # (1, B, H)
+                 value=fill(0.0))                                           # (1, B, H)
     index: list = []
     for dirs in net.layers:
         ys = []
         for d, w in enumerate(dirs):
             g = w.gates(fam.onnx_order)
-            xd = xs if d == 0 else _flip_rows(b, xs, seq, lengths, index, batch_axis=1)
+            xd = xs if d == 0 else flip_rows(b, xs, seq, lengths, index, batch_axis=1)
             y, *_ = b.op(fam.native_op, [xd, b.const(g.w_ih[None]), b.const(g.w_hh[None]),
                                          b.const(np.concatenate([g.b_ih, g.b_hh])[None]), "",
                                          *[zeros] * fam.states],
                          1 + fam.states, **fam.native_attrs(H))              # (S, 1, B, H)
             y = b.op("Squeeze", [y, b.ints(1)])                               # (S, B, H)
-            ys.append(y if d == 0 else _flip_rows(b, y, seq, lengths, index, batch_axis=1))
+            ys.append(y if d == 0 else flip_rows(b, y, seq, lengths, index, batch_axis=1))
         xs = b.op("Concat", ys, axis=2)                                      # (S, B, 2H)
     return b.op("Transpose", [xs], perm=[1, 0, 2])
 
@@ -106,9 +105,8 @@ def _mask(b: GraphBuilder, x: str, lengths: str) -> str:
     gives them (what the recurrence computed over the padding is never passed on)."""
     import numpy as np
 
-    from .onnx_graph import _fill_int
     seq = b.op("Shape", [x], start=1, end=2)
-    t = b.op("CumSum", [b.op("ConstantOfShape", [seq], value=_fill_int(1)),
+    t = b.op("CumSum", [b.op("ConstantOfShape", [seq], value=fill_int(1)),
                         b.const(0, "axis", np.int64)], exclusive=1)        # (S,) 0..S-1
     live = b.op("Less", [b.op("Unsqueeze", [t, b.ints(0)]),
                          b.op("Unsqueeze", [lengths, b.ints(1)])])         # (B, S)
@@ -128,7 +126,7 @@ def _one_if(b: GraphBuilder, cond, write) -> str:
 
     def scan(sb):
         return [write(sb, "scan")]
-    return _if(b, cond, native, scan)[0]
+    return if_else(b, cond, native, scan)[0]
 
 
 def build_chain_onnx(spec: ModelSpec, state: dict, opset: int = 18):
@@ -204,7 +202,7 @@ def build_chain_stream_onnx(spec: ModelSpec, state: dict, opset: int = 18):
     if cond is None:
         results = write(b, "scan")
     else:
-        results = _if(b, cond, lambda sb: write(sb, "native"), lambda sb: write(sb, "scan"))
+        results = if_else(b, cond, lambda sb: write(sb, "native"), lambda sb: write(sb, "scan"))
     for value, t in zip(results, spec.stream_outputs):
         _name_output(b, value, t.name)
     return b.model([value_info(t.name, list(t.shape), t.dtype) for t in spec.stream_inputs],
