@@ -15,6 +15,23 @@ import pytest
 from pipeline.specs import MODEL_NAMES
 
 
+# `make test` hands whole files to two xdist workers (--dist loadfile) in collection order,
+# so a long file collected last keeps one worker busy while the other has nothing left:
+# `tests/test_readme.py` (~40 s) sat at the end. These, the longest files (30-45 s each by
+# `pytest --durations=0`), are handed out first; the rest keep their order.
+LONGEST_FIRST = ("tests/serving/test_faults.py", "tests/test_readme.py",
+                 "tests/scoring/test_ray.py", "tests/serving/test_serve.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).resolve().parent.parent
+    missing = [f for f in LONGEST_FIRST if not (root / f).exists()]
+    if missing:          # renamed or removed: say so, rather than silently order nothing
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names missing files: {missing}")
+    rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))   # stable
+
+
 def built_once(tmp_path_factory, name: str, build) -> tuple[Path, dict]:
     """`build(folder) -> dict` (JSON-able) run once per test run; returns this worker's own
     copy of the folder it filled, and its result. Without xdist: built in place, as before.

@@ -33,24 +33,27 @@ def import_cells(out, names, precisions=("fp32", "bf16")) -> None:
         export(ExportConfig(name, out, precisions=precisions), log=lambda s: None)
 
 
-# session, not package: xdist's --dist loadfile interleaves packages on a worker, and a
-# package fixture is torn down when the next file is another package's (it was built five
-# times, ~13 s each). Tests that write into it (deployment.json) write before they read.
+# Built once per test run (tests/conftest.built_once: under xdist the first worker builds,
+# the others copy): as a package fixture, xdist's --dist loadfile tore it down whenever a
+# worker's next file was another package's, and it was built five times, ~13 s each. Tests
+# that write into their copy (deployment.json) write before they read.
 @pytest.fixture(scope="session")
 def users(tmp_path_factory):
-    out = tmp_path_factory.mktemp("precision")
-    reports = {}
-    for name, budget in (("lstm2", LSTM_BUDGET), ("broken_lstm", None)):
-        path = out / f"{name}.pt"
-        torch.save(getattr(models, name)().state_dict(), path)
-        import_model(ImportConfig(name, path, "classification",
-                                  module=f"tests.precision.models:{name}", out=out),
-                     log=lambda s: None)
-        export(ExportConfig(name, out, precisions=PRECISIONS), log=lambda s: None)
-        # openvino too: its f32 pair is deployed and served (test_serve.py)
-        reports[name] = verify(VerifyConfig(name, out, "cpu", shapes=((1, 1), (5, 21)),
-                                            runtimes=("torchscript", "onnx", "openvino"),
-                                            budget=budget), log=lambda s: None)
-    return out, reports
+    from ..conftest import built_once
 
+    def build(out):
+        reports = {}
+        for name, budget in (("lstm2", LSTM_BUDGET), ("broken_lstm", None)):
+            path = out / f"{name}.pt"
+            torch.save(getattr(models, name)().state_dict(), path)
+            import_model(ImportConfig(name, path, "classification",
+                                      module=f"tests.precision.models:{name}", out=out),
+                         log=lambda s: None)
+            export(ExportConfig(name, out, precisions=PRECISIONS), log=lambda s: None)
+            # openvino too: its f32 pair is deployed and served (test_serve.py)
+            reports[name] = verify(VerifyConfig(name, out, "cpu", shapes=((1, 1), (5, 21)),
+                                                runtimes=("torchscript", "onnx", "openvino"),
+                                                budget=budget), log=lambda s: None)
+        return reports
 
+    return built_once(tmp_path_factory, "precision", build)
