@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.specs import MODEL_NAMES
+# Two xdist workers share the machine's cores (`make test`: one worker per core). Left to
+# their defaults, torch, ONNX Runtime and OpenVINO each start a thread per core in each
+# worker, and the spinning pools oversubscribe the cores: the suite took 266 s against 246 s
+# with one thread each (user CPU 6m35s against 5m49s, 2 cores). So under xdist, torch (here
+# and in the subprocesses tests start) runs one thread, and a runner asked for no thread
+# count gets one (`one_thread_per_worker`); a test that passes threads gets what it asks.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pipeline.specs import MODEL_NAMES  # noqa: E402
 
 
 # `make test` hands whole files to two xdist workers (--dist loadfile) in collection order,
@@ -30,6 +39,27 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names missing files: {missing}")
     rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))   # stable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker():
+    """Under xdist: torch on one thread; ONNX Runtime sessions and OpenVINO models built
+    with threads=None get one (see the comment on OMP_NUM_THREADS above)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import torch
+
+    import pipeline.runtimes.openvino as openvino_runtime
+    import pipeline.runtimes.ort as ort_runtime
+    torch.set_num_threads(1)
+    session, load = ort_runtime.ort_session, openvino_runtime.load_openvino
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ort_runtime, "ort_session", lambda path, device, threads=None,
+                      shapes_vary=False: session(path, device, threads or 1, shapes_vary))
+        patch.setattr(openvino_runtime, "load_openvino", lambda spec, path, threads=None,
+                      hint="f32": load(spec, path, threads or 1, hint))
+        yield
 
 
 def built_once(tmp_path_factory, name: str, build) -> tuple[Path, dict]:
