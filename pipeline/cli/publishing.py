@@ -42,9 +42,10 @@ def publish(models, out, registry, version, signing_key, unsigned, deploy):
     """
     from ..publishing.publish import PublishConfig, main
 
-    if deploy and deploy != "best":
-        from ..precision import parse_pair
-        parse_pair(deploy)                    # an unknown precision: one line, before work
+    if deploy and deploy != "best":          # one line, before any work: an unknown
+        from ..precision import parse_pair   # precision, or a pair no backend serves
+        from ..publishing.deploy import check_deployable
+        check_deployable(*parse_pair(deploy))
     for name in selected(models, out):
         r = main(PublishConfig(name, out, registry, version, signing_key, unsigned, deploy),
                  log=lambda s: click.echo(s, err=True))

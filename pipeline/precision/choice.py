@@ -57,13 +57,17 @@ def require_pair(report: dict, runtime: str, precision: str) -> dict:
     pair and its figures (failed), or saying it was never verified."""
     e = entries(report).get((runtime, precision))
     if precision == "fp32" and e is None and any(
-            r["runtime"] == runtime for r in report.get("runtimes", [])):
+            r.get("name") == runtime for r in report.get("runtimes", [])):
         e = {"runtime": runtime, "precision": "fp32", "passed": report.get("passed")}
     if e is None:
+        from . import variant
         listed = ", ".join(pair_name(*k) for k in entries(report)) or "none"
+        runs_on = variant(precision).runtimes if precision != "fp32" else (runtime,)
+        how = (f"run verify --runtime {runtime}" if precision == "fp32" else
+               f"{precision} runs on {', '.join(runs_on)} only" if runtime not in runs_on else
+               f"export it with --precision {precision} and run verify")
         raise PipelineError(f"{pair_name(runtime, precision)} was not verified for "
-                            f"{report.get('model')} (verified pairs: {listed}); export it with "
-                            f"--precision {precision} and run verify")
+                            f"{report.get('model')} (verified pairs: {listed}); {how}")
     if not e.get("passed"):
         raise PipelineError(f"{report.get('model')}: refused: {describe(e)}")
     return e

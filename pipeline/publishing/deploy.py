@@ -60,6 +60,17 @@ def requested_pairs(model_dir: Path, deploy: str) -> dict[tuple[str, str], set[s
     return pairs
 
 
+def check_deployable(runtime: str, precision: str) -> None:
+    """PublishError unless a Triton backend serves (runtime, precision): fp32 on onnx or
+    torchscript (published anyway) or a DEPLOYED pair; asked before anything is verified."""
+    if (precision == "fp32" and runtime in ("onnx", "torchscript")) or \
+            (runtime, precision) in DEPLOYED:
+        return
+    served = ["onnx:fp32", "torchscript:fp32", *(f"{r}:{p}" for r, p in DEPLOYED)]
+    raise PublishError(f"{runtime}:{precision} has no Triton backend to deploy it on "
+                       f"(deployable: {', '.join(served)})")
+
+
 def deploy_keys(model_dir: Path, spec, manifest: dict, report: dict, deploy: str | None):
     """The extra Triton models (BACKENDS keys) --deploy adds; PublishError for a pair that
     was not verified or failed its budget, or one with no Triton backend."""
@@ -69,16 +80,14 @@ def deploy_keys(model_dir: Path, spec, manifest: dict, report: dict, deploy: str
     from ..precision.choice import require_pair
     keys = []
     for (runtime, precision), kinds in requested_pairs(model_dir, deploy).items():
+        check_deployable(runtime, precision)
         try:
             require_pair(report, runtime, precision)
         except PipelineError as exc:
             raise PublishError(str(exc)) from None
         if precision == "fp32" and runtime in ("onnx", "torchscript"):
             continue                                  # published anyway
-        name = DEPLOYED.get((runtime, precision))
-        if name is None:
-            raise PublishError(f"{runtime}:{precision} has no Triton backend to deploy it on "
-                               f"(deployable: {', '.join(f'{r}:{p}' for r, p in DEPLOYED)})")
+        name = DEPLOYED[(runtime, precision)]
         for kind in ("model", "stream"):
             key = name if kind == "model" else f"stream_{name}"
             if kind == "stream" and not spec.has_stream:

@@ -204,6 +204,25 @@ def test_unverified_pair_is_one_line(users):
     with pytest.raises(PipelineError, match="onnx:fp16 was not verified") as exc:
         require_pair(reports["lstm2"], "onnx", "fp16")
     assert "\n" not in str(exc.value)
+    assert "export it with --precision fp16 and run verify" in str(exc.value)
+    # what to do next, per kind of pair: bf16 has no form for ONNX Runtime at all
+    with pytest.raises(PipelineError, match="onnx:bf16 was not verified .*; bf16 runs on "
+                                            "openvino only$"):
+        require_pair(reports["lstm2"], "onnx", "bf16")
+    with pytest.raises(PipelineError, match="tract:fp32 was not verified .*; run verify "
+                                            "--runtime tract$"):
+        require_pair(reports["lstm2"], "tract", "fp32")
+
+
+def test_an_fp32_runtime_verified_without_budget_figures_is_usable(users):
+    """A report whose fp32 runtime is listed under `runtimes` only (no `precisions` entry for
+    it) still lets that pair through when verify passed (it raised KeyError before)."""
+    _, reports = users
+    report = json.loads(json.dumps(reports["lstm2"]))
+    report["precisions"] = [e for e in report["precisions"] if e["runtime"] != "onnx"
+                            or e["precision"] != "fp32"]
+    assert any(r["name"] == "onnx" for r in report["runtimes"]) and report["passed"]
+    assert require_pair(report, "onnx", "fp32")["passed"]
 
 
 def _trained_forecaster(trained, out):
