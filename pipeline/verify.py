@@ -98,23 +98,21 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
         # A pair outside the budget is recorded as failed (never used); the fp32 verdict
         # above does not depend on it.
         # A chain of layers (issue 22) too, where it was exported with variants: its feeds
-        # are drawn by pipeline/inputs.py (token ids, ragged lengths), per-step outputs
-        # compared at valid steps (precision/gate.py); fp32 alone, no figures (as before).
+        # are drawn by pipeline/inputs.py (token ids, ragged lengths) or read with --data
+        # (token ids or features), per-step outputs compared at valid steps
+        # (precision/gate.py); fp32 alone, no figures (as before).
         from .precision.budget import DEFAULT_BUDGET
         from .precision.gate import (check_pairs, group_by_length, joined_stream,
                                      verification_inputs)
         budget = config.budget or DEFAULT_BUDGET
-        precisions = []
+        precisions, data_note = [], "verification inputs"
         if not spec.layers or manifest.get("precisions"):
             cpu_runners = [r for r in runners if not on_cuda(r.provider)
                            and r.precision == spec.dtype]
-            if config.data and spec.layers:
-                raise VerificationError(f"{spec.name}: --data measures the budget of one-stack "
-                                        "models only so far; drop it for a chain of layers (the "
-                                        "verification inputs are used)")
             # with the user's data, its rows joined end to end make the long stream too
-            sequences = user_sequences(config.data, spec) if config.data else None
-            inputs = group_by_length(sequences) if config.data else \
+            sequences, data_note = user_sequences(config.data, spec) if config.data else \
+                (None, "verification inputs")
+            inputs = group_by_length(sequences, spec.input.dtype) if config.data else \
                 verification_inputs(spec, default_shapes(spec), SCALES, config.seed)
             precisions = check_pairs(model_dir, manifest, spec, reference, budget, inputs,
                                      cpu_runners, config.seed, stream_x=joined_stream(
@@ -134,7 +132,7 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
             "runtimes": [runtime_entry(r, rows) for r in runners],
             "rows": rows,
             "budget": budget.as_dict(),
-            "budget_data": str(config.data) if config.data else "verification inputs",
+            "budget_data": data_note,
             "precisions": precisions,
             "seed": config.seed,
             "versions": versions(),
@@ -151,19 +149,32 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
     return report
 
 
-def user_sequences(path: Path, spec: ModelSpec, rows: int = 4096) -> list[np.ndarray]:
-    """The first `rows` good (seq, F) sequences of a .parquet / folder / .npz (score's reader
-    and row checks): the data `--data` measures the precision budget on."""
+def user_sequences(path: Path, spec: ModelSpec, rows: int = 4096
+                   ) -> tuple[list[np.ndarray], str]:
+    """The first `rows` good sequences of a .parquet / folder / .npz (score's reader and row
+    checks), each (seq, F) features or (seq,) token ids: the data `--data` measures the
+    precision budget on; and what the report says of it (the rows refused, the first's
+    reason). VerificationError where no row is good."""
     from .scoring.dataset import open_dataset
+    from .scoring.grouping import step_width
     from .scoring.rows import check_batch
 
-    data, seqs, F = open_dataset(Path(path), spec), [], spec.input_size
+    data, seqs, F = open_dataset(Path(path), spec), [], step_width(spec)
+    shape = (lambda n: (n,)) if spec.input_kind == "tokens" else (lambda n: (n, F))
+    refused, first = 0, None
     for batch in data.batches(4096, spec):
         c = check_batch(batch, spec, data.id_column, data.sequence_column)
-        seqs += [c.values[s:s + n * F].reshape(n, F) for s, n in zip(c.starts, c.lengths)]
+        seqs += [c.values[s:s + n * F].reshape(shape(n)) for s, n in zip(c.starts, c.lengths)]
+        refused += len(c.bad_reasons)
+        first = first or (c.bad_reasons[0] if c.bad_reasons else None)
         if len(seqs) >= rows:
             break
-    return seqs[:rows]
+    if not seqs:
+        raise VerificationError(f"--data {path}: no row is an input {spec.name} takes "
+                                f"(first refused: {first or 'the file has no rows'})")
+    note = str(path) if not refused else (f"{path} ({len(seqs[:rows])} rows; {refused} refused "
+                                          f"by score's row checks, first: {first})")
+    return seqs[:rows], note
 
 
 def _device_for(runtime: str, device: str) -> str:

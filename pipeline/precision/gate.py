@@ -68,22 +68,25 @@ def run_all(runner, spec, inputs: list[dict]) -> list[np.ndarray]:
     return [valid(spec, runner.run(f)[spec.output_name], f) for f in inputs]
 
 
-def group_by_length(sequences, rows: int = DATA_ROWS) -> list[np.ndarray]:
-    """At most `rows` (seq, F) sequences as (n, seq, F) float32 groups of equal length."""
+def group_by_length(sequences, dtype=np.float32, rows: int = DATA_ROWS) -> list[np.ndarray]:
+    """At most `rows` sequences, (seq, F) features or (seq,) token ids, as groups of equal
+    length, (n, seq, F) or (n, seq), of the model's input `dtype`."""
     groups: dict[int, list] = {}
     for s in list(sequences)[:rows]:
         groups.setdefault(len(s), []).append(s)
-    return [np.stack(g).astype(np.float32) for _, g in sorted(groups.items())]
+    return [np.stack(g).astype(dtype) for _, g in sorted(groups.items())]
 
 
 def joined_stream(sequences, batch: int = LONG_BATCH, steps: int = LONG_STEPS) -> np.ndarray:
-    """The user's (seq, F) rows joined end to end in their order, cycled where they hold
-    fewer than batch x steps steps, cut into `batch` streams: (batch, steps, F) float32."""
-    rows = np.concatenate([np.asarray(s, np.float32) for s in sequences])   # (all steps, F)
+    """The user's rows joined end to end in their order, cycled where they hold fewer than
+    batch x steps steps, cut into `batch` streams: (batch, steps, F) features, or
+    (batch, steps) token ids, in the rows' own dtype."""
+    rows = np.concatenate([np.asarray(s) for s in sequences])   # (all steps[, F])
     if not len(rows):
         raise ValueError("no steps in the user's data")
-    rows = np.tile(rows, (-(-batch * steps // len(rows)), 1))[:batch * steps]
-    return rows.reshape(batch, steps, rows.shape[-1])
+    reps = -(-batch * steps // len(rows))
+    rows = np.tile(rows, (reps,) + (1,) * (rows.ndim - 1))[:batch * steps]
+    return rows.reshape(batch, steps, *rows.shape[1:])
 
 
 def long_stream(runner, spec, x: np.ndarray) -> np.ndarray:

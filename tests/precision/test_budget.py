@@ -89,8 +89,10 @@ def test_budget_on_the_users_data(tmp_path):
     from pipeline.specs import SPECS
     from pipeline.verify import user_sequences
     spec = SPECS["classifier"]
-    seqs = user_sequences(write_dataset(tmp_path / "x.parquet", 40, spec.input_size), spec)
+    path = write_dataset(tmp_path / "x.parquet", 40, spec.input_size)
+    seqs, note = user_sequences(path, spec)
     assert len(seqs) == 40 and all(s.shape[1] == spec.input_size for s in seqs)
+    assert note == str(path)                       # no row refused
     groups = group_by_length(seqs)
     assert sum(len(g) for g in groups) == 40
     assert all(len({len(s) for s in g}) == 1 for g in groups)

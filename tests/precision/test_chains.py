@@ -245,3 +245,83 @@ def test_a_chains_stream_step_is_timed_from_its_own_feeds(chains):
     for r in runners:
         got = r.run(feeds)[spec.output_name]
         assert np.abs(got.reshape(want.shape) - want).max() <= 0.01 * np.abs(want).max(), r.name
+
+
+def _users_rows(path, spec, rows=60, seed=5):
+    """`rows` sequences of lengths 1-12 in score's input form: token ids inside the
+    vocabulary, or float32 features; the list of them as the user holds them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    rng = np.random.default_rng(seed)
+    seqs = [rng.integers(0, spec.input_size, n) if spec.input_kind == "tokens" else
+            rng.standard_normal((n, spec.input_size)).astype(np.float32)
+            for n in rng.integers(1, 13, rows)]
+    column = pa.array([s.tolist() for s in seqs], pa.list_(pa.int64())) \
+        if spec.input_kind == "tokens" else pa.array([s.tolist() for s in seqs],
+                                                     pa.list_(pa.list_(pa.float32())))
+    pq.write_table(pa.table({"id": np.arange(rows), "sequence": column}), path)
+    return seqs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chain_budget_on_the_users_data(chains, name, tmp_path):
+    """verify --data for a chain: the int8 figure is the user's module against model_int8.onnx
+    on the user's own rows (token ids or features; rows of one length run together, as
+    verify and score run them: int8 quantizes a batch's activations with one scale),
+    recomputed here; the long stream is those rows joined."""
+    import shutil
+    out, _ = chains
+    shutil.copytree(out / name, tmp_path / name, ignore=shutil.ignore_patterns(".lock"))
+    spec = read_config(out / name)["recipe"].model
+    seqs = _users_rows(tmp_path / "mine.parquet", spec)
+    report = verify(VerifyConfig(name, tmp_path, "cpu", shapes=((1, 1),),
+                                 data=tmp_path / "mine.parquet"), log=lambda s: None)
+    assert report["budget_data"] == str(tmp_path / "mine.parquet")
+    e = int8_entry(report)
+    assert "runtime error" not in e["reason"]
+    if spec.has_stream and e.get("stream"):
+        assert e["stream"]["data"] == "user's rows joined"
+    theirs, sess = chain_model(name), session(tmp_path / name / "model_int8.onnx")
+    got, want = [], []
+    groups = {}
+    for s in seqs:
+        groups.setdefault(len(s), []).append(s)
+    with torch.inference_mode():
+        for n, rows in sorted(groups.items()):
+            x = np.stack(rows)                             # (rows, n[, F]), one length
+            feeds = {"input": x} | ({"lengths": np.full(len(x), n)} if spec.takes_lengths
+                                    else {})
+            want.append(theirs(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+                        .reshape(-1, spec.output_size))
+            got.append(sess.run(None, feeds)[0].reshape(-1, spec.output_size))
+    got, want = np.concatenate(got).astype(float), np.concatenate(want).astype(float)
+    assert np.abs(got - want).max() / want.std() == pytest.approx(
+        e["figures"]["max_rel_std"], rel=1e-3)
+
+
+def test_users_data_with_no_good_row_is_one_line(chains, tmp_path):
+    """Rows none of which the model takes (floats for a token model): one line naming the
+    file and the first row's reason; rows partly refused: the report says how many."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.errors import VerificationError
+    out, _ = chains
+    floats = tmp_path / "floats.parquet"
+    pq.write_table(pa.table({"id": [0, 1], "sequence": pa.array(
+        [[[0.5] * 3], [[1.5] * 3]], pa.list_(pa.list_(pa.float32())))}), floats)
+    with pytest.raises(VerificationError, match=r"--data .*floats.parquet: no row is an "
+                                                r"input tagger takes \(first refused: ") as exc:
+        verify(VerifyConfig("tagger", out, "cpu", shapes=((1, 1),), data=floats),
+               log=lambda s: None)
+    assert "\n" not in str(exc.value)
+    mixed = tmp_path / "mixed.parquet"
+    pq.write_table(pa.table({"id": [0, 1, 2], "sequence": pa.array(
+        [[1, 2, 3], [4, 999], [5]], pa.list_(pa.int64()))}), mixed)
+    import shutil
+    shutil.copytree(out / "tagger", tmp_path / "tagger", ignore=shutil.ignore_patterns(".lock"))
+    report = verify(VerifyConfig("tagger", tmp_path, "cpu", shapes=((1, 1),), data=mixed),
+                    log=lambda s: None)
+    assert report["budget_data"].startswith(f"{mixed} (2 rows; 1 refused by score's row "
+                                            "checks, first: ")
+    assert "999" in report["budget_data"]
