@@ -172,8 +172,9 @@ def user_sequences(path: Path, spec: ModelSpec, rows: int = 4096
     if not seqs:
         raise VerificationError(f"--data {path}: no row is an input {spec.name} takes "
                                 f"(first refused: {first or 'the file has no rows'})")
-    note = str(path) if not refused else (f"{path} ({len(seqs[:rows])} rows; {refused} refused "
-                                          f"by score's row checks, first: {first})")
+    kept = len(seqs[:rows])
+    note = str(path) if not refused else (f"{path} ({kept} row{'s' * (kept != 1)}; {refused} "
+                                          f"refused by score's row checks, first: {first})")
     return seqs[:rows], note
 
 
