@@ -37,7 +37,8 @@ def check_model_folder(folder: Path, manifest: dict, require_config: bool = True
     only what its signature covers (see the module docstring). `require_config=False`: a
     missing config.pbtxt is allowed (a version folder copied out alone, to be loaded by
     predict or score, not served); one that is there must match."""
-    from .publish import STAGING_PREFIX, VERSION_DIR
+    from .publish import STAGING_PREFIX
+    from .versions import VERSION_DIR
 
     model = Path(folder).parent
     for entry in sorted(model.iterdir()):

@@ -16,8 +16,10 @@ two for a bidirectional model (no stream artifacts):
 plus `<model>-N.tar.gz` of all of them beside the repository (see release.py). Gates: the build
 passes `check_manifest`, and its `verification.json` passed and judged exactly the files
 now on disk (sha256), and a signing key is given (or `unsigned=True`, said in the card).
-Immutability: a build already published (same sha256s) is a no-op naming its version;
-another build under an existing number is refused; config.pbtxt never changes. Publishers
+Immutability (versions.py): a build already published (same sha256s) is a no-op naming its
+version; another build under an existing number is refused; a released build that
+lacks the Triton models --deploy now adds is published whole as a new version;
+config.pbtxt never changes. Publishers
 of one repository take turns on a lock, so of two racing for version N the second finds it
 taken: refused if its build differs, a no-op if it is the same build.
 Each version folder is staged as `<model>_<runtime>/.staging-*/N/`, signed there, and renamed
@@ -32,7 +34,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -49,15 +50,15 @@ from ..specs import ModelSpec, Recipe
 from .card import model_card
 from .covered import CONFIG_KEY, config_entry
 from .deploy import VARIANT_SOURCES, VARIANT_WEIGHTS, deploy_keys
-from .release import write_tarball
+from .release import tarball_path, write_tarball
 from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
 from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, legacy_config_pbtxt, parse_config,
                      runtimes_for, triton_name)
+from .versions import build_of, choose_version, published_versions
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
 STAGING_PREFIX = ".staging-"
-VERSION_DIR = re.compile(r"0|[1-9][0-9]*")   # Triton ignores version folders with leading zeros
 # Triton runtime (triton.BACKENDS key) -> the build's file it serves
 SOURCES = {**ARTIFACTS, **{f"stream_{r}": name for r, name in STREAM_ARTIFACTS.items()},
            **VARIANT_SOURCES}
@@ -108,42 +109,6 @@ def check_verification(model_dir: Path, manifest: dict) -> dict:
             raise PublishError(f"{path}: judged another {name} than the one on disk (sha256 "
                                "differs); run verify again")
     return report
-
-
-def published_versions(repository: Path, model: str) -> dict[int, dict[str, Path]]:
-    """{version: {runtime: version folder}} of every version folder of this model's releases."""
-    found: dict[int, dict[str, Path]] = {}
-    for runtime in BACKENDS:
-        root = repository / triton_name(model, runtime)
-        for child in root.iterdir() if root.is_dir() else ():
-            if child.is_dir() and VERSION_DIR.fullmatch(child.name):
-                found.setdefault(int(child.name), {})[runtime] = child
-    return found
-
-
-def build_of(version_dir: Path) -> dict | None:
-    """{file: sha256} of the build a version folder was published from; None if unreadable."""
-    try:
-        files = json.loads((version_dir / MANIFEST).read_text())["export"]["files"]
-        return {name: entry["sha256"] for name, entry in files.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: int | None,
-                   model: str) -> tuple[int, bool]:
-    """(version, already published?) for `build`, or PublishError if it would change one."""
-    held = sorted(v for v, dirs in existing.items()
-                  if any(build_of(d) == build for d in dirs.values()))
-    if wanted is not None and wanted in existing:
-        if wanted in held:
-            return wanted, True
-        raise PublishError(f"{model} version {wanted} is already published with other artifacts; "
-                           "versions are immutable (omit --version to publish as "
-                           f"{max(existing) + 1})")
-    if held:
-        return held[0], True
-    return wanted or max(existing, default=0) + 1, False
 
 
 def stage(repository: Path, model_dir: Path, recipe: Recipe, runtime: str, version: int,
@@ -263,8 +228,16 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
                 shutil.rmtree(old, ignore_errors=True)
         build = {name: entry["sha256"] for name, entry in manifest["files"].items()}
         existing = published_versions(repository, spec.name)
-        version, already = choose_version(existing, build, config.version, spec.name)
+        version, already = choose_version(
+            existing, build, config.version, spec.name, runtimes,
+            released=lambda v: tarball_path(repository, spec.name, v).exists())
         have = existing.get(version, {})
+        held = [dirs for dirs in existing.values() if any(build_of(d) == build
+                                                            for d in dirs.values())]
+        if held and not already:          # released before without what --deploy adds
+            lacking = [triton_name(spec.name, rt) for rt in runtimes if rt not in held[0]]
+            log(f"{spec.name}: this build was released without {', '.join(lacking)}; "
+                f"published whole as version {version} (a release never changes)")
         for folder in have.values():
             check_manifest(folder)    # a damaged published version is reported, not reused
         published = datetime.now(timezone.utc).isoformat(timespec="seconds")

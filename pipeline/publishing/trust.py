@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import SignatureError, first_line
 from ..manifest import MANIFEST
 from .covered import release_spec
-from .publish import VERSION_DIR
+from .versions import VERSION_DIR
 from .signing import load_public_key, verify_version
 from .deploy import pair_of
 from .triton import BACKENDS, triton_name

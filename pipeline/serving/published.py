@@ -153,7 +153,8 @@ def open_published(registry: Path, model: str) -> Published:
 
     from ..manifest import check_manifest
     from ..publishing.covered import release_spec
-    from ..publishing.publish import VERIFICATION, VERSION_DIR
+    from ..publishing.publish import VERIFICATION
+    from ..publishing.versions import VERSION_DIR
     from ..publishing.triton import TRITON_CONFIG, parse_config
 
     folder = Path(registry) / model

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import PipelineError, ServeError
 from ..manifest import check_manifest
-from ..publishing.publish import VERSION_DIR
+from ..publishing.versions import VERSION_DIR
 from ..publishing.triton import TRITON_CONFIG
 
 DEFAULT_FILENAME = re.compile(r'^\s*default_model_filename\s*:\s*"([^"]+)"', re.M)

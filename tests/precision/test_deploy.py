@@ -124,3 +124,35 @@ def test_kserve_manifest_carries_each_models_precision(users, tmp_path):
     notes = docs[1]["metadata"]["annotations"]
     assert notes["rnn-pipeline.io/precision.lstm2_onnx_int8"].startswith("onnx:int8, max error")
     assert "fp32" in notes["rnn-pipeline.io/precision.lstm2_onnx"]
+
+
+def test_deploy_after_a_plain_release_publishes_a_new_version(users, tmp_path):
+    """publish, then bench's choice deployed later (the usual order): version 1's release
+    never changes, so the same build with the variant is version 2, whole; a --version that
+    names the released one is one line and writes nothing."""
+    from pipeline.publishing.release import release_tar, tarball_path
+    out, _ = users
+    repo = tmp_path / "repo"
+    first = publish(PublishConfig("lstm2", out, repo, unsigned=True), log=lambda s: None)
+    assert first["version"] == 1 and "onnx_int8" not in first["folders"]
+    released = tarball_path(repo, "lstm2", 1).read_bytes()
+    with pytest.raises(PublishError, match=r"lstm2 version 1 is released without lstm2_onnx_int8, "
+                                           r"lstm2_stream_onnx_int8; releases are immutable .* "
+                                           r"as 2\)$"):
+        publish(PublishConfig("lstm2", out, repo, version=1, unsigned=True, deploy="onnx:int8"),
+                log=lambda s: None)
+    assert not (repo / "lstm2_onnx_int8").exists()
+    said = []
+    second = publish(PublishConfig("lstm2", out, repo, unsigned=True, deploy="onnx:int8"),
+                     log=said.append)
+    assert second["version"] == 2 and second["published"]
+    assert {p.name for p in (repo / "lstm2_onnx_int8").iterdir() if p.is_dir()} == {"2"}
+    assert (repo / "lstm2_onnx" / "2").is_dir() and (repo / "lstm2_torchscript" / "2").is_dir()
+    assert tarball_path(repo, "lstm2", 1).read_bytes() == released       # untouched
+    assert tarball_path(repo, "lstm2", 2).read_bytes() == release_tar(repo, "lstm2", 2)
+    assert any("released without lstm2_onnx_int8, lstm2_stream_onnx_int8; published whole "
+               "as version 2" in s for s in said)
+    # the same again: nothing new
+    again = publish(PublishConfig("lstm2", out, repo, unsigned=True, deploy="onnx:int8"),
+                    log=lambda s: None)
+    assert again["version"] == 2 and not again["published"]

@@ -18,7 +18,8 @@ from pipeline.cli import cli
 from pipeline.errors import IntegrityError, PublishError
 from pipeline.manifest import check_manifest, read_manifest, write_manifest
 from pipeline.publishing.covered import CONFIG_KEY, check_model_folder
-from pipeline.publishing.publish import PublishConfig, commit, main, published_versions
+from pipeline.publishing.publish import PublishConfig, commit, main
+from pipeline.publishing.versions import published_versions
 from pipeline.publishing.release import extract_release
 from pipeline.specs import MODEL_NAMES
 from pipeline.verify import VerifyConfig
