@@ -38,7 +38,23 @@ def version_dir_options(fn):
         "--version-dir", metavar="DIR",
         type=click.Path(exists=True, file_okay=False, path_type=Path),
         help="A published version folder (<registry>/<model>_onnx/N) to run instead of "
-             "--model; its own runtime is used. Needs --public-key.")(fn)
+             "--model; it runs its own file (runtime and precision: --runtime is refused "
+             "beside it). Needs --public-key.")(fn)
+
+
+def refuse_beside_version_dir(version_dir, *names: str) -> None:
+    """A published version folder runs its own file (its runtime and precision are in its
+    signed manifest): any of the options `names` given on the command line beside
+    --version-dir is one line, not silently ignored."""
+    if version_dir is None:
+        return
+    ctx = click.get_current_context()
+    given = [f"--{n.replace('_', '-')}" for n in names
+             if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} with --version-dir: a published version "
+                               f"folder runs its own file ({version_dir}); drop "
+                               f"{', '.join(given)}, or give --model instead")
 
 
 def out_option(fn):

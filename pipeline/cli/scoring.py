@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from ..runtimes import RUNTIMES
-from .common import domain_errors, out_option, selected, single_model_option, version_dir_options
+from .common import (domain_errors, out_option, refuse_beside_version_dir, selected,
+                     single_model_option, version_dir_options)
 
 
 @click.command()
@@ -78,6 +79,7 @@ def score(model, input_path, output, engine, ray_address, actors, actor_cpus, ru
     """
     from ..scoring import ScoreConfig, main, summary_line
 
+    refuse_beside_version_dir(version_dir, "runtime", "precision")
     if model is not None:
         selected((model,), out)
     config = ScoreConfig(model, input_path, output, out, runtime, engine, bad_rows, batch_size,

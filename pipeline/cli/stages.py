@@ -8,8 +8,8 @@ import click
 from ..runtimes import RUNTIMES
 from ..shapes import ShapesType
 from ..specs import MODEL_NAMES, SPECS
-from .common import (domain_errors, model_option, out_option, selected, single_model_option,
-                     version_dir_options)
+from .common import (domain_errors, model_option, out_option, refuse_beside_version_dir,
+                     selected, single_model_option, version_dir_options)
 
 # What each --runtime name runs; the last three need `pip install '.[runtimes]'`.
 RUNTIME_HELP = ("torch: eager PyTorch from the weights; torchscript: model.pt; onnx: model.onnx "
@@ -204,6 +204,7 @@ _FEATURES = ", ".join(f"{name} {SPECS[name].input_size}" for name in MODEL_NAMES
 def predict(model, input_path, runtime, output, stream, out, version_dir, public_key):
     from ..predict import PredictConfig, format_rows, main
 
+    refuse_beside_version_dir(version_dir, "runtime")
     if model is not None:
         selected((model,), out)
     result = main(PredictConfig(model, input_path, runtime, output, out, version_dir, public_key,

@@ -132,6 +132,7 @@ def load_variant(runtime: str, precision: str, spec, path: Path, threads: int | 
     if stream:
         runner.inputs = tuple(t.name for t in spec.stream_inputs)
         runner.outputs = tuple(t.name for t in spec.stream_outputs)
+    runner.name = pair_name(runtime, precision)     # what score and predict print
     return runner
 
 

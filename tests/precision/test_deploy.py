@@ -34,7 +34,7 @@ def test_publish_deploy_int8_is_a_signed_onnxruntime_model(users, tmp_path):
     assert "`int8` on `onnx`" in card and "max error" in card
     # signed: every file of the folder is covered, and it loads as the int8 pair
     runner = open_published(folder, key["public"], threads=1)
-    assert runner.precision == "int8"
+    assert runner.precision == "int8" and runner.name == "onnx:int8"   # what score prints
     x = np.random.default_rng(0).standard_normal((3, 9, 8)).astype(np.float32)
     runner.run({"input": x})
     stream = json.loads((r["folders"]["stream_onnx_int8"] / "manifest.json").read_text())
