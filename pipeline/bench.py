@@ -173,8 +173,8 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         # Precision variants verify let through (issue 23), timed beside the fp32 runtimes;
         # their rows are named "runtime:precision", e.g. "onnx:int8"
         from .precision.choice import bench_hook
-        report, variants = bench_hook(model_dir, spec, tuple(r.name for r in runners),
-                                      config.threads)
+        benched = tuple(r.name for r in runners)      # the runtimes asked for (eager too)
+        report, variants = bench_hook(model_dir, spec, benched, config.threads)
         runners += variants
         shape_times = {}
         peak = peak_gflops()
@@ -232,7 +232,7 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         if report.get("precisions"):          # deployment.json: the choice per shape
             from .precision.choice import write_deployment
             result["deployment"] = write_deployment(model_dir, spec, report, shape_times,
-                                                    config, time_round_robin, log)
+                                                    config, time_round_robin, log, benched)
         if config.plot:
             with atomic_path(model_dir / BENCHMARK_PNG) as tmp:
                 plot(result, tmp)

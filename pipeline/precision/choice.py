@@ -136,8 +136,10 @@ def load_variant(runtime: str, precision: str, spec, path: Path, threads: int | 
     return runner
 
 
-def stream_runners(model_dir: Path, spec, report: dict, threads: int) -> list:
-    """Eager's stream module (the baseline) and every usable pair's stream artifact."""
+def stream_runners(model_dir: Path, spec, report: dict, threads: int,
+                   runtimes: tuple[str, ...] | None = None) -> list:
+    """Eager's stream module (the baseline) and every usable pair's stream artifact (on
+    `runtimes` only, where given: those bench was asked for)."""
     from ..checkpoint import load_weights
     from ..families import family
     from ..runtimes import STREAM_ARTIFACTS, load_stream_runner
@@ -151,6 +153,8 @@ def stream_runners(model_dir: Path, spec, report: dict, threads: int) -> list:
                                tuple(t.name for t in spec.stream_inputs),
                                tuple(t.name for t in spec.stream_outputs))]
     for (runtime, precision) in usable(report):
+        if runtimes is not None and runtime not in runtimes:
+            continue
         if precision == "fp32":
             if runtime not in DEPLOYABLE:
                 continue         # tract and the reference evaluator: not served
@@ -237,16 +241,17 @@ def bench_hook(model_dir: Path, spec, runtimes: tuple[str, ...], threads: int) -
 
 
 def write_deployment(model_dir: Path, spec, report: dict, shape_times: dict, config,
-                     timer, log=print) -> dict:
-    """Time a stream step (batch 1, state carried) of eager and every usable pair with
-    `timer` (bench's time_round_robin), add it to bench's per-shape times and write
-    deployment.json; return it."""
+                     timer, log=print, runtimes: tuple[str, ...] | None = None) -> dict:
+    """Time a stream step (batch 1, state carried) of eager and every usable pair on
+    `runtimes` (bench's; None: all) with `timer` (bench's time_round_robin), add it to
+    bench's per-shape times and write deployment.json; return it."""
     import torch
 
     from ..fsio import atomic_write_json
     shapes = {}
     if spec.has_stream:
-        runners, feeds = stream_runners(model_dir, spec, report, config.threads), stream_feeds(spec)
+        runners = stream_runners(model_dir, spec, report, config.threads, runtimes)
+        feeds = stream_feeds(spec)
         calls = {r.name: (lambda r=r: r.run(feeds)) for r in runners}
         with torch.inference_mode():
             shapes[STREAM_SHAPE] = timer(calls, config.budget_s, config.min_reps,
