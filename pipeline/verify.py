@@ -110,9 +110,10 @@ def main(config: VerifyConfig, log: Callable[[str], None] = print) -> dict:
             cpu_runners = [r for r in runners if not on_cuda(r.provider)
                            and r.precision == spec.dtype]
             # with the user's data, its rows joined end to end make the long stream too
-            sequences, data_note = user_sequences(config.data, spec) if config.data else \
-                (None, "verification inputs")
-            inputs = group_by_length(sequences, spec.input.dtype) if config.data else \
+            sequences = None
+            if config.data:
+                sequences, data_note = user_sequences(config.data, spec)
+            inputs = group_by_length(sequences, spec.input.dtype) if sequences else \
                 verification_inputs(spec, default_shapes(spec), SCALES, config.seed)
             precisions = check_pairs(model_dir, manifest, spec, reference, budget, inputs,
                                      cpu_runners, config.seed, stream_x=joined_stream(

@@ -60,13 +60,16 @@ def requested_pairs(model_dir: Path, deploy: str) -> dict[tuple[str, str], set[s
     return pairs
 
 
+# the pairs every publish writes (<model>_onnx, <model>_torchscript), --deploy or not
+ALWAYS = (("onnx", "fp32"), ("torchscript", "fp32"))
+
+
 def check_deployable(runtime: str, precision: str) -> None:
-    """PublishError unless a Triton backend serves (runtime, precision): fp32 on onnx or
-    torchscript (published anyway) or a DEPLOYED pair; asked before anything is verified."""
-    if (precision == "fp32" and runtime in ("onnx", "torchscript")) or \
-            (runtime, precision) in DEPLOYED:
+    """PublishError unless a Triton backend serves (runtime, precision): one of ALWAYS or a
+    DEPLOYED pair; asked before anything is verified."""
+    if (runtime, precision) in ALWAYS or (runtime, precision) in DEPLOYED:
         return
-    served = ["onnx:fp32", "torchscript:fp32", *(f"{r}:{p}" for r, p in DEPLOYED)]
+    served = [f"{r}:{p}" for r, p in (*ALWAYS, *DEPLOYED)]
     raise PublishError(f"{runtime}:{precision} has no Triton backend to deploy it on "
                        f"(deployable: {', '.join(served)})")
 
@@ -85,7 +88,7 @@ def deploy_keys(model_dir: Path, spec, manifest: dict, report: dict, deploy: str
             require_pair(report, runtime, precision)
         except PipelineError as exc:
             raise PublishError(str(exc)) from None
-        if precision == "fp32" and runtime in ("onnx", "torchscript"):
+        if (runtime, precision) in ALWAYS:
             continue                                  # published anyway
         name = DEPLOYED[(runtime, precision)]
         for kind in ("model", "stream"):

@@ -54,7 +54,7 @@ from .release import tarball_path, write_tarball
 from .signing import SIGNATURE, fingerprint, load_private_key, sign_version
 from .triton import (BACKENDS, TRITON_CONFIG, config_pbtxt, legacy_config_pbtxt, parse_config,
                      runtimes_for, triton_name)
-from .versions import build_of, choose_version, published_versions
+from .versions import choose_version, published_versions
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
@@ -228,14 +228,11 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
                 shutil.rmtree(old, ignore_errors=True)
         build = {name: entry["sha256"] for name, entry in manifest["files"].items()}
         existing = published_versions(repository, spec.name)
-        version, already = choose_version(
+        version, already, lacking = choose_version(
             existing, build, config.version, spec.name, runtimes,
             released=lambda v: tarball_path(repository, spec.name, v).exists())
         have = existing.get(version, {})
-        held = [dirs for dirs in existing.values() if any(build_of(d) == build
-                                                            for d in dirs.values())]
-        if held and not already:          # released before without what --deploy adds
-            lacking = [triton_name(spec.name, rt) for rt in runtimes if rt not in held[0]]
+        if lacking:                       # released before without what --deploy adds
             log(f"{spec.name}: this build was released without {', '.join(lacking)}; "
                 f"published whole as version {version} (a release never changes)")
         for folder in have.values():

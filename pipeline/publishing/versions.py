@@ -38,17 +38,21 @@ def build_of(version_dir: Path) -> dict | None:
 
 
 def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: int | None,
-                   model: str, runtimes=(), released=lambda version: False) -> tuple[int, bool]:
-    """(version, already published?) for `build` as the Triton models `runtimes`, or
-    PublishError if it would change one. A version holding the build is reused where it
-    has every one of them, or can still be completed (its release tarball not written yet);
-    a released one that lacks some (a variant deployed later) gives a new version."""
+                   model: str, runtimes=(), released=lambda version: False
+                   ) -> tuple[int, bool, list[str]]:
+    """(version, already published?, the Triton models a released version of this build
+    lacked) for `build` as the Triton models `runtimes`, or PublishError if it would change
+    one. A version holding the build is reused where it has every one of them, or can still
+    be completed (its release tarball not written yet); a released one that lacks some (a
+    variant deployed later) gives a new version."""
     held = sorted(v for v, dirs in existing.items()
                   if any(build_of(d) == build for d in dirs.values()))
     fits = [v for v in held if all(rt in existing[v] for rt in runtimes) or not released(v)]
+    lacking = [triton_name(model, rt) for rt in runtimes
+               if rt not in existing[held[0]]] if held else []
     if wanted is not None and wanted in existing:
         if wanted in fits:
-            return wanted, True
+            return wanted, True, []
         if wanted in held:
             lacking = [triton_name(model, rt) for rt in runtimes if rt not in existing[wanted]]
             raise PublishError(f"{model} version {wanted} is released without "
@@ -58,5 +62,5 @@ def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: in
                            "versions are immutable (omit --version to publish as "
                            f"{max(existing) + 1})")
     if fits:
-        return fits[0], True
-    return wanted or max(existing, default=0) + 1, False
+        return fits[0], True, []
+    return wanted or max(existing, default=0) + 1, False, lacking
