@@ -14,8 +14,8 @@ import pytest
 
 # Two xdist workers share the machine's cores (`make test`: one worker per core). Left to
 # their defaults, torch, ONNX Runtime and OpenVINO each start a thread per core in each
-# worker, and the spinning pools oversubscribe the cores: the suite took 266 s against 246 s
-# with one thread each (user CPU 6m35s against 5m49s, 2 cores). So under xdist, torch (here
+# worker, and the spinning pools oversubscribe the cores: the suite took 266 s against 214 s
+# with one thread each (user CPU 6m35s against 4m58s, 2 cores). So under xdist, torch (here
 # and in the subprocesses tests start) runs one thread, and a runner asked for no thread
 # count gets one (`one_thread_per_worker`); a test that passes threads gets what it asks.
 if os.environ.get("PYTEST_XDIST_WORKER"):
