@@ -25,7 +25,8 @@ from pipeline.scoring import ScoreConfig, main
 from pipeline.scoring.ray_engine import ScoreActor, artifact_files
 from pipeline.scoring.score import Artifact
 
-from .conftest import assert_matches, ragged, read_output, spec_of, write_parquet
+from .conftest import (assert_matches, ragged, read_output, reference, spec_of,
+                       write_parquet)
 
 ray = pytest.importorskip("ray", reason="the scale extra: pip install '.[scale]'")
 NODE = dict(num_cpus=2, object_store_memory=80 * 2**20)
@@ -206,6 +207,37 @@ def test_actors_check_the_artifact_before_loading_it(out, tmp_path):
     files["model.onnx"] = files["model.onnx"][:-1] + bytes([files["model.onnx"][-1] ^ 1])
     with pytest.raises(IntegrityError, match="model.onnx: sha256 differs"):
         ScoreActor(files, artifact, 1, "id", "sequence")
+
+
+def test_actors_run_a_verified_precision_variant(out, tmp_path):
+    """--engine ray --precision int8: the actor gets the verification report with the files
+    (it refuses a pair verify did not let through, so it reads the report itself) and
+    answers within the int8 budget of the seed class. Before, every actor died: no
+    verification.json in its copy."""
+    import shutil
+
+    from pipeline.export import ExportConfig
+    from pipeline.export import main as export
+    from pipeline.verify import VerifyConfig
+    from pipeline.verify import main as verify
+    shutil.copytree(out / "forecaster", tmp_path / "forecaster",
+                    ignore=shutil.ignore_patterns(".lock", "*.onnx", "*.pt", "manifest.json"))
+    export(ExportConfig("forecaster", tmp_path, precisions=("fp32", "int8")), log=lambda s: None)
+    report = verify(VerifyConfig("forecaster", tmp_path, "cpu", shapes=((1, 1),)),
+                    log=lambda s: None)
+    assert next(e for e in report["precisions"] if e["precision"] == "int8")["passed"]
+    artifact = Artifact(tmp_path / "forecaster", "onnx", precision="int8")
+    files = artifact_files(artifact)
+    assert "verification.json" in files
+    actor = ScoreActor(files, artifact, 1, "id", "sequence")
+    assert actor.runner.name == "onnx:int8"
+    sequences = ragged(spec_of(tmp_path, "forecaster"), 40, 1, 30, seed=13)
+    table = actor(pa.table({"id": np.arange(40), "sequence": [s.tolist() for s in sequences]}))
+    by_id = {r["id"]: r["output"] for r in table.to_pylist()}     # grouped by length
+    got = np.array([by_id[i] for i in range(40)], np.float32)
+    want = reference(tmp_path, "forecaster", sequences)
+    assert np.abs(got - want).max() <= 0.01 * want.std() * 2     # the budget, with margin
+    assert np.abs(got - want).max() > 0                           # int8, not the fp32 file
 
 
 def test_actors_check_the_release_signature_with_a_public_key(published):
