@@ -13,7 +13,8 @@ inputs of shape (batch, seq, F) from a seeded pool; a stream model (`<model>_str
 loadstream.py) gets one step per request, each client carrying its own streams' state.
 Every answer is compared with the same published artifact run in this process (ONNX Runtime
 or TorchScript on the version folder's own file, published.py) within the tolerance its
-verification used. Reports throughput (answers/s), p50/p90/p99 latency and errors per level,
+verification used; for a precision variant, within its accuracy budget (an int8 answer moves
+with the batch Triton put it in: published.answer_tolerance). Reports throughput (answers/s), p50/p90/p99 latency and errors per level,
 prints a table and writes loadtest.json and loadtest.png. Any error or wrong answer fails it.
 
 What bounds the numbers here: clients and server share the machine's cores; the client pays
