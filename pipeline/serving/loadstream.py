@@ -90,6 +90,8 @@ def check_streams(model, streams) -> int:
             if name in per_step:     # row t's valid step is its last, t: (batch * steps, O)
                 expected = expected.reshape(batch, steps, steps, -1)[:, range(steps), range(steps)]
             expected = expected.reshape(batch * steps, -1)
+            if model.variant and name != model.outputs[0].name:
+                continue         # a variant's states: not bounded (published.answer_tolerance)
             ok = np.array([close(g, e, model.atol, model.rtol) for g, e in zip(got, expected)])
             bad |= ~ok.reshape(batch, steps).all(axis=0)
         wrong += int(bad.sum())

@@ -60,6 +60,9 @@ class Published:
     atol: float
     rtol: float
     spec: object = None              # the release's ModelSpec (covered.release_spec), or None
+    # a precision variant: its answers' outputs are checked within its budget, a stream's
+    # carried states not at all (answer_tolerance); fp32: every tensor within the tolerance
+    variant: bool = False
 
     @property
     def stream(self) -> bool:
@@ -167,29 +170,33 @@ def open_published(registry: Path, model: str) -> Published:
     if parsed is None:
         raise ServeError("reading config.pbtxt needs tritonclient[grpc] (pip install '.[dev]')")
     config = MessageToDict(parsed, preserving_proto_field_name=True)
-    atol, rtol = answer_tolerance(json.loads((version_dir / VERIFICATION).read_text()),
-                                  manifest["runtime"])
+    atol, rtol, variant = answer_tolerance(
+        json.loads((version_dir / VERIFICATION).read_text()), manifest["runtime"])
     return Published(model, versions[-1], version_dir, manifest["runtime"],
                      config.get("default_model_filename") or manifest_file(manifest),
                      int(config.get("max_batch_size", 0)), _tensors(config["input"]),
-                     _tensors(config["output"]), atol, rtol, release_spec(manifest))
+                     _tensors(config["output"]), atol, rtol, release_spec(manifest), variant)
 
 
-def answer_tolerance(report: dict, runtime: str) -> tuple[float, float]:
-    """(atol, rtol) a served answer must meet against the same file run here: the fp32
-    tolerance verify used; for a precision variant its accuracy budget. An int8 file's
-    answer depends on the batch Triton's dynamic batcher built (ORT quantizes a call's
-    activations with one scale: 0.36% of std between a row alone and in a batch of 8,
-    forecaster), and each answer is within the budget of eager fp32, so two of them are
-    within twice the budget of each other (max_rel_std x the std verify measured)."""
+def answer_tolerance(report: dict, runtime: str) -> tuple[float, float, bool]:
+    """(atol, rtol, variant?) a served answer's output must meet against the same file run
+    here: the fp32 tolerance verify used; for a precision variant its accuracy budget. An
+    int8 file's answer depends on the batch Triton's dynamic batcher built (ORT quantizes a
+    call's activations with one scale: 0.36% of std between a row alone and in a batch of
+    8, forecaster), and each answer is within the budget of eager fp32, so two of them are
+    within twice the budget of each other (max_rel_std x the std verify measured). A
+    variant stream's carried states are not compared: the budget bounds outputs only, and a
+    bf16 LSTM's c stepped one call at a time moves up to 2.5% of its std from the whole-
+    sequence run (deepar, 64 steps) while the outputs stay within 0.2%; a state lost or
+    crossed between clients still shows, in the next steps' outputs."""
     from ..publishing.deploy import pair_of
     served, precision = pair_of(runtime)
     entry = next((e for e in report.get("precisions", []) if precision != "fp32"
                   and (e["runtime"], e["precision"]) == (served, precision)), None)
     if entry is None:
         tolerance = report["tolerance"]
-        return float(tolerance["atol"]), float(tolerance["rtol"])
-    return 2 * entry["budget"]["max_rel_std"] * entry["figures"]["std"], 0.0
+        return float(tolerance["atol"]), float(tolerance["rtol"]), False
+    return 2 * entry["budget"]["max_rel_std"] * entry["figures"]["std"], 0.0, True
 
 
 def manifest_file(manifest: dict) -> str:
