@@ -14,8 +14,9 @@ loadstream.py) gets one step per request, each client carrying its own streams' 
 Every answer is compared with the same published artifact run in this process (ONNX Runtime
 or TorchScript on the version folder's own file, published.py) within the tolerance its
 verification used; for a precision variant, within its accuracy budget (an int8 answer moves
-with the batch Triton put it in: published.answer_tolerance). Reports throughput (answers/s), p50/p90/p99 latency and errors per level,
-prints a table and writes loadtest.json and loadtest.png. Any error or wrong answer fails it.
+with the batch Triton put it in: published.answer_tolerance). Reports throughput (answers/s),
+p50/p90/p99 latency and errors per level, prints a table and writes loadtest.json and
+loadtest.png. Any error or wrong answer fails it.
 
 What bounds the numbers here: clients and server share the machine's cores; the client pays
 Python and protocol encoding per request, the server HTTP/gRPC handling, one hop into the

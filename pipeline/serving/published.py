@@ -157,8 +157,8 @@ def open_published(registry: Path, model: str) -> Published:
     from ..manifest import check_manifest
     from ..publishing.covered import release_spec
     from ..publishing.publish import VERIFICATION
-    from ..publishing.versions import VERSION_DIR
     from ..publishing.triton import TRITON_CONFIG, parse_config
+    from ..publishing.versions import VERSION_DIR
 
     folder = Path(registry) / model
     versions = sorted(int(v.name) for v in folder.glob("*") if VERSION_DIR.fullmatch(v.name))
@@ -191,8 +191,9 @@ def answer_tolerance(report: dict, runtime: str) -> tuple[float, float, bool]:
     crossed between clients still shows, in the next steps' outputs."""
     from ..publishing.deploy import pair_of
     served, precision = pair_of(runtime)
-    entry = next((e for e in report.get("precisions", []) if precision != "fp32"
-                  and (e["runtime"], e["precision"]) == (served, precision)), None)
+    entry = None if precision == "fp32" else next(
+        (e for e in report.get("precisions", [])
+         if (e["runtime"], e["precision"]) == (served, precision)), None)
     if entry is None:
         tolerance = report["tolerance"]
         return float(tolerance["atol"]), float(tolerance["rtol"]), False
