@@ -2,6 +2,7 @@
 and per-row lengths for a forward that packs its input.
 
     feeds = model_feeds(spec, rng, batch=2, seq=7)     # {"input": ..., ["lengths": ...]}
+    x = garbage_past(spec, rng, x, lengths)             # padding no model may read
 """
 from __future__ import annotations
 
@@ -22,6 +23,20 @@ def sample_lengths(rng, batch: int, seq: int) -> np.ndarray:
     if batch > 1:
         lengths[1] = 1
     return lengths.astype(np.int64)
+
+
+GARBAGE = 1e3             # padding values: a read past a length would show at once
+
+
+def garbage_past(spec, rng, x: np.ndarray, lengths) -> np.ndarray:
+    """x (batch, seq[, F]) with every step past its row's length replaced, in place: features
+    by GARBAGE-scaled noise, token ids by other ids inside the vocabulary."""
+    pad = np.arange(x.shape[1])[None, :] >= np.asarray(lengths)[:, None]    # (batch, seq)
+    if spec.input_kind == "tokens":
+        x[pad] = rng.integers(0, spec.input_size, int(pad.sum()))
+    else:
+        x[pad] = GARBAGE * rng.standard_normal((int(pad.sum()), spec.input_size))
+    return x
 
 
 def model_feeds(spec, rng, batch: int, seq: int, scale: float = 1.0) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .compare import compare
 from .errors import first_line
-from .inputs import sample_input
+from .inputs import garbage_past, sample_input, sample_lengths
 from .contract import check_stream_feeds
 from .runtimes import artifact, on_cuda
 from .specs import ModelSpec
@@ -36,25 +36,15 @@ CHUNKINGS = ((1, 7, 50, 242), (299, 1), (1,) * CHUNK_LENGTH)
 # in the ragged checks, at verify's shapes.
 CHUNK_BATCHES = (1, 4)
 SCALES = (1.0, 10.0)      # x10 saturates tanh, as in verify
-GARBAGE = 1e3             # padding values: a read past a length would show at once
 
 
 def ragged_feeds(spec: ModelSpec, rng, batch: int, seq: int, scale: float = 1.0,
                  lengths=None) -> dict[str, np.ndarray]:
     """Seeded stream feeds: rows of their own lengths, garbage padding (other ids inside the
     vocabulary for a token model), a random h_in."""
-    if lengths is None:
-        lengths = rng.integers(1, seq + 1, batch)
-        lengths[0] = seq
-        if batch > 1:
-            lengths[1] = 1
-    lengths = np.asarray(lengths, dtype=np.int64)
-    x = sample_input(spec, rng, batch, seq, scale)
-    pad = np.arange(seq)[None, :] >= lengths[:, None]                # (batch, seq)
-    if spec.input_kind == "tokens":
-        x[pad] = rng.integers(0, spec.input_size, int(pad.sum()))
-    else:
-        x[pad] = (GARBAGE * rng.standard_normal((int(pad.sum()), spec.input_size)))
+    lengths = sample_lengths(rng, batch, seq) if lengths is None else \
+        np.asarray(lengths, dtype=np.int64)
+    x = garbage_past(spec, rng, sample_input(spec, rng, batch, seq, scale), lengths)
     x_spec, len_spec, *states = spec.stream_inputs
     feeds = {x_spec.name: x, len_spec.name: lengths}
     for t in states:    # h in tanh's range; an LSTM's c is unbounded, but this is typical

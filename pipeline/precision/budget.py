@@ -122,6 +122,9 @@ def describe(entry: dict) -> str:
             parts.append(f"labels agree {_pct(f['label_agree'])}")
     if s:
         parts.append(f"after a {s['steps']}-step stream max error {_pct(s['max_rel_std'])}")
+    r = entry.get("stream_ragged") or {}
+    if r:
+        parts.append(f"on ragged stream calls {_pct(r['max_rel_std'])}")
     verdict = entry.get("status", "passed" if entry.get("passed") else "failed")
     why = f": {entry['reason']}" if entry.get("reason") else ""
     return f"{', '.join(parts)} -- {verdict}{why}"

@@ -201,7 +201,8 @@ def deployment(model: str, report: dict, shapes: dict[str, dict[str, np.ndarray]
                          and e["precision"] != "fp32" else e.get("artifact")) if e else None,
             "p50_us": best["p50_us"] if best else None, "eager_p50_us": eager,
             "speedup_vs_eager": best["speedup_vs_eager"] if best else None,
-            "errors": {"figures": e.get("figures"), "stream": e.get("stream")} if e else None,
+            "errors": {k: e.get(k) for k in ("figures", "stream", "stream_ragged")}
+            if e else None,
             "candidates": rows}
     return {"model": model, "budget": report.get("budget"),
             "refused": [describe(e) for e in report.get("precisions", [])

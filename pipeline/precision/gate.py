@@ -15,7 +15,12 @@ Called by verify (one entry per pair in verification.json's `precisions`). For e
            (the eager stream reference fed the same way); quantization error may grow
            through the recurrence, so it is measured there. A model without a stream form
            (a bidirectional layer, a pooled readout) records why (`stream_missing`).
-Both sets of figures (budget.py) must be within the budget. A pair that cannot run here
+  ragged   the stream file at several steps per call, the states carried: RAGGED_CALLS
+           calls of RAGGED_SEQ steps of the same data, the first and last with rows of
+           their own lengths (garbage past them), the middle one every row full. One-step
+           calls never reach the part of a stream graph that gathers each row's state at
+           its own last step, nor an LSTM's Scan form for ragged rows (export/onnx_graph.py).
+Every set of figures (budget.py) must be within the budget. A pair that cannot run here
 (no GPU for fp16, no bf16 units, a runtime not installed) is `unavailable` and, like a
 failed one, never used. fp32 pairs are the runtimes verify judged by its tolerance rule;
 their figures are recorded beside the variants' for the choice.
@@ -27,12 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import first_line
-from ..inputs import model_feeds, sample_input
+from ..inputs import garbage_past, model_feeds, sample_input, sample_lengths
 from ..runtimes import artifact
 from . import variant
 from .budget import Budget, figures, judge
 
 LONG_STEPS, LONG_BATCH = 1200, 8
+RAGGED_SEQ, RAGGED_CALLS = 40, 3
 DATA_ROWS = 4096            # the user's rows read at most
 
 
@@ -103,6 +109,33 @@ def long_stream(runner, spec, x: np.ndarray) -> np.ndarray:
     return np.stack(outs)
 
 
+def ragged_calls(spec, x: np.ndarray, seed: int = 0) -> list[dict]:
+    """Stream feeds without states: x (batch, T, F) cut into RAGGED_CALLS calls of
+    RAGGED_SEQ steps; the first and last with ragged lengths (row 0 full, row 1 one step)
+    and garbage past them, the middle one full length."""
+    rng, calls = np.random.default_rng(seed + 2000), []
+    for k in range(RAGGED_CALLS):
+        chunk = np.array(x[:, k * RAGGED_SEQ:(k + 1) * RAGGED_SEQ])   # (batch, seq[, F])
+        batch, seq = chunk.shape[:2]
+        lengths = np.full(batch, seq, np.int64) if k % 2 else sample_lengths(rng, batch, seq)
+        calls.append({spec.input_name: garbage_past(spec, rng, chunk, lengths),
+                      spec.lengths_name: lengths})
+    return calls
+
+
+def ragged_stream(runner, spec, calls: list[dict]) -> list[np.ndarray]:
+    """Each call's output at its valid rows / steps, states carried from zeros."""
+    batch = calls[0][spec.input_name].shape[0]
+    states = {i: np.zeros((batch, *t.shape[1:]), np.float32)
+              for (i, _), t in zip(spec.state_names, spec.stream_inputs[2:])}
+    outs = []
+    for feeds in calls:
+        y = runner.run({**feeds, **states})
+        states = {i: y[o] for i, o in spec.state_names}
+        outs.append(valid(spec, y[spec.output_name], feeds))
+    return outs
+
+
 class Eager:
     """Eager fp32's outputs on the gate's data, computed once for every pair."""
 
@@ -110,7 +143,7 @@ class Eager:
                  stream: bool = True, stream_x: np.ndarray | None = None):
         self.spec, self.inputs = spec, [as_feeds(spec, x) for x in inputs]
         self.outputs = run_all(reference, spec, self.inputs)
-        self.stream_x = self.stream_y = None
+        self.stream_x = self.stream_y = self.ragged = self.ragged_y = None
         # the long stream's input (LONG_BATCH, LONG_STEPS, F): the user's rows joined, or drawn
         self.stream_data = "user's rows joined" if stream_x is not None else "unit-normal draw"
         if spec.has_stream and stream:
@@ -118,8 +151,10 @@ class Eager:
             rng = np.random.default_rng(seed + 1000)
             self.stream_x = sample_input(spec, rng, LONG_BATCH, LONG_STEPS) \
                 if stream_x is None else stream_x
-            self.stream_y = long_stream(load_stream_runner("torch", spec, model_dir, "cpu", 1),
-                                        spec, self.stream_x)
+            reference = load_stream_runner("torch", spec, model_dir, "cpu", 1)
+            self.stream_y = long_stream(reference, spec, self.stream_x)
+            self.ragged = ragged_calls(spec, self.stream_x, seed)
+            self.ragged_y = ragged_stream(reference, spec, self.ragged)
 
 
 def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager: Eager,
@@ -148,6 +183,10 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
             row["stream"] = {"steps": eager.stream_x.shape[1], "batch": eager.stream_x.shape[0],
                              "data": eager.stream_data,
                              **figures([y], [eager.stream_y], classification)}
+            row["stream_ragged"] = {
+                "calls": RAGGED_CALLS, "seq": RAGGED_SEQ, "batch": eager.stream_x.shape[0],
+                **figures(ragged_stream(stream, spec, eager.ragged), eager.ragged_y,
+                          classification)}
         elif eager.stream_x is not None:
             row["stream"] = None
             row["stream_missing"] = entry.get("skipped", {}).get("stream", "no stream file")
@@ -161,6 +200,8 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
     reasons = judge(row["figures"], budget)
     if row.get("stream"):
         reasons += judge(row["stream"], budget, f"after {LONG_STEPS} stream steps")
+        reasons += judge(row["stream_ragged"], budget,
+                         f"on {RAGGED_SEQ}-step stream calls of ragged rows")
     return {**row, "passed": not reasons, "status": "passed" if not reasons else "failed",
             "reason": "; ".join(reasons)}
 

@@ -20,7 +20,8 @@ from pipeline.export import main as export
 from pipeline.precision.bf16 import cpu_has_bf16
 from pipeline.precision.budget import DEFAULT_BUDGET
 from pipeline.precision.choice import require_pair
-from pipeline.precision.gate import LONG_STEPS, verification_inputs
+from pipeline.precision.gate import (LONG_BATCH, LONG_STEPS, RAGGED_CALLS, Eager, check_pair,
+                                     ragged_calls, verification_inputs)
 from pipeline.verify import SCALES, VerifyConfig, default_shapes
 from pipeline.verify import main as verify
 
@@ -74,6 +75,92 @@ def test_long_stream_within_budget(users):
     s = pairs(reports["lstm2"])[("onnx", "int8")]["stream"]
     assert s["steps"] == LONG_STEPS >= 1000
     assert s["max_rel_std"] <= LSTM_BUDGET.max_rel_std and s["label_agree"] >= 0.995
+
+
+def _ragged_reference(calls):
+    """The user's module on each row's whole stream so far (the valid steps of every call
+    up to this one, joined): a stream from zeros is the whole sequence. (calls, batch, O)."""
+    theirs, seen, outs = models.lstm2(), [[] for _ in calls[0]["lengths"]], []
+    for feeds in calls:
+        for i, n in enumerate(feeds["lengths"]):
+            seen[i].append(feeds["input"][i, :n])
+        with torch.inference_mode():
+            outs.append(np.concatenate([theirs(torch.from_numpy(np.concatenate(r)[None])).numpy()
+                                        for r in seen]))
+    return np.stack(outs).astype(float)
+
+
+def test_ragged_stream_calls_within_budget_against_the_users_module(users):
+    """Stream calls of several steps with rows of their own lengths (the LSTM's Scan form,
+    the gather at each row's last step), states carried: recorded for every variant, and
+    int8's figure is the one its stream file gives run directly against the user's own
+    module on each row's joined valid steps."""
+    import onnxruntime as ort
+    out, reports = users
+    spec = read_config(out / "lstm2")["recipe"].model
+    for (runtime, precision), e in pairs(reports["lstm2"]).items():
+        if precision != "fp32" and e["status"] != "unavailable":
+            r = e["stream_ragged"]
+            assert r["calls"] == RAGGED_CALLS and r["max_rel_std"] <= LSTM_BUDGET.max_rel_std
+    recorded = pairs(reports["lstm2"])[("onnx", "int8")]["stream_ragged"]
+    # the gate's own data: verify's seed 0, the long stream's draw
+    x = (np.random.default_rng(1000).standard_normal((LONG_BATCH, LONG_STEPS, models.FEATURES))
+         .astype(np.float32))
+    calls = ragged_calls(spec, x)
+    assert {int(n) for n in calls[0]["lengths"]} != {calls[0]["input"].shape[1]}   # ragged
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(out / "lstm2" / "model_stream_int8.onnx"), options,
+                                providers=["CPUExecutionProvider"])
+    states = {n: np.zeros((LONG_BATCH, 2, models.HIDDEN), np.float32) for n in ("h_in", "c_in")}
+    got = []
+    for feeds in calls:
+        y, h, c = sess.run(["output", "h_out", "c_out"], {**feeds, **states})
+        states = {"h_in": h, "c_in": c}
+        got.append(y)
+    want = _ragged_reference(calls)
+    assert np.abs(np.stack(got) - want).max() / want.std() == pytest.approx(
+        recorded["max_rel_std"], rel=1e-3)
+
+
+def _gather_at_the_last_step(path):
+    """Rewrite a stream file's per-row gather to read every row at the call's last step,
+    not at its own length: the same function for one-step calls, wrong for ragged rows."""
+    import onnx
+    from onnx import helper
+    model = onnx.load(str(path))
+    g = model.graph
+    nodes = [helper.make_node("Shape", ["input"], ["seq_len"], start=1, end=2),
+             helper.make_node("Mul", ["lengths", "zero_len"], ["no_len"]),
+             helper.make_node("Add", ["no_len", "seq_len"], ["full_len"])]
+    g.initializer.append(helper.make_tensor("zero_len", onnx.TensorProto.INT64, [], [0]))
+    hit = 0
+    for node in g.node:
+        if node.op_type == "Reshape" and node.input[0] == "lengths":
+            node.input[0], hit = "full_len", hit + 1
+    assert hit
+    for n in reversed(nodes):
+        g.node.insert(0, n)
+    onnx.save(model, str(path))
+
+
+def test_a_stream_file_wrong_on_ragged_rows_fails_the_gate(users, tmp_path):
+    """A stream file right at one step per call and wrong on ragged rows passes the long
+    stream and is refused by the ragged calls, with their figure."""
+    from pipeline.runtimes import load_runner
+    out, _ = users
+    model_dir = tmp_path / "lstm2"
+    shutil.copytree(out / "lstm2", model_dir)
+    _gather_at_the_last_step(model_dir / "model_stream_int8.onnx")
+    spec = read_config(model_dir)["recipe"].model
+    entry = json.loads((model_dir / "manifest.json").read_text())["precisions"]["int8"]
+    reference = load_runner("torch", spec, model_dir, "cpu", threads=1)
+    inputs = verification_inputs(spec, [(2, 5)], (1.0,))
+    row = check_pair("onnx", "int8", model_dir, entry, Eager(spec, model_dir, reference, inputs),
+                     LSTM_BUDGET)
+    assert row["stream"]["max_rel_std"] <= LSTM_BUDGET.max_rel_std        # one step: right
+    assert row["status"] == "failed" and row["stream_ragged"]["max_rel_std"] > 0.1
+    assert "ragged rows" in row["reason"]
 
 
 def openvino_bf16(path):
