@@ -232,6 +232,9 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
             existing, build, config.version, spec.name, runtimes,
             released=lambda v: tarball_path(repository, spec.name, v).exists())
         have = existing.get(version, {})
+        if not already and version > max(existing, default=0) + 1 and config.version is None:
+            log(f"{spec.name}: {tarball_path(repository, spec.name, version - 1).name} beside "
+                f"the repository is another release (not in it); published as version {version}")
         if lacking:                       # released before without what --deploy adds
             log(f"{spec.name}: this build was released without {', '.join(lacking)}; "
                 f"published whole as version {version} (a release never changes)")

@@ -44,7 +44,9 @@ def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: in
     lacked) for `build` as the Triton models `runtimes`, or PublishError if it would change
     one. A version holding the build is reused where it has every one of them, or can still
     be completed (its release tarball not written yet); a released one that lacks some (a
-    variant deployed later) gives a new version."""
+    variant deployed later) gives a new version. A version with no folder here but a
+    release tarball beside the repository (a sibling repository's, or a version removed
+    from this one) is taken too: its tarball never changes."""
     held = sorted(v for v, dirs in existing.items()
                   if any(build_of(d) == build for d in dirs.values()))
     fits = [v for v in held if all(rt in existing[v] for rt in runtimes) or not released(v)]
@@ -57,10 +59,22 @@ def choose_version(existing: dict[int, dict[str, Path]], build: dict, wanted: in
             lacking = [triton_name(model, rt) for rt in runtimes if rt not in existing[wanted]]
             raise PublishError(f"{model} version {wanted} is released without "
                                f"{', '.join(lacking)}; releases are immutable (omit --version "
-                               f"to publish this build with them as {max(existing) + 1})")
+                               f"to publish this build with them as {free(existing, released)})")
         raise PublishError(f"{model} version {wanted} is already published with other artifacts; "
                            "versions are immutable (omit --version to publish as "
-                           f"{max(existing) + 1})")
+                           f"{free(existing, released)})")
+    if wanted is not None and released(wanted):
+        raise PublishError(f"{model} version {wanted} is released beside this repository "
+                           f"({model}-{wanted}.tar.gz) but not in it; releases are immutable "
+                           f"(omit --version to publish as {free(existing, released)})")
     if fits:
         return fits[0], True, []
-    return wanted or max(existing, default=0) + 1, False, lacking
+    return wanted or free(existing, released), False, lacking
+
+
+def free(existing: dict[int, dict[str, Path]], released) -> int:
+    """The next version: above every one in the repository, and not released beside it."""
+    version = max(existing, default=0) + 1
+    while released(version):
+        version += 1
+    return version

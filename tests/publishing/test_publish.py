@@ -460,3 +460,24 @@ def test_publish_reads_the_checkpoint_config_name_without_torch():
     from pipeline import checkpoint
     from pipeline.publishing import publish as pub
     assert pub.CONFIG == checkpoint.CONFIG
+
+
+def test_a_release_beside_the_repository_is_never_overwritten(build):
+    """Two repositories in one folder share the release tarballs beside them (and a version
+    removed from a repository leaves its tarball): a version released there is taken. The
+    next one is chosen, and --version naming it is one line with nothing written (it used
+    to write every version folder, then fail on the tarball)."""
+    publish(build)
+    released = (build / f"{MODEL}-1.tar.gz").read_bytes()
+    sibling = build / "staging_repository"
+    with pytest.raises(PublishError, match=r"version 1 is released beside this repository "
+                                           rf"\({MODEL}-1.tar.gz\) but not in it; .* as 2\)$"):
+        publish(build, registry=sibling, version=1)
+    assert not sibling.exists() or not any(sibling.rglob("manifest.json"))
+    said = []
+    second = main(PublishConfig(MODEL, build, registry=sibling, signing_key=key_of(build)),
+                  log=said.append)
+    assert second["version"] == 2 and second["tarball"] == build / f"{MODEL}-2.tar.gz"
+    assert sorted(published_versions(sibling, MODEL)) == [2]
+    assert (build / f"{MODEL}-1.tar.gz").read_bytes() == released
+    assert any(f"{MODEL}-1.tar.gz beside the repository is another release" in s for s in said)
