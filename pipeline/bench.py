@@ -174,7 +174,7 @@ def main(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         # their rows are named "runtime:precision", e.g. "onnx:int8"
         from .precision.choice import bench_hook
         benched = tuple(r.name for r in runners)      # the runtimes asked for (eager too)
-        report, variants = bench_hook(model_dir, spec, benched, config.threads)
+        report, variants = bench_hook(model_dir, spec, benched, config.threads, log)
         runners += variants
         shape_times = {}
         peak = peak_gflops()

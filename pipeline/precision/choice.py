@@ -204,7 +204,7 @@ def deployment(model: str, report: dict, shapes: dict[str, dict[str, np.ndarray]
             "errors": {k: e.get(k) for k in ("figures", "stream", "stream_ragged")}
             if e else None,
             "candidates": rows}
-    return {"model": model, "budget": report.get("budget"),
+    return {"model": model, "artifacts": report.get("artifacts"), "budget": report.get("budget"),
             "refused": [describe(e) for e in report.get("precisions", [])
                         if e["precision"] != "fp32" and not e.get("passed")],
             "not_deployable": excluded, "shapes": chosen}
@@ -230,11 +230,20 @@ def table(dep: dict) -> str:
     return "\n".join(lines)
 
 
-def bench_hook(model_dir: Path, spec, runtimes: tuple[str, ...], threads: int) -> tuple:
-    """(verification report, runners of the usable variant pairs on `runtimes`) for bench."""
+def bench_hook(model_dir: Path, spec, runtimes: tuple[str, ...], threads: int,
+               log=print) -> tuple:
+    """(verification report, runners of the usable variant pairs on `runtimes`) for bench;
+    ({}, []) without a report, or with one that judged other files than those on disk
+    (export ran since verify): its pairs are not the files bench would time."""
+    from ..manifest import read_manifest
     try:
         report = read_report(model_dir)
     except PipelineError:
+        return {}, []
+    if report.get("artifacts") != read_manifest(model_dir)["files"]:
+        if report.get("precisions"):
+            log(f"{spec.name}: verification.json judged other files than those on disk; "
+                "no deployment.json until verify runs again")
         return {}, []
     runners = [load_pair(model_dir, spec, rt, p, report, threads)
                for rt, p in usable(report) if p != "fp32" and rt in runtimes]

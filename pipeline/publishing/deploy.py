@@ -40,8 +40,10 @@ def pair_of(key: str) -> tuple[str, str]:
     return base, "fp32"
 
 
-def requested_pairs(model_dir: Path, deploy: str) -> dict[tuple[str, str], set[str]]:
-    """{(runtime, precision): {"model", "stream"}} that --deploy asks for."""
+def requested_pairs(model_dir: Path, deploy: str, files: dict | None = None
+                    ) -> dict[tuple[str, str], set[str]]:
+    """{(runtime, precision): {"model", "stream"}} that --deploy asks for; `best` only from
+    a deployment.json chosen on the build whose manifest `files` are given (when given)."""
     from ..precision import parse_pair
     if deploy != "best":
         return {parse_pair(deploy): {"model", "stream"}}
@@ -52,6 +54,10 @@ def requested_pairs(model_dir: Path, deploy: str) -> dict[tuple[str, str], set[s
         raise PublishError(f"{path}: missing or unreadable; run `python -m pipeline bench "
                            f"--model {Path(model_dir).name}` first (--deploy best reads it)") \
             from None
+    if files is not None and choice.get("artifacts") != files:
+        raise PublishError(f"{path}: chosen for other files than those on disk (export or "
+                           f"verify ran since); run `python -m pipeline bench --model "
+                           f"{Path(model_dir).name}` again")
     pairs: dict[tuple[str, str], set[str]] = {}
     for shape, c in choice.get("shapes", {}).items():
         if c.get("runtime"):
@@ -82,7 +88,7 @@ def deploy_keys(model_dir: Path, spec, manifest: dict, report: dict, deploy: str
     from ..errors import PipelineError
     from ..precision.choice import require_pair
     keys = []
-    for (runtime, precision), kinds in requested_pairs(model_dir, deploy).items():
+    for runtime, precision in requested_pairs(model_dir, deploy, manifest["files"]):
         check_deployable(runtime, precision)
         try:
             require_pair(report, runtime, precision)

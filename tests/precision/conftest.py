@@ -57,3 +57,11 @@ def users(tmp_path_factory):
         return reports
 
     return built_once(tmp_path_factory, "precision", build)
+
+
+def write_choice(model_dir, shapes: dict) -> None:
+    """A deployment.json naming `shapes` ({shape: {runtime, precision}}) for the build on
+    disk (publish --deploy best refuses one chosen for other files)."""
+    import json
+    files = json.loads((model_dir / "manifest.json").read_text())["files"]
+    (model_dir / "deployment.json").write_text(json.dumps({"artifacts": files, "shapes": shapes}))

@@ -18,6 +18,8 @@ from pipeline.publishing.trust import open_published
 from pipeline.verify import VerifyConfig
 from pipeline.verify import main as verify
 
+from .conftest import LSTM_BUDGET, write_choice
+
 
 def test_publish_deploy_int8_is_a_signed_onnxruntime_model(users, tmp_path):
     out, reports = users
@@ -88,12 +90,47 @@ def test_publish_deploy_refuses_bf16_outside_its_budget_or_unavailable(users, tm
 
 def test_publish_deploy_best_reads_the_choice(users, tmp_path):
     out, _ = users
-    choice = {"shapes": {"1x50": {"runtime": "onnx", "precision": "int8"},
-                         "stream step 1x1": {"runtime": "onnx", "precision": "fp32"}}}
-    (out / "lstm2" / "deployment.json").write_text(json.dumps(choice))
+    write_choice(out / "lstm2", {"1x50": {"runtime": "onnx", "precision": "int8"},
+                                 "stream step 1x1": {"runtime": "onnx", "precision": "fp32"}})
     r = publish(PublishConfig("lstm2", out, tmp_path / "repo", unsigned=True, deploy="best"),
                 log=lambda s: None)
     assert "onnx_int8" in r["folders"]
+
+
+def test_deploy_best_refuses_a_choice_made_for_another_build(users, tmp_path):
+    """Export again (other files), verify again: the deployment.json bench wrote before was
+    timed on the old files, so publish --deploy best refuses it in one line, and bench
+    writes no choice from a verification.json that judged other files."""
+    from pipeline.bench import BenchConfig
+    from pipeline.bench import main as bench
+    from pipeline.manifest import write_manifest
+    out, _ = users
+    model_dir = tmp_path / "out" / "lstm2"
+    shutil.copytree(out / "lstm2", model_dir)
+    write_choice(model_dir, {"1x50": {"runtime": "onnx", "precision": "int8"}})
+    import onnx
+    proto = onnx.load(str(model_dir / "model.onnx"))      # another build: other bytes
+    proto.doc_string = "exported again"
+    onnx.save(proto, str(model_dir / "model.onnx"))
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    write_manifest(model_dir, list(manifest.pop("files")), **manifest)
+    said = []
+    bench(BenchConfig("lstm2", tmp_path / "out", shapes=((1, 5),), budget_s=0.05, min_reps=2,
+                      max_reps=5, warmup=1, plot=False, runtimes=("onnx",)), log=said.append)
+    assert any("verification.json judged other files than those on disk; no deployment.json "
+               "until verify runs again" in s for s in said)
+    verify(VerifyConfig("lstm2", tmp_path / "out", "cpu", shapes=((1, 1),), runtimes=("onnx",),
+                        budget=LSTM_BUDGET), log=lambda s: None)
+    with pytest.raises(PublishError, match=r"deployment.json: chosen for other files than "
+                                           r"those on disk .*; run .*bench --model lstm2` again$"):
+        publish(PublishConfig("lstm2", tmp_path / "out", tmp_path / "repo", unsigned=True,
+                              deploy="best"), log=lambda s: None)
+    assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").glob("lstm2*/1"))
+    bench(BenchConfig("lstm2", tmp_path / "out", shapes=((1, 5),), budget_s=0.05, min_reps=2,
+                      max_reps=5, warmup=1, plot=False, runtimes=("onnx",)), log=lambda s: None)
+    r = publish(PublishConfig("lstm2", tmp_path / "out", tmp_path / "repo", unsigned=True,
+                              deploy="best"), log=lambda s: None)
+    assert r["version"] == 1
 
 
 def test_score_with_a_verified_variant_and_refusal(users, tmp_path):

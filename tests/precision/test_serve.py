@@ -31,6 +31,7 @@ from tests.serving.test_imported import ask
 from tests.serving.test_serve import PROTOCOLS, client
 
 from . import models
+from .conftest import write_choice
 
 BF16 = cpu_has_bf16()
 OPENVINO = "openvino_bf16" if BF16 else "openvino"     # the pair this CPU serves as verified
@@ -46,10 +47,9 @@ def deployed(users, tmp_path_factory):
     out, _ = users
     tmp = tmp_path_factory.mktemp("serve-variants")
     keys = keygen(tmp / "keys")
-    choice = {"shapes": {"1x50": {"runtime": "onnx", "precision": "int8"},
-                         "64x200": {"runtime": "openvino",
-                                    "precision": "bf16" if BF16 else "fp32"}}}
-    (out / "lstm2" / "deployment.json").write_text(json.dumps(choice))
+    write_choice(out / "lstm2", {"1x50": {"runtime": "onnx", "precision": "int8"},
+                                 "64x200": {"runtime": "openvino",
+                                            "precision": "bf16" if BF16 else "fp32"}})
     publish(PublishConfig("lstm2", out, tmp / "published", signing_key=keys["private"],
                           deploy="best"), log=lambda s: None)
     registry = tmp / "registry"
