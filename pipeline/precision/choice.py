@@ -61,7 +61,10 @@ def require_pair(report: dict, runtime: str, precision: str) -> dict:
         e = {"runtime": runtime, "precision": "fp32", "passed": report.get("passed")}
     if e is None:
         from . import variant
-        listed = ", ".join(pair_name(*k) for k in entries(report)) or "none"
+        fp32 = [(r["name"], "fp32") for r in report.get("runtimes", [])
+                if r.get("name") and r.get("passed")]
+        listed = ", ".join(pair_name(*k) for k in dict.fromkeys([*fp32, *entries(report)])) \
+            or "none"
         runs_on = variant(precision).runtimes if precision != "fp32" else (runtime,)
         how = (f"run verify --runtime {runtime}" if precision == "fp32" else
                f"{precision} runs on {', '.join(runs_on)} only" if runtime not in runs_on else

@@ -312,6 +312,12 @@ def test_an_fp32_runtime_verified_without_budget_figures_is_usable(users):
                             or e["precision"] != "fp32"]
     assert any(r["name"] == "onnx" for r in report["runtimes"]) and report["passed"]
     assert require_pair(report, "onnx", "fp32")["passed"]
+    # a chain exported without variants has no `precisions` at all: the refusal of another
+    # pair still names the fp32 runtimes verify passed, not "none"
+    report["precisions"] = []
+    with pytest.raises(PipelineError, match=r"\(verified pairs: torchscript:fp32, onnx:fp32, "
+                                            r"openvino:fp32\); export it"):
+        require_pair(report, "onnx", "int8")
 
 
 def _trained_forecaster(trained, out):
