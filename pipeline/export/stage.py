@@ -60,7 +60,20 @@ def export_torchscript(model, path: Path) -> None:
     # format the pytorch Triton backend and C++ libtorch load.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(model), str(path))
+        save_scripted(torch.jit.script(model), path)
+
+
+def save_scripted(module, path: Path) -> None:
+    """torch.jit.save through a buffer: the same module gives the same bytes. Saved to a
+    path, the archive's records are named after the file (a temp file named by the pid,
+    atomic_path), and torch's serialization_id hashes those names, so every export
+    changed model.pt and the manifest: a new build to verify and publish for nothing."""
+    import io
+
+    import torch
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    Path(path).write_bytes(buffer.getvalue())
 
 
 def self_check(paths: dict[str, Path], spec: ModelSpec, model) -> list[dict]:

@@ -44,6 +44,8 @@ __all__ = ["export_stream_onnx", "export_stream_torchscript"]
 
 def export_stream_torchscript(model, spec: ModelSpec, path: Path) -> None:
     import torch
+
+    from .stage import save_scripted
     if spec.layers:
         from ..network import chain_stream
         module = chain_stream(model, spec).eval()
@@ -51,4 +53,4 @@ def export_stream_torchscript(model, spec: ModelSpec, path: Path) -> None:
         module = family(spec).stream_module(model, spec).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)   # see stage.export_torchscript
-        torch.jit.save(torch.jit.script(module), str(path))
+        save_scripted(torch.jit.script(module), path)
