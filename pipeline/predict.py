@@ -66,6 +66,7 @@ class PredictConfig:
     version_dir: Path | None = None  # a published version folder instead of <out>/<model>
     public_key: Path | None = None   # required with version_dir: who must have signed it
     stream: bool = False             # the stream artifact; input and output are .npz
+    precision: str = "fp32"          # a variant of `runtime` verify let through (issue 23)
 
 
 def _read_array(path: Path, spec: ModelSpec) -> np.ndarray:
@@ -202,12 +203,17 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
             raise PipelineError(f"--output {config.output}: folder {Path(config.output).parent} "
                                 "does not exist")
     check_source(config.model, config.version_dir, config.public_key)
+    if config.version_dir is not None and config.precision != "fp32":
+        raise PipelineError("--precision goes with --model; a published version folder holds "
+                            "one file and says its precision itself")
     if config.version_dir is not None:
         from .publishing.trust import open_published
         runner = open_published(config.version_dir, config.public_key, device="cpu")
         if (len(runner.inputs) > 1) != config.stream:   # a stream model takes lengths, h_in
             raise PipelineError(f"{config.version_dir}: {'not ' if config.stream else ''}a "
                                 f"stream model; {'drop' if config.stream else 'give'} --stream")
+    elif config.precision != "fp32":
+        runner = _variant_runner(config)
     elif config.stream:
         from .runtimes import open_stream_runners
         (runner,) = open_stream_runners(Path(config.out) / config.model, (config.runtime,),
@@ -227,6 +233,26 @@ def main(config: PredictConfig, log: Callable[[str], None] = print) -> dict:
         with atomic_path(config.output) as tmp, open(tmp, "wb") as f:
             np.save(f, y, allow_pickle=False)           # a file object: np.save adds no suffix
     return {"spec": spec, "runtime": runner.name, "output": y}
+
+
+def _variant_runner(config: PredictConfig):
+    """The runner of a precision variant verify let through (its stream file with
+    --stream), one thread as verify ran it (int8 quantizes by the rows a thread gets); an
+    unverified or failed pair is one line with its figures."""
+    from .checkpoint import read_config
+    from .manifest import read_manifest
+    from .precision.choice import load_pair, pair_name, verified_pair
+    model_dir = Path(config.out) / config.model
+    verified_pair(model_dir, config.runtime, config.precision)
+    spec = read_config(model_dir)["recipe"].model
+    runner = load_pair(model_dir, spec, config.runtime, config.precision, {}, threads=1,
+                       stream=config.stream)
+    if runner is None:
+        entry = read_manifest(model_dir).get("precisions", {}).get(config.precision, {})
+        why = entry.get("skipped", {}).get("stream", "none was exported")
+        raise PipelineError(f"{config.model}: {pair_name(config.runtime, config.precision)} "
+                            f"has no stream file ({why})")
+    return runner
 
 
 def _main_stream(runner, config: PredictConfig, log: Callable[[str], None]) -> dict:

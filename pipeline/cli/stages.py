@@ -184,6 +184,7 @@ _FEATURES = ", ".join(f"{name} {SPECS[name].input_size}" for name in MODEL_NAMES
       python -m pipeline predict --model forecaster --input x.csv --runtime torch --output y.npy
       python -m pipeline predict --model classifier --input x.npy --runtime tract
       python -m pipeline predict --model forecaster --input step.npz --stream --output next.npz
+      python -m pipeline predict --model churn --input x.npy --runtime onnx --precision int8
       python -m pipeline predict --version-dir REPO/classifier_onnx/1 --public-key k.pub \\
           --input x.npy
     """)
@@ -196,19 +197,25 @@ _FEATURES = ", ".join(f"{name} {SPECS[name].input_size}" for name in MODEL_NAMES
 @click.option("--output", metavar="FILE.npy", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the outputs here (.npy, atomically; .npz with --stream) instead "
                    "of printing them.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8", "fp16"]),
+              default="fp32", show_default=True,
+              help="A precision variant of --runtime that verify let through its accuracy "
+                   "budget (--runtime onnx --precision int8; --runtime openvino --precision "
+                   "bf16); an unverified or failed pair is refused with its figures.")
 @click.option("--stream", is_flag=True,
               help="Run the stream artifact (model_stream.*) on an .npz of input, lengths, h_in.")
 @out_option
 @version_dir_options
 @domain_errors
-def predict(model, input_path, runtime, output, stream, out, version_dir, public_key):
+def predict(model, input_path, runtime, precision, output, stream, out, version_dir,
+            public_key):
     from ..predict import PredictConfig, format_rows, main
 
-    refuse_beside_version_dir(version_dir, "runtime")
+    refuse_beside_version_dir(version_dir, "runtime", "precision")
     if model is not None:
         selected((model,), out)
     result = main(PredictConfig(model, input_path, runtime, output, out, version_dir, public_key,
-                                stream),
+                                stream, precision),
                   log=lambda s: click.echo(s, err=True))
     if output is None:
         lines = format_rows(result["output"], result["spec"])

@@ -18,6 +18,8 @@ from pipeline.publishing.trust import open_published
 from pipeline.verify import VerifyConfig
 from pipeline.verify import main as verify
 
+from tests.test_cli import one_line_error
+
 from .conftest import LSTM_BUDGET, write_choice
 
 
@@ -249,3 +251,46 @@ def test_loadtest_stream_check_of_a_variant_still_catches_a_lost_state(users, tm
         return got
     assert check_streams(model, [(xs, answers())]) == 0
     assert check_streams(model, [(xs, answers(lose_at=20))]) > 0
+
+
+def test_predict_runs_a_verified_variant(users, tmp_path):
+    """predict --precision: the int8 files' own answers (run here on ONNX Runtime directly),
+    stateless and stream; a failed pair, a pair with no stream file and a version folder
+    beside --precision are one line."""
+    import onnxruntime as ort
+    out, _ = users
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 9, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    feeds = {"input": rng.standard_normal((2, 6, 8)).astype(np.float32),
+             "lengths": np.array([6, 2]), "h_in": np.zeros((2, 2, 32), np.float32),
+             "c_in": np.zeros((2, 2, 32), np.float32)}
+    np.savez(tmp_path / "s.npz", **feeds)
+
+    def session(name):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        return ort.InferenceSession(str(out / "lstm2" / name), options,
+                                    providers=["CPUExecutionProvider"])
+
+    base = ["predict", "--model", "lstm2", "--out", str(out), "--precision", "int8"]
+    r = CliRunner().invoke(cli, [*base, "--input", str(tmp_path / "x.npy"),
+                                 "--output", str(tmp_path / "y.npy")])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
+                                  session("model_int8.onnx").run(None, {"input": x})[0])
+    r = CliRunner().invoke(cli, [*base, "--input", str(tmp_path / "s.npz"), "--stream",
+                                 "--output", str(tmp_path / "next.npz")])
+    assert r.exit_code == 0, r.output
+    want = session("model_stream_int8.onnx").run(["output", "h_out", "c_out"], feeds)
+    got = np.load(tmp_path / "next.npz")
+    for name, w in zip(("output", "h_out", "c_out"), want):
+        np.testing.assert_array_equal(got[name], w)
+    for args, said in (
+            (["--model", "broken_lstm", "--precision", "int8"], "refused: onnx:int8, max error"),
+            (["--model", "lstm2", "--precision", "bf16"], "bf16 runs on openvino only"),
+            (["--version-dir", str(tmp_path), "--public-key", str(tmp_path / "x.npy"),
+              "--precision", "int8"], "--precision with --version-dir")):
+        r = CliRunner().invoke(cli, ["predict", "--out", str(out), *args,
+                                     "--input", str(tmp_path / "x.npy")])
+        one_line_error(r, said)
