@@ -20,6 +20,8 @@ Called by verify (one entry per pair in verification.json's `precisions`). For e
            their own lengths (garbage past them), the middle one every row full. One-step
            calls never reach the part of a stream graph that gathers each row's state at
            its own last step, nor an LSTM's Scan form for ragged rows (export/onnx_graph.py).
+           Judged by its max error alone: 3 x 8 answers of a last-step model are too few
+           for a label rate (one flip would be 4%); a wrong gather shows in the max error.
 Every set of figures (budget.py) must be within the budget. A pair that cannot run here
 (no GPU for fp16, no bf16 units, a runtime not installed) is `unavailable` and, like a
 failed one, never used. fp32 pairs are the runtimes verify judged by its tolerance rule;
@@ -27,6 +29,7 @@ their figures are recorded beside the variants' for the choice.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -197,13 +200,20 @@ def check_pair(runtime: str, precision: str, model_dir: Path, entry: dict, eager
     except Exception as exc:       # a pair that cannot run fails, with the runtime's words
         return {**row, "passed": False, "status": "failed",
                 "reason": f"runtime error: {first_line(exc)}"}
+    reasons = outside(row, budget)
+    return {**row, "passed": not reasons, "status": "passed" if not reasons else "failed",
+            "reason": "; ".join(reasons)}
+
+
+def outside(row: dict, budget: Budget) -> list[str]:
+    """Why a pair's figures (data, long stream, ragged calls) are outside `budget`."""
     reasons = judge(row["figures"], budget)
     if row.get("stream"):
         reasons += judge(row["stream"], budget, f"after {LONG_STEPS} stream steps")
-        reasons += judge(row["stream_ragged"], budget,
+    if row.get("stream_ragged"):         # max error alone (too few answers for a label rate)
+        reasons += judge(row["stream_ragged"], replace(budget, label_agree=0.0),
                          f"on {RAGGED_SEQ}-step stream calls of ragged rows")
-    return {**row, "passed": not reasons, "status": "passed" if not reasons else "failed",
-            "reason": "; ".join(reasons)}
+    return reasons
 
 
 def check_pairs(model_dir: Path, manifest: dict, spec, reference, budget: Budget,

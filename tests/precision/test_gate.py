@@ -21,7 +21,7 @@ from pipeline.precision.bf16 import cpu_has_bf16
 from pipeline.precision.budget import DEFAULT_BUDGET
 from pipeline.precision.choice import require_pair
 from pipeline.precision.gate import (LONG_BATCH, LONG_STEPS, RAGGED_CALLS, Eager, check_pair,
-                                     ragged_calls, verification_inputs)
+                                     outside, ragged_calls, verification_inputs)
 from pipeline.verify import SCALES, VerifyConfig, default_shapes
 from pipeline.verify import main as verify
 
@@ -161,6 +161,20 @@ def test_a_stream_file_wrong_on_ragged_rows_fails_the_gate(users, tmp_path):
     assert row["stream"]["max_rel_std"] <= LSTM_BUDGET.max_rel_std        # one step: right
     assert row["status"] == "failed" and row["stream_ragged"]["max_rel_std"] > 0.1
     assert "ragged rows" in row["reason"]
+
+
+def test_ragged_calls_are_judged_by_their_max_error_alone():
+    """24 answers: one label flip is 4%, so the ragged calls' label rate is not judged (the
+    data and the long stream judge labels); their max error is."""
+    fine = {"max_rel_std": 0.001, "label_agree": 1.0}
+    row = {"figures": fine, "stream": fine,
+           "stream_ragged": {"max_rel_std": 0.001, "label_agree": 23 / 24}}
+    assert outside(row, DEFAULT_BUDGET) == []
+    row["stream_ragged"]["max_rel_std"] = 0.02
+    assert outside(row, DEFAULT_BUDGET) == [
+        "max error 2% of std > 1% on 40-step stream calls of ragged rows"]
+    row["stream"] = {"max_rel_std": 0.001, "label_agree": 0.99}
+    assert "labels agree 99% < 99.5% after 1200 stream steps" in outside(row, DEFAULT_BUDGET)
 
 
 def openvino_bf16(path):
