@@ -21,6 +21,8 @@
 # PRECISION=fp32,bf16,int8 - precision variants export writes beside the fp32 files and verify
 #              gates by the accuracy budget (docs/precision.md); default fp32 alone. A new
 #              value re-exports (exported/.precision records the last one).
+# DEPLOY=best|RUNTIME:PRECISION - make publish also deploys a verified variant as its own
+#              Triton model: best reads deployment.json, written by make bench (docs/precision.md)
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -35,6 +37,7 @@ SERVE_PY    := $(SERVE_VENV)/bin/python
 SERVE_STAMP := $(SERVE_VENV)/.installed
 KEYS    ?= .keys
 PRECISION ?= fp32
+DEPLOY    ?=
 # Rewritten only when PRECISION differs from the last run's, so the manifests (which depend
 # on it) are rebuilt with the variants asked for, and not otherwise.
 PRECISION_STAMP := $(OUT)/.precision
@@ -85,7 +88,7 @@ $(OUT)/%/manifest.json: $(OUT)/%/config.json $(EXPORT_SRC)
 # Every version is signed with $(KEYS)/signing.key (git-ignored; `make clean` keeps it, as
 # consumers hold its public half). Give KEYS=DIR to sign with a key pair kept elsewhere.
 publish: verify $(KEYS)/signing.key
-	$(PY) -m pipeline publish --out $(OUT) --signing-key $(KEYS)/signing.key
+	$(PY) -m pipeline publish --out $(OUT) --signing-key $(KEYS)/signing.key$(if $(DEPLOY), --deploy $(DEPLOY))
 	@echo "publish: signed with $(KEYS)/signing.key; consumers check with" \
 	  "python -m pipeline verify-release $(OUT)/model_repository --public-key $(KEYS)/signing.pub"
 

@@ -40,3 +40,13 @@ def test_make_serve_without_the_public_key_says_what_to_give(tmp_path):
     assert done.returncode == 2
     assert f"make serve: no {tmp_path}/none/signing.pub to check" in done.stdout + done.stderr
     assert "KEYS=DIR" in done.stdout + done.stderr
+
+
+def test_make_publish_deploys_what_deploy_names(tmp_path):
+    """DEPLOY=best (bench's choice) or a pair goes to publish as --deploy; without it, none."""
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    for deploy, flag in (("best", " --deploy best"), ("onnx:int8", " --deploy onnx:int8"),
+                         ("", "")):
+        plan = _make("-n", "-o", "verify", "publish", f"OUT={out}", f"KEYS={keys}",
+                     f"DEPLOY={deploy}").stdout
+        assert f"-m pipeline publish --out {out} --signing-key {keys}/signing.key{flag}\n" in plan
