@@ -14,8 +14,9 @@ two for a bidirectional model (no stream artifacts):
                                         (served as model.onnx / model.pt; see triton.py)
 
 plus `<model>-N.tar.gz` of all of them beside the repository (see release.py). Gates: the build
-passes `check_manifest`, and its `verification.json` passed and judged exactly the files
-now on disk (sha256), and a signing key is given (or `unsigned=True`, said in the card).
+passes `check_manifest`, and its `verification.json` passed, judged exactly the files
+now on disk (sha256) and ran each published runtime (onnx, torchscript, their stream
+artifacts), and a signing key is given (or `unsigned=True`, said in the card).
 Immutability (versions.py): a build already published (same sha256s) is a no-op naming its
 version; another build under an existing number is refused; a released build that
 lacks the Triton models --deploy now adds is published whole as a new version;
@@ -109,6 +110,22 @@ def check_verification(model_dir: Path, manifest: dict) -> dict:
             raise PublishError(f"{path}: judged another {name} than the one on disk (sha256 "
                                "differs); run verify again")
     return report
+
+
+def check_ran(path: Path, report: dict, runtimes) -> None:
+    """PublishError unless verify ran each fp32 Triton model's runtime (`runtimes`: onnx,
+    torchscript, stream_onnx, ...) and, for a stream one, its stream checks: a model card
+    must not call model.pt verified when verify only ran model.onnx."""
+    ran = {r.get("name"): r for r in report.get("runtimes") or [] if isinstance(r, dict)}
+    missing = [rt for rt in runtimes if rt.removeprefix("stream_") not in ran
+               or rt.startswith("stream_") and ran[rt.removeprefix("stream_")].get(
+                   "stream_passed") is not True]
+    if missing:
+        asked = sorted({rt.removeprefix("stream_") for rt in runtimes})
+        raise PublishError(f"{path}: verify did not check {', '.join(missing)} (it ran "
+                           f"{', '.join(ran) or 'nothing'}); run verify with "
+                           f"{' '.join(f'--runtime {r}' for r in asked)} (its default) before "
+                           "publishing them")
 
 
 def stage(repository: Path, model_dir: Path, recipe: Recipe, runtime: str, version: int,
@@ -219,6 +236,7 @@ def main(config: PublishConfig, log: Callable[[str], None] = print) -> dict:
         spec, runtimes = recipe.model, runtimes_for(recipe.model)
         require_listed(model_dir, manifest, [SOURCES[r] for r in runtimes])
         report = check_verification(model_dir, manifest)
+        check_ran(model_dir / VERIFICATION, report, runtimes)
         # verified precision variants asked for with --deploy (issue 23): extra Triton models
         runtimes += tuple(deploy_keys(model_dir, spec, manifest, report, config.deploy))
         for runtime in BACKENDS:      # leftovers of a killed run; only lock holders stage

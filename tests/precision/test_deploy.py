@@ -74,8 +74,8 @@ def test_publish_deploy_refuses_bf16_outside_its_budget_or_unavailable(users, tm
     out, _ = users
     shutil.copytree(out / "lstm2", tmp_path / "lstm2", ignore=shutil.ignore_patterns(".lock"))
     report = verify(VerifyConfig("lstm2", tmp_path, "cpu", shapes=((1, 1), (5, 21)),
-                                 runtimes=("onnx",), budget=parse_budget("max=0.01%")),
-                    log=lambda s: None)
+                                 runtimes=("onnx", "torchscript"),
+                                 budget=parse_budget("max=0.01%")), log=lambda s: None)
     e = next(e for e in report["precisions"] if e["precision"] == "bf16")
     if cpu_has_bf16():
         assert e["status"] == "failed" and e["figures"]["max_rel_std"] > 1e-4
@@ -121,8 +121,9 @@ def test_deploy_best_refuses_a_choice_made_for_another_build(users, tmp_path):
                       max_reps=5, warmup=1, plot=False, runtimes=("onnx",)), log=said.append)
     assert any("verification.json judged other files than those on disk; no deployment.json "
                "until verify runs again" in s for s in said)
-    verify(VerifyConfig("lstm2", tmp_path / "out", "cpu", shapes=((1, 1),), runtimes=("onnx",),
-                        budget=LSTM_BUDGET), log=lambda s: None)
+    verify(VerifyConfig("lstm2", tmp_path / "out", "cpu", shapes=((1, 1),),
+                        runtimes=("onnx", "torchscript"), budget=LSTM_BUDGET),
+           log=lambda s: None)
     with pytest.raises(PublishError, match=r"deployment.json: chosen for other files than "
                                            r"those on disk .*; run .*bench --model lstm2` again$"):
         publish(PublishConfig("lstm2", tmp_path / "out", tmp_path / "repo", unsigned=True,

@@ -481,3 +481,17 @@ def test_a_release_beside_the_repository_is_never_overwritten(build):
     assert sorted(published_versions(sibling, MODEL)) == [2]
     assert (build / f"{MODEL}-1.tar.gz").read_bytes() == released
     assert any(f"{MODEL}-1.tar.gz beside the repository is another release" in s for s in said)
+
+
+def test_a_runtime_verify_did_not_run_is_not_published(build):
+    """verify --runtime onnx passes, but model.pt was never checked by it: publishing it
+    (every version holds both) is one line naming what verify skipped, nothing written."""
+    verify_main(VerifyConfig(MODEL, build, device="cpu", shapes=((1, 3),), runtimes=("onnx",)),
+                log=lambda s: None)
+    with pytest.raises(PublishError, match=r"verification.json: verify did not check "
+                                           r"torchscript, stream_torchscript \(it ran onnx\); "
+                                           r"run verify with --runtime onnx --runtime "
+                                           r"torchscript \(its default\)"):
+        publish(build)
+    assert not (build / "model_repository").exists() or \
+        not any((build / "model_repository").rglob("manifest.json"))
