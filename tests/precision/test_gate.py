@@ -383,6 +383,26 @@ def test_cli_refuses_bad_precision_and_budget(users):
     assert r.exit_code == 1 and "--budget max='lots'" in r.output
 
 
+def test_verify_prints_the_budget_when_an_fp32_check_fails(users, monkeypatch):
+    """A failed fp32 check still records the variants' figures; verify prints them before
+    its error line (a model that fails tract's tolerance and int8's budget shows both)."""
+    import pipeline.verify
+    from pipeline.errors import VerificationError
+    out, reports = users
+
+    def failing(config, log=print):
+        raise VerificationError("broken_lstm: 1 of 2 checks failed; first: tract", {
+            **reports["broken_lstm"], "rows": [], "passed": False})
+
+    monkeypatch.setattr(pipeline.verify, "main", failing)
+    r = CliRunner().invoke(cli, ["verify", "--model", "broken_lstm", "--out", str(out)])
+    assert r.exit_code == 1
+    lines = r.output.splitlines()
+    budget = next(i for i, line in enumerate(lines) if "precision budget" in line)
+    assert "onnx:int8, max error" in lines[budget + 2] and "-- failed" in lines[budget + 2]
+    assert lines[-1].startswith("Error: broken_lstm: 1 of 2 checks failed")
+
+
 def test_verify_measures_the_budget_on_the_users_data(users, tmp_path):
     from pipeline.scoring.bench import write_dataset
     out, _ = users
