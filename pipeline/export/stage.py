@@ -127,7 +127,7 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
     from .normalize import normalize_file
     from .facts import describe
     from .onnx_graph import export_onnx
-    from ..precision.export import variant_files, write_variants
+    from ..precision.export import every_variant_file, variant_files, write_variants
     from .stream import export_stream_onnx, export_stream_torchscript
 
     import torch
@@ -148,9 +148,14 @@ def main(config: ExportConfig, log: Callable[[str], None] = print,
         precisions = config.precisions
         variants = variant_files(spec, precisions)      # precision variants' files
         names = [*ARTIFACTS.values(), *streams.values(), *variants, MANIFEST]
+        # An earlier export's files this one does not write (a precision dropped, a stream
+        # form gone): removed with the old manifest, so no file lies there unlisted.
+        stale = [model_dir / n for n in (*STREAM_ARTIFACTS.values(), *every_variant_file(spec))
+                 if n not in names and (model_dir / n).exists()]
         # All files go to temp files and are renamed into place together, manifest last,
         # only after every artifact passed the self-check and every byte was flushed.
-        with atomic_paths(*(model_dir / name for name in names)) as temps:
+        with atomic_paths(*(model_dir / name for name in names),
+                          clear=(model_dir / MANIFEST, *stale) if stale else ()) as temps:
             tmp = dict(zip(ARTIFACTS, temps))
             stream = dict(zip(streams, temps[len(ARTIFACTS):len(ARTIFACTS) + len(streams)]))
             variant_tmp = dict(zip(variants, temps[len(ARTIFACTS) + len(streams):-1]))

@@ -26,6 +26,14 @@ def variant_files(spec, precisions) -> list[str]:
     return [f for p in precisions if p != "fp32" for f in variant(p).files(spec).values()]
 
 
+def every_variant_file(spec) -> list[str]:
+    """The files any precision variant of `spec` writes: those an export without it leaves
+    behind from an earlier one (export removes them, so the folder holds what its manifest
+    lists)."""
+    from . import PRECISIONS
+    return variant_files(spec, PRECISIONS)
+
+
 def write_variants(spec, precisions, fp32: dict[str, Path], temps: dict[str, Path]) -> dict:
     """Write every variant's files to `temps` ({file name: temp path}); the manifest entry."""
     entries = {}

@@ -373,6 +373,20 @@ def test_a_variant_file_that_cannot_be_written_stops_export(trained, tmp_path, m
     assert not [n for n in left if n.endswith((".onnx", ".pt")) or n == "manifest.json"], left
 
 
+def test_an_export_without_a_precision_removes_its_earlier_files(trained, tmp_path):
+    """export --precision fp32,int8,fp16, then export (fp32): the variants' files go with
+    the old manifest, so the folder holds what its manifest lists (and the weights)."""
+    _trained_forecaster(trained, tmp_path)
+    folder = tmp_path / "forecaster"
+    export(ExportConfig("forecaster", tmp_path, precisions=("fp32", "int8", "fp16")),
+           log=lambda s: None)
+    assert {"model_int8.onnx", "model_fp16.onnx"} <= {p.name for p in folder.iterdir()}
+    manifest = export(ExportConfig("forecaster", tmp_path), log=lambda s: None)
+    on_disk = {p.name for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+    assert on_disk == {*manifest["files"], "manifest.json"}, on_disk
+    assert "precisions" not in manifest
+
+
 def test_cli_refuses_bad_precision_and_budget(users):
     out, _ = users
     r = CliRunner().invoke(cli, ["export", "--model", "lstm2", "--out", str(out),
