@@ -3,10 +3,10 @@
     python -m pipeline publish --model churn --deploy best --signing-key .keys/signing.key
     python -m pipeline publish --model churn --deploy openvino:bf16 --signing-key ...
 
-`best` reads `deployment.json` (bench's choice per shape) and deploys every pair chosen at
-some shape: the stream-step choice as a stream model, the others as stateless ones (and
-their stream model beside them where the variant has one). `RUNTIME:PRECISION` deploys that
-pair. fp32 on onnx or torchscript is what publish always writes; anything else becomes
+`best` reads `deployment.json` (bench's choice per shape, made on the build now on disk)
+and deploys every pair chosen at some shape, the stream-step choice included: each as a
+stateless Triton model and its stream twin where the variant has a stream file.
+`RUNTIME:PRECISION` deploys that pair. fp32 on onnx or torchscript is what publish always writes; anything else becomes
 extra Triton models (publishing/triton.py DEPLOYED): `<model>_onnx_int8` (onnxruntime
 backend, model_int8.onnx served as model.onnx), `<model>_openvino_bf16` (openvino backend,
 model_bf16.xml/.bin, OpenVINO IR, served as model.xml/model.bin, with HINT_BF16: YES),
@@ -40,13 +40,12 @@ def pair_of(key: str) -> tuple[str, str]:
     return base, "fp32"
 
 
-def requested_pairs(model_dir: Path, deploy: str, files: dict | None = None
-                    ) -> dict[tuple[str, str], set[str]]:
-    """{(runtime, precision): {"model", "stream"}} that --deploy asks for; `best` only from
-    a deployment.json chosen on the build whose manifest `files` are given (when given)."""
+def requested_pairs(model_dir: Path, deploy: str, files: dict) -> list[tuple[str, str]]:
+    """The (runtime, precision) pairs --deploy asks for; `best`: every pair deployment.json
+    chose at some shape, the choice made on the build whose manifest `files` are given."""
     from ..precision import parse_pair
     if deploy != "best":
-        return {parse_pair(deploy): {"model", "stream"}}
+        return [parse_pair(deploy)]
     path = Path(model_dir) / "deployment.json"
     try:
         choice = json.loads(path.read_text())
@@ -54,16 +53,12 @@ def requested_pairs(model_dir: Path, deploy: str, files: dict | None = None
         raise PublishError(f"{path}: missing or unreadable; run `python -m pipeline bench "
                            f"--model {Path(model_dir).name}` first (--deploy best reads it)") \
             from None
-    if files is not None and choice.get("artifacts") != files:
-        raise PublishError(f"{path}: chosen for other files than those on disk (export or "
-                           f"verify ran since); run `python -m pipeline bench --model "
+    if choice.get("artifacts") != files:
+        raise PublishError(f"{path}: chosen for other files than those on disk (export ran "
+                           f"since bench); run `python -m pipeline bench --model "
                            f"{Path(model_dir).name}` again")
-    pairs: dict[tuple[str, str], set[str]] = {}
-    for shape, c in choice.get("shapes", {}).items():
-        if c.get("runtime"):
-            kind = "stream" if shape.startswith("stream") else "model"
-            pairs.setdefault((c["runtime"], c["precision"]), set()).add(kind)
-    return pairs
+    return list(dict.fromkeys((c["runtime"], c["precision"])
+                              for c in choice.get("shapes", {}).values() if c.get("runtime")))
 
 
 # the pairs every publish writes (<model>_onnx, <model>_torchscript), --deploy or not
